@@ -1,0 +1,42 @@
+# Two commands on a fresh machine:
+#   make run    set everything up (virtual environment, torch 2.13.0 CPU, the package) and apply experiments/
+#   make test   lint, type-check and run the whole test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HIML := $(VENV)/bin/himl
+# torch is pinned to the CPU build that lies on this machine's disk; an unpinned torch would
+# pull a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+
+.PHONY: setup run test lint typecheck unit bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e '.[dev]' "$(TORCH)"
+	touch $@
+
+run: setup
+	$(HIML) validate experiments/
+	$(HIML) apply experiments/ --yes
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+unit: setup
+	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+
+test: lint typecheck unit
+
+bench: setup
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) outputs mlflow.db .himl

@@ -1,0 +1,1 @@
+"""The `himl` command line: click commands that parse, call one core function, and print."""

@@ -1,0 +1,111 @@
+"""Entry point of `himl`: the command group, and the one place errors become exit codes.
+
+Exit codes (Terraform's, plus a distinct one for usage mistakes):
+0 success / no changes; 1 error or invalid input; 2 changes pending (``plan
+--detailed-exitcode``); 64 usage error (unknown option, bad argument); 130 interrupted.
+
+Heavy modules are imported inside the commands that need them, so `himl --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+import click
+
+from himl_manifest import __version__
+from himl_manifest.errors import HimlError, UsageError
+
+EXIT_USAGE = UsageError.exit_code
+
+# Subcommands, imported on first use: name -> (module, attribute, one-line help).
+_COMMANDS = {
+    "validate": ("himl_manifest.cli.validate_cmd", "validate", "Check manifests against the schema and the semantic rules."),
+    "schema": ("himl_manifest.cli.validate_cmd", "schema_cmd", "Print the manifest JSON Schema."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported only when one is run (or its help shown)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in _COMMANDS:
+            return None
+        module_name, attribute, _ = _COMMANDS[cmd_name]
+        import importlib
+
+        command: click.Command = getattr(importlib.import_module(module_name), attribute)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, _COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="himl")
+@click.option(
+    "--traceback",
+    "show_traceback",
+    is_flag=True,
+    envvar="HIML_TRACEBACK",
+    help="Show the full traceback of errors (also: HIML_TRACEBACK=1).",
+)
+def cli(show_traceback: bool) -> None:
+    """Declarative PyTorch Lightning experiments: validate, plan and apply manifests."""
+    if show_traceback:
+        os.environ["HIML_TRACEBACK"] = "1"
+
+
+def _wants_traceback() -> bool:
+    return os.environ.get("HIML_TRACEBACK", "") not in ("", "0", "false", "False")
+
+
+def run_cli(command: click.Command, args: Sequence[str] | None = None, prog_name: str = "himl") -> int:
+    """Run a click command; map every outcome to an exit code. Shared by `himl` and `himl-runner`."""
+    try:
+        result = command.main(args=list(args) if args is not None else None, prog_name=prog_name, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.UsageError as exc:
+        exc.show()
+        return EXIT_USAGE
+    except click.Abort:
+        click.echo("Aborted.", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        return 130
+    except HimlError as exc:
+        if _wants_traceback():
+            traceback.print_exc()
+        click.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return 1
+    except Exception as exc:  # an internal error: say so, show the trace only on request
+        if _wants_traceback():
+            traceback.print_exc()
+        else:
+            click.echo(
+                f"internal error: {type(exc).__name__}: {exc}\n(run with --traceback or HIML_TRACEBACK=1 for details)",
+                err=True,
+            )
+        return 1
+    return int(result) if isinstance(result, int) else 0
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    sys.exit(run_cli(cli, args))
+
+
+if __name__ == "__main__":
+    main()

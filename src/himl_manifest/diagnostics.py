@@ -1,0 +1,80 @@
+"""Diagnostics are data: collected across all files, rendered once (text, JSON, GitHub)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+#: Version of the ``--format json`` output of ``himl validate``; bumped on incompatible changes.
+JSON_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True, order=True)
+class Diagnostic:
+    """One problem in one file. ``line``/``column`` are 1-based; 0 means "unknown"."""
+
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+    hint: str = ""
+    code: str = "schema"
+    severity: str = "error"
+
+    def location(self) -> str:
+        if self.line:
+            return f"{self.file}:{self.line}:{self.column}"
+        return self.file
+
+
+def render_text(diagnostics: Sequence[Diagnostic], files_checked: int) -> str:
+    lines = []
+    for d in diagnostics:
+        where = f"{d.path}: " if d.path else ""
+        hint = f" ({d.hint})" if d.hint else ""
+        lines.append(f"{d.location()}: {where}{d.message}{hint}")
+    n = len(diagnostics)
+    bad_files = len({d.file for d in diagnostics})
+    if n:
+        lines.append(
+            f"{n} problem{'s' if n != 1 else ''} in {bad_files} of {files_checked} "
+            f"file{'s' if files_checked != 1 else ''}."
+        )
+    else:
+        lines.append(f"{files_checked} file{'s' if files_checked != 1 else ''} valid.")
+    return "\n".join(lines)
+
+
+def render_json(diagnostics: Sequence[Diagnostic], files_checked: int) -> str:
+    payload = {
+        "version": JSON_FORMAT_VERSION,
+        "valid": not diagnostics,
+        "files_checked": files_checked,
+        "diagnostics": [asdict(d) for d in diagnostics],
+    }
+    return json.dumps(payload, indent=2, sort_keys=False)
+
+
+def _gh_escape(value: str, *, prop: bool = False) -> str:
+    value = value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    if prop:
+        value = value.replace(":", "%3A").replace(",", "%2C")
+    return value
+
+
+def render_github(diagnostics: Iterable[Diagnostic], files_checked: int) -> str:
+    """GitHub Actions workflow commands: one ``::error`` annotation per diagnostic."""
+    lines = []
+    for d in diagnostics:
+        props = [f"file={_gh_escape(d.file, prop=True)}"]
+        if d.line:
+            props += [f"line={d.line}", f"col={d.column}"]
+        props.append(f"title={_gh_escape('himl validate: ' + (d.path or d.code), prop=True)}")
+        hint = f" ({d.hint})" if d.hint else ""
+        lines.append(f"::{d.severity} {','.join(props)}::{_gh_escape(d.message + hint)}")
+    return "\n".join(lines)
+
+
+RENDERERS = {"text": render_text, "json": render_json, "github": render_github}

@@ -1,0 +1,1 @@
+"""Loading, validating and describing manifests. Standard library, PyYAML and jsonschema only."""

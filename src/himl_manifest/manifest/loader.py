@@ -1,0 +1,275 @@
+"""Safe YAML loading of manifest files, with bounds, and source positions computed on demand.
+
+Loading is the fast path: libyaml (``CSafeLoader``) builds plain Python data, rejecting duplicate
+keys and every tag that is not plain data. Source positions cost a second parse, so they are
+computed only when a diagnostic needs one (:meth:`LoadedFile.position`).
+
+Hostile or broken input never raises: it becomes one :class:`Diagnostic` for the file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from himl_manifest.diagnostics import Diagnostic
+
+#: Largest manifest file read, in bytes. Bounds time and memory on hostile input.
+MAX_FILE_BYTES = 1 << 20
+#: Largest number of nodes a document may hold once its aliases are expanded (billion laughs).
+MAX_EXPANDED_NODES = 100_000
+#: File name endings of manifests found in a folder.
+MANIFEST_SUFFIXES = (".yaml", ".yml")
+
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _StrictLoader(_Loader):  # type: ignore[misc,valid-type]
+    """Safe loader that rejects duplicate mapping keys."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    mapping: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=False)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None, None, "a mapping key must be a plain value", key_node.start_mark
+            ) from None
+        if key in mapping:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        mapping[key] = loader.construct_object(value_node, deep=False)
+    return mapping
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+@dataclass
+class Document:
+    """One YAML document of a manifest file, as plain data."""
+
+    file: LoadedFile
+    index: int
+    data: Any
+
+
+@dataclass
+class LoadedFile:
+    """A manifest file: its documents, or the one diagnostic that stopped its loading."""
+
+    path: Path
+    display: str
+    text: str = ""
+    documents: list[Document] = field(default_factory=list)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    _nodes: list[yaml.Node | None] | None = field(default=None, repr=False)
+
+    def error(self, message: str, line: int = 0, column: int = 0, code: str = "load") -> None:
+        self.diagnostics.append(Diagnostic(self.display, line, column, "", message, code=code))
+
+    def position(self, index: int, path: Sequence[str | int], *, key: bool = False) -> tuple[int, int]:
+        """1-based (line, column) of ``path`` in document ``index``: the deepest node found.
+
+        With ``key=True`` and a path ending in a mapping key, the key itself is located.
+        """
+        if self._nodes is None:
+            try:
+                self._nodes = list(yaml.compose_all(self.text, Loader=_Loader))
+            except (yaml.YAMLError, RecursionError):
+                self._nodes = []
+        if index >= len(self._nodes) or self._nodes[index] is None:
+            return (1, 1)
+        node = self._nodes[index]
+        assert node is not None
+        mark = node.start_mark
+        for step_no, step in enumerate(path):
+            child: yaml.Node | None = None
+            if isinstance(node, yaml.MappingNode):
+                for key_node, value_node in node.value:
+                    if isinstance(key_node, yaml.ScalarNode) and key_node.value == str(step):
+                        last = step_no == len(path) - 1
+                        mark = key_node.start_mark
+                        child = key_node if (key and last) else value_node
+                        break
+            elif isinstance(node, yaml.SequenceNode) and isinstance(step, int):
+                if 0 <= step < len(node.value):
+                    child = node.value[step]
+            if child is None:
+                break
+            node = child
+            mark = node.start_mark
+        return (mark.line + 1, mark.column + 1)
+
+
+def _expanded_size(root: Any, limit: int) -> int | None:
+    """Node count of ``root`` with aliases expanded, or None for a recursive structure.
+
+    Shared sub-structures (YAML aliases) are counted once per reference without walking them
+    again, so this is linear in the number of distinct nodes even for billion-laughs input.
+    """
+    sizes: dict[int, int] = {}
+    on_stack: set[int] = set()
+    # Iterative post-order walk; a container is sized once all its children are.
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        obj, done = stack.pop()
+        if not isinstance(obj, (dict, list)):
+            continue
+        oid = id(obj)
+        children = list(obj.values()) if isinstance(obj, dict) else obj
+        if done:
+            on_stack.discard(oid)
+            total = 1
+            for child in children:
+                total += sizes.get(id(child), 1) if isinstance(child, (dict, list)) else 1
+            sizes[oid] = min(total, limit + 1)
+            continue
+        if oid in sizes:
+            continue
+        if oid in on_stack:
+            return None
+        on_stack.add(oid)
+        stack.append((obj, True))
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if id(child) in on_stack:
+                    return None
+                stack.append((child, False))
+    return sizes.get(id(root), 1)
+
+
+def _yaml_error(loaded: LoadedFile, exc: yaml.YAMLError) -> None:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    line, column = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
+    problem = getattr(exc, "problem", None) or str(exc)
+    if isinstance(exc, yaml.constructor.ConstructorError) and "constructor for the tag" in problem:
+        tag = problem.split("tag", 1)[1].strip(" '")
+        tag = tag.replace("tag:yaml.org,2002:", "!!")
+        problem = f"unsupported YAML tag {tag!r}: manifests hold plain data only"
+    elif "cannot start any token" in problem and line and _char_at(loaded.text, line, column) == "\t":
+        problem = "tab character: YAML indentation must use spaces"
+    context = getattr(exc, "context", None)
+    if problem.startswith(("unsupported", "tab", "duplicate", "a mapping")):
+        pass
+    elif context and "while" in context:
+        problem = f"YAML syntax error: {problem} ({context})"
+    else:
+        problem = f"YAML syntax error: {problem}"
+    loaded.error(problem, line, column, code="yaml")
+
+
+def _char_at(text: str, line: int, column: int) -> str:
+    lines = text.splitlines()
+    if 0 < line <= len(lines) and 0 < column <= len(lines[line - 1]):
+        return lines[line - 1][column - 1]
+    return ""
+
+
+def _decode(loaded: LoadedFile, raw: bytes) -> str | None:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start]
+        line = before.count(b"\n") + 1
+        column = exc.start - (before.rfind(b"\n") + 1) + 1
+        loaded.error(
+            f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {exc.start} cannot be decoded",
+            line,
+            column,
+            code="encoding",
+        )
+        return None
+    return text.removeprefix("\ufeff")
+
+
+def load_file(path: Path, display: str | None = None) -> LoadedFile:
+    """Read and parse one manifest file; problems become diagnostics, never exceptions."""
+    loaded = LoadedFile(path=path, display=display if display is not None else str(path))
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        loaded.error(f"cannot read file: {exc.strerror or exc}", code="io")
+        return loaded
+    if len(raw) > MAX_FILE_BYTES:
+        loaded.error(
+            f"file too large: over {MAX_FILE_BYTES} bytes (a manifest is a few KB)", code="io"
+        )
+        return loaded
+    text = _decode(loaded, raw)
+    if text is None:
+        return loaded
+    loaded.text = text
+    if "\x00" in text:
+        position = text.index("\x00")
+        line = text.count("\n", 0, position) + 1
+        loaded.error("NUL character: not a text file", line, 1, code="encoding")
+        return loaded
+    try:
+        datas = list(yaml.load_all(text, Loader=_StrictLoader))
+    except yaml.YAMLError as exc:
+        _yaml_error(loaded, exc)
+        return loaded
+    except RecursionError:
+        loaded.error("YAML nesting too deep", code="yaml")
+        return loaded
+    for index, data in enumerate(datas):
+        if data is None:
+            continue
+        size = _expanded_size(data, MAX_EXPANDED_NODES)
+        if size is None or size > MAX_EXPANDED_NODES:
+            line, column = loaded.position(index, [])
+            why = "recursive alias" if size is None else "aliases expand to too many nodes"
+            loaded.error(f"{why}: refused (limit {MAX_EXPANDED_NODES} nodes)", line, column, "yaml")
+            continue
+        loaded.documents.append(Document(loaded, index, data))
+    if not loaded.documents and not loaded.diagnostics:
+        loaded.error("empty file: no manifest in it", 1, 1, code="empty")
+    return loaded
+
+
+def discover(paths: Iterable[Path]) -> Iterator[tuple[Path, Diagnostic | None]]:
+    """Manifest files under ``paths`` (files as given; folders searched recursively, sorted).
+
+    Yields ``(path, None)`` per file, or ``(path, diagnostic)`` for a path that can't be used: a
+    missing path, a folder with no manifests, a symlink loop.
+    """
+    for root in paths:
+        if root.is_dir():
+            found = False
+            for file in _walk(root):
+                found = True
+                yield file, None
+            if not found:
+                yield root, Diagnostic(
+                    str(root), 0, 0, "", "no manifests (*.yaml, *.yml) in this folder", code="io"
+                )
+        elif root.exists() or root.is_symlink():
+            yield root, None
+        else:
+            yield root, Diagnostic(str(root), 0, 0, "", "no such file or folder", code="io")
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a symlink loop, or the same folder twice
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.endswith(MANIFEST_SUFFIXES) and not name.startswith("."):
+                yield Path(dirpath) / name
