@@ -1,0 +1,1 @@
+"""Run stores and executors behind one small interface (see :mod:`.base`)."""

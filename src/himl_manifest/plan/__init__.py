@@ -1,0 +1,1 @@
+"""The pure planner and its renderers. No I/O, no clock."""

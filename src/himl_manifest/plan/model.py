@@ -1,0 +1,104 @@
+"""Plans as values: what should happen to each run, and why.
+
+Action kinds (DESIGN.md decision 3):
+
+==========  ======  ==========================================================================
+kind        symbol  meaning
+==========  ======  ==========================================================================
+create      ``+``   no run with this identity exists: submit it
+keep        ``=``   the run exists, in sync and healthy: nothing to do
+update      ``~``   only cosmetic fields changed: update the run's metadata in place
+replace     ``-/+`` a run-affecting field changed: a new run; the old one is marked superseded
+resume      ``>``   only max_epochs grew and the old run has a checkpoint: a new run continues
+retry       ``!``   same identity, but the latest attempt failed or was cancelled
+wait        ``…``   the run is queued or running: nothing to do now
+orphan      ``?``   a run whose manifest or seed is gone: reported; archived with ``--prune``
+==========  ======  ==========================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from himl_manifest.spec import RunSpec
+
+#: Version of the saved-plan / ``plan --format json`` document.
+PLAN_FORMAT_VERSION = 1
+
+CREATE = "create"
+KEEP = "keep"
+UPDATE = "update"
+REPLACE = "replace"
+RESUME = "resume"
+RETRY = "retry"
+WAIT = "wait"
+ORPHAN = "orphan"
+
+SYMBOLS = {
+    CREATE: "+",
+    KEEP: "=",
+    UPDATE: "~",
+    REPLACE: "-/+",
+    RESUME: ">",
+    RETRY: "!",
+    WAIT: "…",
+    ORPHAN: "?",
+}
+#: Kinds that change something when applied (orphans only with --prune).
+CHANGING = frozenset({CREATE, UPDATE, REPLACE, RESUME, RETRY})
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    """One field that differs between the observed run and the manifest."""
+
+    path: str  # dotted, e.g. "trainer.max_epochs"
+    old: Any
+    new: Any
+
+
+@dataclass(frozen=True)
+class Action:
+    """What to do about one (experiment, seed), and why."""
+
+    kind: str
+    experiment: str
+    seed: int
+    run_name: str  # the desired run's name; for an orphan, the orphaned run's name
+    reason: str
+    changes: tuple[FieldChange, ...] = ()
+    run: RunSpec | None = None  # the desired run (absent for orphans)
+    previous: str | None = None  # the observed run this action relates to (replace/resume/...)
+    attempt: int = 1  # the attempt a create/retry makes
+    depends_on: tuple[str, ...] = ()  # run names whose checkpoints this run needs first
+    manifest_path: str = ""
+
+
+@dataclass(frozen=True)
+class ExperimentStatus:
+    """The two separate axes reported per experiment: in sync or not, and health."""
+
+    experiment: str
+    in_sync: bool
+    health: str  # "healthy" | "running" | "failed" | "none"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A pure value: the actions, in execution order, and what they were planned from."""
+
+    actions: tuple[Action, ...]
+    #: Fingerprint of the desired specs and observed records the plan was made from; applying a
+    #: saved plan re-computes it and refuses a stale plan.
+    fingerprint: str = ""
+    experiments: tuple[ExperimentStatus, ...] = ()
+    version: int = PLAN_FORMAT_VERSION
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def count(self, kind: str) -> int:
+        return sum(1 for a in self.actions if a.kind == kind)
+
+    @property
+    def has_changes(self) -> bool:
+        return any(a.kind in CHANGING or a.kind == ORPHAN for a in self.actions)
