@@ -26,6 +26,8 @@ HASH_VERSION = "v1"
 RUNSPEC_FORMAT = "himl-runspec/v1"
 #: Top-level fields that are cosmetic: changing them updates runs in place.
 COSMETIC_TOP = ("description", "tags")
+#: Top-level fields that are policy for apply: neither identity nor cosmetic metadata.
+POLICY_TOP = ("retry",)
 #: Fields inside `tracking` that are cosmetic.
 COSMETIC_TRACKING = ("display_name",)
 DEFAULT_CONDA_FILE = "environment.yml"
@@ -100,7 +102,7 @@ def file_sha256(path: Path | None) -> str | None:
 
 def identity_view(spec: Mapping[str, Any], seed: int, conda_sha256: str | None) -> dict[str, Any]:
     """The run-affecting fields of one seed's run: what the spec hash covers."""
-    view = {k: copy.deepcopy(v) for k, v in spec.items() if k not in (*COSMETIC_TOP, "seeds")}
+    view = {k: copy.deepcopy(v) for k, v in spec.items() if k not in (*COSMETIC_TOP, *POLICY_TOP, "seeds")}
     view["tracking"] = {k: v for k, v in view.get("tracking", {}).items() if k not in COSMETIC_TRACKING}
     view["seed"] = seed
     view["environment"] = {**view.get("environment", {}), "conda_sha256": conda_sha256}

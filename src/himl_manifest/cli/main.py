@@ -25,6 +25,11 @@ EXIT_USAGE = UsageError.exit_code
 _COMMANDS = {
     "validate": ("himl_manifest.cli.validate_cmd", "validate", "Check manifests against the schema and the semantic rules."),
     "schema": ("himl_manifest.cli.validate_cmd", "schema_cmd", "Print the manifest JSON Schema."),
+    "plan": ("himl_manifest.cli.plan_cmd", "plan", "Show what apply would change: manifests vs existing runs."),
+    "apply": ("himl_manifest.cli.apply_cmd", "apply", "Submit, resume or retry only what changed."),
+    "runs": ("himl_manifest.cli.runs_cmd", "runs", "List the runs this tool manages."),
+    "audit": ("himl_manifest.cli.audit_cmd", "audit", "Which commit and manifest produced a run, and vice versa."),
+    "run": ("himl_manifest.cli.run_cmd", "run", "Execute one run spec (the in-job entry point)."),
 }
 
 
