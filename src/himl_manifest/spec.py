@@ -82,8 +82,8 @@ def find_conda_file(root: Path, spec: Mapping[str, Any]) -> Path | None:
     """The conda file of an experiment: explicit, else environment.yml upward from the code root."""
     explicit = spec.get("environment", {}).get("conda_file")
     if explicit:
-        return root / explicit
-    folder = (root / spec.get("code_root", ".")).resolve()
+        return root / str(explicit)
+    folder = (root / str(spec.get("code_root", "."))).resolve()
     root = root.resolve()
     while True:
         candidate = folder / DEFAULT_CONDA_FILE
@@ -102,8 +102,14 @@ def file_sha256(path: Path | None) -> str | None:
 
 def identity_view(spec: Mapping[str, Any], seed: int, conda_sha256: str | None) -> dict[str, Any]:
     """The run-affecting fields of one seed's run: what the spec hash covers."""
-    view = {k: copy.deepcopy(v) for k, v in spec.items() if k not in (*COSMETIC_TOP, *POLICY_TOP, "seeds")}
-    view["tracking"] = {k: v for k, v in view.get("tracking", {}).items() if k not in COSMETIC_TRACKING}
+    view = {
+        k: copy.deepcopy(v)
+        for k, v in spec.items()
+        if k not in (*COSMETIC_TOP, *POLICY_TOP, "seeds")
+    }
+    view["tracking"] = {
+        k: v for k, v in view.get("tracking", {}).items() if k not in COSMETIC_TRACKING
+    }
     view["seed"] = seed
     view["environment"] = {**view.get("environment", {}), "conda_sha256": conda_sha256}
     return view

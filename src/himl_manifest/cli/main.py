@@ -23,12 +23,24 @@ EXIT_USAGE = UsageError.exit_code
 
 # Subcommands, imported on first use: name -> (module, attribute, one-line help).
 _COMMANDS = {
-    "validate": ("himl_manifest.cli.validate_cmd", "validate", "Check manifests against the schema and the semantic rules."),
+    "validate": (
+        "himl_manifest.cli.validate_cmd",
+        "validate",
+        "Check manifests against the schema and the semantic rules.",
+    ),
     "schema": ("himl_manifest.cli.validate_cmd", "schema_cmd", "Print the manifest JSON Schema."),
-    "plan": ("himl_manifest.cli.plan_cmd", "plan", "Show what apply would change: manifests vs existing runs."),
+    "plan": (
+        "himl_manifest.cli.plan_cmd",
+        "plan",
+        "Show what apply would change: manifests vs existing runs.",
+    ),
     "apply": ("himl_manifest.cli.apply_cmd", "apply", "Submit, resume or retry only what changed."),
     "runs": ("himl_manifest.cli.runs_cmd", "runs", "List the runs this tool manages."),
-    "audit": ("himl_manifest.cli.audit_cmd", "audit", "Which commit and manifest produced a run, and vice versa."),
+    "audit": (
+        "himl_manifest.cli.audit_cmd",
+        "audit",
+        "Which commit and manifest produced a run, and vice versa.",
+    ),
     "run": ("himl_manifest.cli.run_cmd", "run", "Execute one run spec (the in-job entry point)."),
 }
 
@@ -73,10 +85,16 @@ def _wants_traceback() -> bool:
     return os.environ.get("HIML_TRACEBACK", "") not in ("", "0", "false", "False")
 
 
-def run_cli(command: click.Command, args: Sequence[str] | None = None, prog_name: str = "himl") -> int:
-    """Run a click command; map every outcome to an exit code. Shared by `himl` and `himl-runner`."""
+def run_cli(
+    command: click.Command, args: Sequence[str] | None = None, prog_name: str = "himl"
+) -> int:
+    """Run a click command; map every outcome to an exit code (shared by every entry point)."""
     try:
-        result = command.main(args=list(args) if args is not None else None, prog_name=prog_name, standalone_mode=False)
+        result = command.main(
+            args=list(args) if args is not None else None,
+            prog_name=prog_name,
+            standalone_mode=False,
+        )
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.UsageError as exc:
@@ -101,7 +119,8 @@ def run_cli(command: click.Command, args: Sequence[str] | None = None, prog_name
             traceback.print_exc()
         else:
             click.echo(
-                f"internal error: {type(exc).__name__}: {exc}\n(run with --traceback or HIML_TRACEBACK=1 for details)",
+                f"internal error: {type(exc).__name__}: {exc}\n"
+                "(run with --traceback or HIML_TRACEBACK=1 for details)",
                 err=True,
             )
         return 1
