@@ -15,9 +15,12 @@ import click
     type=click.Choice(["text", "json", "github"]),
     default="text",
     show_default=True,
-    help="text for people, json for tools (versioned, see docs/cli.md), github for Actions annotations.",
+    help="text for people; json for tools (versioned, see docs/cli.md); github for Actions "
+    "annotations.",
 )
-@click.option("--check-imports", is_flag=True, help="Also import each container class (runs user code).")
+@click.option(
+    "--check-imports", is_flag=True, help="Also import each container class (runs user code)."
+)
 def validate(paths: tuple[Path, ...], output_format: str, check_imports: bool) -> int:
     """Check manifests (default: experiments/). Exit 0 when all are valid, 1 when any is not."""
     from himl_manifest.diagnostics import RENDERERS

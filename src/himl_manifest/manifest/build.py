@@ -21,7 +21,9 @@ def build(documents: Iterable[Document]) -> list[Experiment]:
         path = doc.file.path.resolve()
         relative = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
         spec = normalize(doc.data)
-        experiments.append(Experiment(name=spec["name"], spec=spec, manifest_path=relative, root=root))
+        experiments.append(
+            Experiment(name=spec["name"], spec=spec, manifest_path=relative, root=root)
+        )
     return experiments
 
 
@@ -31,5 +33,7 @@ def load_experiments(paths: Iterable[Path]) -> tuple[list[Experiment], Validatio
     if not result.ok:
         from himl_manifest.diagnostics import render_text
 
-        raise ManifestError("invalid manifests:\n" + render_text(result.diagnostics, len(result.files)))
+        raise ManifestError(
+            "invalid manifests:\n" + render_text(result.diagnostics, len(result.files))
+        )
     return build(result.documents), result

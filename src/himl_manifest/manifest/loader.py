@@ -9,7 +9,9 @@ Hostile or broken input never raises: it becomes one :class:`Diagnostic` for the
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,17 +22,36 @@ import yaml
 from himl_manifest.diagnostics import Diagnostic
 
 #: Largest manifest file read, in bytes. Bounds time and memory on hostile input.
-MAX_FILE_BYTES = 1 << 20
-#: Largest number of nodes a document may hold once its aliases are expanded (billion laughs).
-MAX_EXPANDED_NODES = 100_000
+MAX_FILE_BYTES = 256 * 1024
+#: Largest number of values (scalars, lists, mappings) a document may hold, counted once its
+#: aliases are expanded (billion laughs). A real manifest holds a few hundred.
+MAX_NODES = 50_000
+#: Files larger than this are counted (cheaply, by the C parser's events) before they are
+#: built into Python data, so a big file is refused in bounded time.
+_PRESCAN_BYTES = 32 * 1024
 #: File name endings of manifests found in a folder.
 MANIFEST_SUFFIXES = (".yaml", ".yml")
 
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_TYPE_WORDS = {bool: "a boolean", int: "an integer", float: "a number", type(None): "null"}
 
 
 class _StrictLoader(_Loader):  # type: ignore[misc,valid-type]
-    """Safe loader that rejects duplicate mapping keys."""
+    """Safe loader that rejects duplicate and non-string mapping keys, with a resolver cache."""
+
+    #: Implicit tags of plain scalars seen before (the same keys recur in every manifest).
+    _resolved: dict[str, str] = {}  # noqa: RUF012 (shared on purpose)
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        # For a plain scalar the implicit tag depends on its text alone (no path resolvers).
+        if kind is yaml.ScalarNode and implicit[0] and len(value) <= 64:
+            tag = self._resolved.get(value)
+            if tag is None:
+                tag = super().resolve(kind, value, implicit)
+                if len(self._resolved) < 10_000:
+                    self._resolved[value] = tag
+            return tag
+        return super().resolve(kind, value, implicit)
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
@@ -38,12 +59,14 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
     mapping: dict[Any, Any] = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=False)
-        try:
-            hash(key)
-        except TypeError:
+        if not isinstance(key, str):
+            what = _TYPE_WORDS.get(type(key), "a " + type(key).__name__)
+            hint = (
+                f" (quote it: '{key_node.value}')" if isinstance(key_node, yaml.ScalarNode) else ""
+            )
             raise yaml.constructor.ConstructorError(
-                None, None, "a mapping key must be a plain value", key_node.start_mark
-            ) from None
+                None, None, f"a mapping key must be a string, not {what}{hint}", key_node.start_mark
+            )
         if key in mapping:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark
@@ -52,7 +75,17 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
     return mapping
 
 
+def _refuse_tag(loader: _StrictLoader, node: yaml.Node) -> Any:
+    tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+    raise yaml.constructor.ConstructorError(
+        None, None, f"unsupported YAML tag {tag!r}: manifests hold plain data only", node.start_mark
+    )
+
+
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+# Safe, but not JSON data: bytes, sets, ordered pairs.
+for _tag in ("binary", "set", "omap", "pairs"):
+    _StrictLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refuse_tag)
 
 
 @dataclass
@@ -78,7 +111,9 @@ class LoadedFile:
     def error(self, message: str, line: int = 0, column: int = 0, code: str = "load") -> None:
         self.diagnostics.append(Diagnostic(self.display, line, column, "", message, code=code))
 
-    def position(self, index: int, path: Sequence[str | int], *, key: bool = False) -> tuple[int, int]:
+    def position(
+        self, index: int, path: Sequence[str | int], *, key: bool = False
+    ) -> tuple[int, int]:
         """1-based (line, column) of ``path`` in document ``index``: the deepest node found.
 
         With ``key=True`` and a path ending in a mapping key, the key itself is located.
@@ -102,9 +137,12 @@ class LoadedFile:
                         mark = key_node.start_mark
                         child = key_node if (key and last) else value_node
                         break
-            elif isinstance(node, yaml.SequenceNode) and isinstance(step, int):
-                if 0 <= step < len(node.value):
-                    child = node.value[step]
+            elif (
+                isinstance(node, yaml.SequenceNode)
+                and isinstance(step, int)
+                and 0 <= step < len(node.value)
+            ):
+                child = node.value[step]
             if child is None:
                 break
             node = child
@@ -157,10 +195,14 @@ def _yaml_error(loaded: LoadedFile, exc: yaml.YAMLError) -> None:
         tag = problem.split("tag", 1)[1].strip(" '")
         tag = tag.replace("tag:yaml.org,2002:", "!!")
         problem = f"unsupported YAML tag {tag!r}: manifests hold plain data only"
-    elif "cannot start any token" in problem and line and _char_at(loaded.text, line, column) == "\t":
+    elif ("tab" in problem or "cannot start any token" in problem) and _char_at(
+        loaded.text, line, column
+    ) == "\t":
         problem = "tab character: YAML indentation must use spaces"
+    elif "recursive node" in problem:
+        problem = "recursive alias: a value that contains itself is refused"
     context = getattr(exc, "context", None)
-    if problem.startswith(("unsupported", "tab", "duplicate", "a mapping")):
+    if problem.startswith(("unsupported", "tab", "duplicate", "a mapping", "recursive")):
         pass
     elif context and "while" in context:
         problem = f"YAML syntax error: {problem} ({context})"
@@ -170,10 +212,15 @@ def _yaml_error(loaded: LoadedFile, exc: yaml.YAMLError) -> None:
 
 
 def _char_at(text: str, line: int, column: int) -> str:
+    """The character at a 1-based position, or at the start of that line's indentation."""
     lines = text.splitlines()
-    if 0 < line <= len(lines) and 0 < column <= len(lines[line - 1]):
-        return lines[line - 1][column - 1]
-    return ""
+    if not 0 < line <= len(lines):
+        return ""
+    text_line = lines[line - 1]
+    if 0 < column <= len(text_line) and text_line[column - 1] == "\t":
+        return "\t"
+    indent = text_line[: len(text_line) - len(text_line.lstrip(" \t"))]
+    return "\t" if "\t" in indent else (text_line[column - 1 : column] if column > 0 else "")
 
 
 def _decode(loaded: LoadedFile, raw: bytes) -> str | None:
@@ -193,19 +240,55 @@ def _decode(loaded: LoadedFile, raw: bytes) -> str | None:
     return text.removeprefix("\ufeff")
 
 
-def load_file(path: Path, display: str | None = None) -> LoadedFile:
-    """Read and parse one manifest file; problems become diagnostics, never exceptions."""
-    loaded = LoadedFile(path=path, display=display if display is not None else str(path))
+def _count_events(text: str, limit: int) -> int:
+    """Number of values in ``text`` (aliases not expanded), counting at most ``limit + 1``."""
+    count = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, (yaml.ScalarEvent, yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            count += 1
+            if count > limit:
+                break
+    return count
+
+
+def _read(loaded: LoadedFile) -> bytes | None:
+    path = loaded.path
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        if path.is_symlink() and exc.errno == errno.ENOENT:
+            target = os.readlink(path)
+            loaded.error(f"broken symbolic link: its target {target!r} does not exist", code="io")
+        elif exc.errno == errno.ELOOP:
+            loaded.error("symbolic link loop: the link never reaches a file", code="io")
+        else:
+            loaded.error(f"cannot read file: {exc.strerror or exc}", code="io")
+        return None
+    if stat.S_ISDIR(info.st_mode):
+        loaded.error("a folder, not a manifest file", code="io")
+        return None
+    if not stat.S_ISREG(info.st_mode):  # a FIFO or a device would block or never end
+        loaded.error("not a regular file (a pipe, socket or device?)", code="io")
+        return None
     try:
         with open(path, "rb") as handle:
             raw = handle.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         loaded.error(f"cannot read file: {exc.strerror or exc}", code="io")
-        return loaded
+        return None
     if len(raw) > MAX_FILE_BYTES:
         loaded.error(
-            f"file too large: over {MAX_FILE_BYTES} bytes (a manifest is a few KB)", code="io"
+            f"file too large: over {MAX_FILE_BYTES // 1024} KiB (a manifest is a few KB)", code="io"
         )
+        return None
+    return raw
+
+
+def load_file(path: Path, display: str | None = None) -> LoadedFile:
+    """Read and parse one manifest file; problems become diagnostics, never exceptions."""
+    loaded = LoadedFile(path=path, display=display if display is not None else str(path))
+    raw = _read(loaded)
+    if raw is None:
         return loaded
     text = _decode(loaded, raw)
     if text is None:
@@ -217,6 +300,9 @@ def load_file(path: Path, display: str | None = None) -> LoadedFile:
         loaded.error("NUL character: not a text file", line, 1, code="encoding")
         return loaded
     try:
+        if len(raw) > _PRESCAN_BYTES and _count_events(text, MAX_NODES) > MAX_NODES:
+            loaded.error(f"too many values: over {MAX_NODES} in one file", 1, 1, code="yaml")
+            return loaded
         datas = list(yaml.load_all(text, Loader=_StrictLoader))
     except yaml.YAMLError as exc:
         _yaml_error(loaded, exc)
@@ -227,11 +313,15 @@ def load_file(path: Path, display: str | None = None) -> LoadedFile:
     for index, data in enumerate(datas):
         if data is None:
             continue
-        size = _expanded_size(data, MAX_EXPANDED_NODES)
-        if size is None or size > MAX_EXPANDED_NODES:
+        # Without an alias ("*name") the text bounds the size; otherwise count the expansion.
+        size = _expanded_size(data, MAX_NODES) if "*" in text else 0
+        if size is None or size > MAX_NODES:
             line, column = loaded.position(index, [])
-            why = "recursive alias" if size is None else "aliases expand to too many nodes"
-            loaded.error(f"{why}: refused (limit {MAX_EXPANDED_NODES} nodes)", line, column, "yaml")
+            if size is None:
+                why = "recursive alias: a value that contains itself is refused"
+            else:
+                why = f"aliases expand to too many values: refused (limit {MAX_NODES})"
+            loaded.error(why, line, column, "yaml")
             continue
         loaded.documents.append(Document(loaded, index, data))
     if not loaded.documents and not loaded.diagnostics:
@@ -252,8 +342,16 @@ def discover(paths: Iterable[Path]) -> Iterator[tuple[Path, Diagnostic | None]]:
                 found = True
                 yield file, None
             if not found:
-                yield root, Diagnostic(
-                    str(root), 0, 0, "", "no manifests (*.yaml, *.yml) in this folder", code="io"
+                yield (
+                    root,
+                    Diagnostic(
+                        str(root),
+                        0,
+                        0,
+                        "",
+                        "no manifests (*.yaml, *.yml) in this folder",
+                        code="io",
+                    ),
                 )
         elif root.exists() or root.is_symlink():
             yield root, None

@@ -6,6 +6,7 @@ shape; the wheel carries an identical copy under ``himl_manifest/_schema/``.
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import functools
 import json
@@ -13,6 +14,8 @@ from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from himl_manifest.manifest.fastcheck import Check, Unsupported, compile_schema
 
 if TYPE_CHECKING:  # jsonschema is imported where validation happens, not on start-up
     from jsonschema import Draft202012Validator
@@ -79,8 +82,23 @@ class Problem:
         self.key = key
 
 
+@functools.cache
+def _fast_check() -> Check | None:
+    try:
+        return compile_schema(schema())
+    except Unsupported:
+        return None
+
+
 def problems(instance: Any) -> list[Problem]:
-    """Every schema problem of one manifest document, most relevant first per location."""
+    """Every schema problem of one manifest document, most relevant first per location.
+
+    A valid document is recognized by the compiled fast check alone; jsonschema is imported
+    and run only to explain an invalid one.
+    """
+    check = _fast_check()
+    if check is not None and check(instance):
+        return []
     found: list[Problem] = []
     for error in validator().iter_errors(instance):
         found.extend(_explain(error))
@@ -93,7 +111,9 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _example_hint(schema_node: Any) -> str:
+def _example_hint(schema_node: Any, value: Any = None) -> str:
+    if isinstance(value, datetime.date):
+        return "YAML reads an unquoted date as a date: quote it"
     if isinstance(schema_node, dict):
         examples = schema_node.get("examples")
         if examples:
@@ -169,35 +189,50 @@ def _explain(error: ValidationError) -> Iterator[Problem]:
         hint = _example_hint(resolve(node.get("properties", {}).get(missing)))
         yield Problem(path, f"missing required key {missing!r}", hint)
     elif kind == "enum":
-        choices = [str(v) for v in error.validator_value]
+        choices = [str(v) for v in _argument(error)]
         hint = did_you_mean(str(value), choices)
-        yield Problem(path, f"invalid value {_short(value)}: expected one of {', '.join(choices)}", hint)
+        yield Problem(
+            path, f"invalid value {_short(value)}: expected one of {', '.join(choices)}", hint
+        )
     elif kind == "const":
-        yield Problem(path, f"must be {_short(error.validator_value)}, not {_short(value)}")
+        yield Problem(path, f"must be {_short(_argument(error))}, not {_short(value)}")
     elif kind == "type":
-        expected = error.validator_value
+        expected = _argument(error)
         expected = [expected] if isinstance(expected, str) else expected
         words = " or ".join(_TYPE_WORDS.get(t, t) for t in expected)
         got = _TYPE_WORDS.get(_type_name(value), _type_name(value))
-        yield Problem(path, f"expected {words}, got {got} {_short(value)}", _example_hint(node))
+        yield Problem(
+            path, f"expected {words}, got {got} {_short(value)}", _example_hint(node, value)
+        )
     elif kind in ("oneOf", "anyOf"):
         yield from _explain_alternatives(error, path, node)
     elif kind == "pattern" and "x-message" in node:
-        yield Problem(path, f"invalid value {_short(value)}: {node['x-message']}", _example_hint(node))
+        yield Problem(
+            path, f"invalid value {_short(value)}: {node['x-message']}", _example_hint(node)
+        )
     elif kind == "pattern":
-        yield Problem(path, f"invalid value {_short(value)}: does not match {error.validator_value}", _example_hint(node))
+        yield Problem(
+            path,
+            f"invalid value {_short(value)}: does not match {_argument(error)}",
+            _example_hint(node),
+        )
     elif kind == "propertyNames":
         yield Problem(path, f"invalid key in {format_path(path) or 'document'}: {error.message}")
     else:
         yield Problem(path, f"invalid value {_short(value)}: {_plain(error)}", _example_hint(node))
 
 
+def _argument(error: ValidationError) -> Any:
+    """The keyword's value in the schema (e.g. the enum's choices)."""
+    return error.validator_value
+
+
 def _missing(error: ValidationError) -> str:
     instance = error.instance if isinstance(error.instance, dict) else {}
-    for name in error.validator_value:
+    for name in _argument(error):
         if name not in instance:
             return str(name)
-    return str(error.validator_value[0])
+    return str(_argument(error)[0])
 
 
 def _plain(error: ValidationError) -> str:
@@ -223,6 +258,9 @@ def _explain_alternatives(
         by_branch.setdefault(int(branch), []).append(sub)
     value = error.instance
     if not error.context:  # valid under several branches of a oneOf
+        wanted = node.get("type")
+        if isinstance(wanted, str) and _type_name(value) != wanted:
+            return  # the "type" error at this path already says what is wrong
         yield Problem(path, f"ambiguous value {_short(value)}: it matches several alternatives")
         return
     branches = node.get(str(error.validator), [])
@@ -241,24 +279,39 @@ def _explain_alternatives(
     fitting = [i for i in by_branch if type_fits(i)]
     if not fitting:
         choices = " or ".join(_alternatives(node))
-        yield Problem(path, f"invalid value {_short(value)}: expected {choices}", _example_hint(node))
+        yield Problem(
+            path, f"invalid value {_short(value)}: expected {choices}", _example_hint(node, value)
+        )
         return
     if isinstance(value, dict):
-        satisfied = [
-            i for i in fitting if not any(e.validator == "required" for e in by_branch[i])
-        ]
+        satisfied = [i for i in fitting if not any(e.validator == "required" for e in by_branch[i])]
         if len(satisfied) > 1:
             keys = [resolve(branches[i]).get("required", ["?"])[0] for i in satisfied]
             yield Problem(path, "give only one of " + ", ".join(repr(k) for k in keys))
             return
-        if not satisfied and all(not e.relative_path for i in fitting for e in by_branch[i] if e.validator == "required"):
+        # A branch whose first required key (its discriminator) is present explains best.
+        keyed = [i for i in fitting if resolve(branches[i]).get("required", [None])[0] in value]
+        if len(keyed) == 1:
+            for sub in by_branch[keyed[0]]:
+                yield from _explain(sub)
+            return
+        if not satisfied and all(
+            not e.relative_path for i in fitting for e in by_branch[i] if e.validator == "required"
+        ):
             keys = [resolve(branches[i]).get("required", ["?"])[0] for i in fitting]
-            yield Problem(path, "needs one of the keys " + ", ".join(repr(k) for k in keys), _example_hint(node))
+            yield Problem(
+                path,
+                "needs one of the keys " + ", ".join(repr(k) for k in keys),
+                _example_hint(node),
+            )
             return
 
     def weight(index: int) -> tuple[int, int]:
         errors = by_branch[index]
-        return (sum(10 if e.validator == "required" else 1 for e in errors), -max(len(e.path) for e in errors))
+        return (
+            sum(10 if e.validator == "required" else 1 for e in errors),
+            -max(len(e.path) for e in errors),
+        )
 
     best = min(fitting, key=weight)
     for sub in by_branch[best]:

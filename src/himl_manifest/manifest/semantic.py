@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from himl_manifest.manifest.loader import Document
-from himl_manifest.paths import project_root
 from himl_manifest.manifest.schema import did_you_mean
+from himl_manifest.paths import project_root
 
 #: Manifest fields holding a path that must stay inside the repository.
 LOCAL_PATH_FIELDS: tuple[tuple[str | int, ...], ...] = (
@@ -31,8 +32,12 @@ class Finding:
     code: str = "semantic"
 
 
+@functools.lru_cache(maxsize=256)
 def find_root(start: Path) -> Path:
-    """The repository root of a manifest folder (see :func:`himl_manifest.paths.project_root`)."""
+    """The repository root of a manifest folder (see :func:`himl_manifest.paths.project_root`).
+
+    Cached: every manifest of a folder shares it.
+    """
     return project_root(start)
 
 
@@ -45,7 +50,9 @@ def seed_list(seeds: Any) -> list[int]:
 
 def _get(data: Any, path: tuple[str | int, ...]) -> Any:
     for step in path:
-        if isinstance(data, dict) and step in data:
+        if isinstance(data, dict):
+            if step not in data:
+                return None
             data = data[step]
         elif isinstance(data, list) and isinstance(step, int) and step < len(data):
             data = data[step]
@@ -81,12 +88,16 @@ def _check_one(doc: Document, by_name: dict[str, Document]) -> Iterator[Finding]
     checkpoint = data.get("checkpoint", {})
     source = checkpoint.get("source")
     if mode != "train" and source is None:
-        yield Finding(doc, ("mode",), f"mode {mode!r} needs a checkpoint source (checkpoint.source)")
+        yield Finding(
+            doc, ("mode",), f"mode {mode!r} needs a checkpoint source (checkpoint.source)"
+        )
     if checkpoint.get("resume"):
         if source is None:
             yield Finding(doc, ("checkpoint", "resume"), "resume needs a checkpoint source")
         if mode != "train":
-            yield Finding(doc, ("checkpoint", "resume"), f"resume only applies to mode 'train', not {mode!r}")
+            yield Finding(
+                doc, ("checkpoint", "resume"), f"resume only applies to mode 'train', not {mode!r}"
+            )
     if isinstance(source, dict) and "experiment" in source:
         target = by_name.get(source["experiment"])
         if target is None:
@@ -137,7 +148,10 @@ def _check_paths(doc: Document) -> Iterator[Finding]:
         resolved = (root / value).resolve()
         if not resolved.is_relative_to(root):
             yield Finding(
-                doc, field, f"path {value!r} points outside the repository", f"repository root: {root}"
+                doc,
+                field,
+                f"path {value!r} points outside the repository",
+                f"repository root: {root}",
             )
         elif field == ("environment", "conda_file") and not resolved.is_file():
             yield Finding(doc, field, f"conda file {value!r} does not exist", f"looked in {root}")

@@ -33,7 +33,9 @@ def display_path(path: Path) -> str:
     return str(path) if relative.startswith("..") else relative
 
 
-def _diagnostic(doc: Document, path: list[str | int], message: str, hint: str, code: str, *, key: bool = False) -> Diagnostic:
+def _diagnostic(
+    doc: Document, path: list[str | int], message: str, hint: str, code: str, *, key: bool = False
+) -> Diagnostic:
     line, column = doc.file.position(doc.index, path, key=key)
     return Diagnostic(doc.file.display, line, column, schema.format_path(path), message, hint, code)
 
@@ -46,7 +48,7 @@ def validate_paths(paths: Iterable[Path]) -> ValidationResult:
         if problem is not None:
             result.diagnostics.append(problem)
             continue
-        real = path.resolve()
+        real = Path(os.path.realpath(path))  # Path.resolve raises on a symlink loop
         if real in seen:
             continue
         seen.add(real)
@@ -55,19 +57,29 @@ def validate_paths(paths: Iterable[Path]) -> ValidationResult:
         result.diagnostics.extend(loaded.diagnostics)
         for doc in loaded.documents:
             if not isinstance(doc.data, dict):
-                kind = "a list" if isinstance(doc.data, list) else f"a scalar ({type(doc.data).__name__})"
+                kind = (
+                    "a list"
+                    if isinstance(doc.data, list)
+                    else f"a scalar ({type(doc.data).__name__})"
+                )
                 result.diagnostics.append(
-                    _diagnostic(doc, [], f"a manifest must be a mapping of keys, got {kind}", "", "shape")
+                    _diagnostic(
+                        doc, [], f"a manifest must be a mapping of keys, got {kind}", "", "shape"
+                    )
                 )
                 continue
             found = schema.problems(doc.data)
             for p in found:
-                result.diagnostics.append(_diagnostic(doc, p.path, p.message, p.hint, "schema", key=p.key))
+                result.diagnostics.append(
+                    _diagnostic(doc, p.path, p.message, p.hint, "schema", key=p.key)
+                )
             if not found:
                 result.documents.append(doc)
     for finding in semantic.check(result.documents):
         result.diagnostics.append(
-            _diagnostic(finding.document, list(finding.path), finding.message, finding.hint, finding.code)
+            _diagnostic(
+                finding.document, list(finding.path), finding.message, finding.hint, finding.code
+            )
         )
     result.diagnostics.sort(key=lambda d: (d.file, d.line, d.column, d.path))
     return result

@@ -47,6 +47,16 @@ SYMBOLS = {
 }
 #: Kinds that change something when applied (orphans only with --prune).
 CHANGING = frozenset({CREATE, UPDATE, REPLACE, RESUME, RETRY})
+#: Kinds that submit a run (a new run, or a new attempt of one).
+SUBMITTING = frozenset({CREATE, REPLACE, RESUME, RETRY})
+#: Order of the kinds in summaries.
+KIND_ORDER = (CREATE, REPLACE, RESUME, RETRY, UPDATE, WAIT, ORPHAN, KEEP)
+
+# Health of an experiment (the second axis of ExperimentStatus).
+HEALTHY = "healthy"
+HEALTH_RUNNING = "running"
+HEALTH_FAILED = "failed"
+HEALTH_NONE = "none"
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,8 @@ class Action:
     attempt: int = 1  # the attempt a create/retry makes
     depends_on: tuple[str, ...] = ()  # run names whose checkpoints this run needs first
     manifest_path: str = ""
+    #: Status of the latest attempt of the observed run this action is about (None: no run).
+    observed_status: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,7 @@ class ExperimentStatus:
     experiment: str
     in_sync: bool
     health: str  # "healthy" | "running" | "failed" | "none"
+    manifest_path: str = ""
 
 
 @dataclass(frozen=True)

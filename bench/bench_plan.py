@@ -1,0 +1,353 @@
+"""Benchmark `himl plan`'s core: 1,000 manifests (~3,000 runs) against a store of 10,000 runs.
+
+Measures, in one run, and prints a Markdown table:
+
+- loading + validating + expanding the manifests;
+- (a) the MemoryBackend: ``make_plan`` (one bulk ``list_runs``), beside the naive approach of one
+  lookup per desired run (``MemoryBackend.get_run``, plus a simulated per-query cost, added
+  rather than slept: the measured cost of one MLflow query when (b) runs, else 2 ms);
+- (b) a real MLflow SQLite store (the local backend), when ``himl_manifest.backends.local`` is
+  importable: ``make_plan`` with ``LocalBackend`` (one paginated ``search_runs``), beside one
+  ``search_runs`` per desired run name (timed on a sample, extrapolated to all, unless
+  ``--naive-all``); and the whole ``himl plan`` command as a subprocess.
+
+The store is filled with realistic records: every desired run (most completed, some failed,
+some with an older attempt), older superseded versions, and runs of deleted experiments.
+The SQLite store is filled by copying one real MLflow run's rows in bulk (creating 10,000 runs
+through the MLflow client would take minutes).
+
+    .venv/bin/python bench/bench_plan.py [--manifests 1000] [--records 10000] [--no-mlflow]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "src"))
+
+from himl_manifest.backends.base import (  # noqa: E402
+    COMPLETED,
+    FAILED,
+    LIVE,
+    SUPERSEDED,
+    RunRecord,
+)
+from himl_manifest.backends.memory import MemoryBackend  # noqa: E402
+from himl_manifest.plan.make import desired_runs, make_plan  # noqa: E402
+from himl_manifest.plan.planner import plan  # noqa: E402
+from himl_manifest.spec import RunSpec  # noqa: E402
+
+T = TypeVar("T")
+TARGET_S = 3.0
+
+
+def timed(call: Callable[[], T]) -> tuple[T, float]:
+    start = time.perf_counter()
+    result = call()
+    elapsed = time.perf_counter() - start
+    print(f"  {getattr(call, '__name__', 'step')}: {elapsed:.2f} s", file=sys.stderr, flush=True)
+    return result, elapsed
+
+
+# --- the manifests and the store's records ----------------------------------------------------
+
+
+def write_manifests(count: int, root: Path) -> None:
+    try:
+        from gen_manifests import generate  # another engineer's realistic generator
+    except ImportError:
+        generate = None
+    if generate is not None:
+        generate(count, root)
+        return
+    (root / ".git").mkdir(parents=True, exist_ok=True)
+    (root / "experiments").mkdir(exist_ok=True)
+    for i in range(count):
+        (root / "experiments" / f"exp-{i:05d}.yaml").write_text(
+            f"apiVersion: himl/v1\nkind: Experiment\nname: exp-{i:05d}\ncontainer: HelloWorld\n"
+            f"seeds: 3\ntrainer:\n  max_epochs: {10 + i % 5}\n",
+            encoding="utf-8",
+        )
+
+
+def history(desired: list[RunSpec], total: int, seed: int = 0) -> list[tuple[RunSpec, RunRecord]]:
+    """``total`` records: the desired runs (mostly in sync), their history, deleted ones."""
+    rng = random.Random(seed)
+    out: list[tuple[RunSpec, RunRecord]] = []
+
+    def add(run: RunSpec, **fields: Any) -> None:
+        record = RunRecord(
+            run_name=run.run_name,
+            run_id=uuid.uuid4().hex,
+            experiment=run.experiment,
+            seed=run.seed,
+            spec_hash=run.spec_hash,
+            status=COMPLETED,
+            spec=dict(run.spec),
+            manifest_path=run.manifest_path,
+            has_checkpoint=True,
+            provenance={"conda_sha256": run.conda_sha256 or ""},
+        )
+        out.append((run, dataclasses.replace(record, **fields)))
+
+    for run in desired:
+        roll = rng.random()
+        if roll < 0.03:
+            continue  # a new seed or experiment: create
+        if roll < 0.06:
+            add(run, status=FAILED, has_checkpoint=False)  # keep (failed, not retried)
+            continue
+        if roll < 0.10:
+            add(run, status=FAILED, has_checkpoint=False)
+            add(run, attempt=2)  # retried once, then completed
+            continue
+        add(run)
+    while len(out) < total:
+        run = rng.choice(desired)
+        if rng.random() < 0.7:  # an older version of a desired run, superseded
+            old = _variant(run, f"old{len(out)}")
+            add(old, state=SUPERSEDED)
+        else:  # a run of an experiment deleted long ago, archived or orphaned
+            gone = _variant(run, f"gone{len(out)}", experiment=f"deleted-{len(out)}")
+            add(gone, state=LIVE if rng.random() < 0.01 else "archived")
+    return out[:total]
+
+
+def _variant(run: RunSpec, salt: str, experiment: str | None = None) -> RunSpec:
+    name = experiment or run.experiment
+    digest = uuid.uuid5(uuid.NAMESPACE_URL, run.run_name + salt).hex
+    return dataclasses.replace(
+        run,
+        experiment=name,
+        spec_hash=f"v1:{digest}",
+        run_name=f"{name}-s{run.seed}-{digest[:8]}",
+    )
+
+
+# --- (a) the memory backend -------------------------------------------------------------------
+
+
+def naive_memory(desired: list[RunSpec], backend: MemoryBackend) -> int:
+    """One lookup per desired run: what a per-manifest planner does."""
+    before = backend.queries
+    found = 0
+    for run in desired:
+        found += bool(backend.get_run(run.run_name))
+    assert found
+    return backend.queries - before
+
+
+# --- (b) a real MLflow SQLite store -----------------------------------------------------------
+
+
+def fill_sqlite(root: Path, records: list[tuple[RunSpec, RunRecord]]) -> Any:
+    """A LocalBackend whose store holds ``records``, filled by bulk-copying one real run."""
+    from himl_manifest.backends.local import LocalBackend
+    from himl_manifest.backends.local_store import MLFLOW_TO_STATUS, run_tags
+
+    to_mlflow = {status: name for name, status in MLFLOW_TO_STATUS.items()}
+    backend = LocalBackend(f"sqlite:///{root / 'mlflow.db'}", root)
+    experiment_id = backend.store.experiment_id("bench", backend.artifact_root)
+    first_run = records[0][0]
+    template_id = backend.store.create_run(
+        experiment_id, run_tags(first_run, 1, root / "outputs" / "x", "bench-host", "bench")
+    )
+    db = sqlite3.connect(root / "mlflow.db")
+    db.row_factory = sqlite3.Row
+    template = dict(db.execute("SELECT * FROM runs WHERE run_uuid = ?", (template_id,)).fetchone())
+    run_rows, tag_rows = [], []
+    for number, (run, record) in enumerate(records):
+        run_id = uuid.uuid4().hex
+        row = dict(template, run_uuid=run_id, name=run.run_name)
+        row["status"] = to_mlflow.get(record.status, "FINISHED")
+        row["start_time"] = row["end_time"] = 1_700_000_000_000 + number
+        run_rows.append(row)
+        output_dir = root / "outputs" / f"{run.run_name}-{record.attempt}"
+        tags = run_tags(run, record.attempt, output_dir, "bench-host", "bench")
+        tags["himl.state"] = record.state
+        tag_rows += [(key, value, run_id) for key, value in tags.items()]
+    db.execute("DELETE FROM tags WHERE run_uuid = ?", (template_id,))
+    db.execute("DELETE FROM runs WHERE run_uuid = ?", (template_id,))
+    columns = list(template)
+    db.executemany(
+        f"INSERT INTO runs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+        [tuple(row[c] for c in columns) for row in run_rows],
+    )
+    db.executemany("INSERT INTO tags (key, value, run_uuid) VALUES (?, ?, ?)", tag_rows)
+    db.commit()
+    db.close()
+    return backend
+
+
+def naive_mlflow(desired: list[RunSpec], backend: Any, sample: int) -> tuple[int, float]:
+    """One ``search_runs`` per desired run name, on ``sample`` runs: (queries, seconds each)."""
+    chosen = desired if sample >= len(desired) else random.Random(1).sample(desired, sample)
+    start = time.perf_counter()
+    for run in chosen:
+        backend.store.by_run_name(run.run_name)
+    return len(chosen), (time.perf_counter() - start) / len(chosen)
+
+
+class CountingStore:
+    """Counts the MLflow client calls that read the store."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.client, name)
+        if name.startswith(("search_", "get_")) and callable(attribute):
+
+            def counted(*args: Any, **kwargs: Any) -> Any:
+                self.calls += 1
+                return attribute(*args, **kwargs)
+
+            return counted
+        return attribute
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--manifests", type=int, default=1000)
+    parser.add_argument("--records", type=int, default=10_000)
+    parser.add_argument("--no-mlflow", action="store_true", help="only the MemoryBackend")
+    parser.add_argument("--naive-sample", type=int, default=100)
+    parser.add_argument("--naive-all", action="store_true", help="time every naive query")
+    args = parser.parse_args()
+
+    rows: list[tuple[str, str, str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="himl-bench-plan-") as tmp:
+        root = Path(tmp)
+        write_manifests(args.manifests, root)
+        os.chdir(root)
+        desired, load_s = timed(lambda: desired_runs(["experiments"]))
+        records = history(desired, args.records)
+        observed = [record for _, record in records]
+        rows.append(
+            (f"load + validate + expand {args.manifests} manifests", f"{load_s:.2f}", "0", "")
+        )
+        result, plan_s = timed(lambda: plan(desired, observed))
+        rows.append(
+            (
+                f"planner alone: {len(desired)} runs x {len(observed)} records",
+                f"{plan_s:.3f}",
+                "0",
+                "",
+            )
+        )
+
+        per_query_s = 0.002
+        local = None
+        if not args.no_mlflow:
+            try:
+                local, _ = timed(lambda: fill_sqlite(root, records))
+            except ImportError as exc:
+                print(f"(no local backend: {exc}; MemoryBackend only)", file=sys.stderr)
+        if local is not None:
+            counter = CountingStore(local.store.client)
+            local.store.client = counter
+            listed, list_s = timed(local.list_runs)
+            assert len(listed) == len(observed), (len(listed), len(observed))
+            counter.calls = 0
+            local_plan, total_s = timed(lambda: make_plan(["experiments"], local))
+            reads = counter.calls
+            # the store's view differs from the generated records only in has_checkpoint
+            # (the local backend looks for the file on disk): same number of actions
+            assert len(local_plan.actions) == len(result.actions)
+            rows.append(("(b) MLflow SQLite: list_runs (bulk read)", f"{list_s:.2f}", "", ""))
+            rows.append(
+                (
+                    "(b) MLflow SQLite: make_plan (load + list_runs + plan)",
+                    f"{total_s:.2f}",
+                    f"1 list_runs = {reads} MLflow reads (paginated)",
+                    "yes" if total_s < TARGET_S else "**no**",
+                )
+            )
+            sample = len(desired) if args.naive_all else args.naive_sample
+            queries, each_s = naive_mlflow(desired, local, sample)
+            per_query_s = each_s
+            measured = "measured" if queries == len(desired) else f"{queries} timed, extrapolated"
+            rows.append(
+                (
+                    f"(b) naive: one search_runs per run ({measured})",
+                    f"{each_s * len(desired):.1f}",
+                    f"{len(desired)} list queries",
+                    "",
+                )
+            )
+            cli_s = run_cli(root)
+            rows.append(
+                (
+                    "(b) whole `himl plan` command (subprocess, local backend)",
+                    f"{cli_s:.2f}",
+                    "1 list_runs",
+                    "yes" if cli_s < TARGET_S else "**no**",
+                )
+            )
+
+        memory = MemoryBackend(observed)
+        memory_plan, memory_s = timed(lambda: make_plan(["experiments"], memory))
+        assert memory_plan.fingerprint == result.fingerprint
+        rows.append(
+            (
+                "(a) MemoryBackend: make_plan (load + list_runs + plan)",
+                f"{memory_s:.2f}",
+                str(memory.queries),
+                "yes" if memory_s < TARGET_S else "**no**",
+            )
+        )
+        # the per-query cost is added, not slept: the same total without minutes of waiting
+        fast = MemoryBackend(observed)
+        naive_queries, naive_s = timed(lambda: naive_memory(desired, fast))
+        simulated_s = naive_s + naive_queries * per_query_s
+        rows.append(
+            (
+                f"(a) naive: one get_run per run (+{per_query_s * 1000:.1f} ms/query simulated)",
+                f"{simulated_s:.1f}",
+                str(naive_queries),
+                "",
+            )
+        )
+        counts = ", ".join(
+            f"{k}: {result.count(k)}" for k in sorted({a.kind for a in result.actions})
+        )
+    print(f"{args.manifests} manifests, {len(desired)} desired runs, {len(observed)} records")
+    print(f"plan: {counts}\n")
+    print("| what | wall time (s) | store queries | under 3 s |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    return 0
+
+
+def run_cli(root: Path) -> float:
+    himl = Path(sys.executable).with_name("himl")
+    command = [str(himl), "plan", "--no-color", "--tracking-uri", f"sqlite:///{root / 'mlflow.db'}"]
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        print(done.stderr[-2000:], file=sys.stderr)
+    return elapsed
+
+
+if __name__ == "__main__":
+    sys.exit(main())

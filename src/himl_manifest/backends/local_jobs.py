@@ -1,0 +1,236 @@
+"""Local worker processes: start `himl run` for each created record, a few at a time.
+
+Each run is its own process (``python -m himl_manifest.cli.main run SPEC --output-dir DIR``)
+with ``MLFLOW_RUN_ID`` naming the record created for it, so the runner logs into that record and
+ends it (FINISHED or FAILED) itself. A process that exits non-zero without ending its record is
+ended here as FAILED with the tail of its ``job.log``. Dependents start after their upstream run
+completed, and are ended as KILLED (cancelled, so the next apply retries them) if it did not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from himl_manifest.backends.base import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    TAG_ERROR,
+    TAG_PID,
+    Progress,
+    ProgressCallback,
+)
+from himl_manifest.backends.local_store import MLFLOW_TO_STATUS, Store
+from himl_manifest.paths import TRACKING_URI_ENV
+from himl_manifest.spec import RunSpec
+
+#: Builds the command of one run from its spec file and output folder.
+JobCommand = Callable[[Path, Path], list[str]]
+#: File names inside a run's output folder.
+SPEC_FILE = "runspec.json"
+LOG_FILE = "job.log"
+#: How much of job.log becomes the error tail.
+TAIL_LINES = 40
+TAIL_CHARS = 4000
+#: Grace period between SIGTERM and SIGKILL when an apply is interrupted.
+TERM_GRACE_S = 10.0
+
+
+def himl_run_command(spec_file: Path, output_dir: Path) -> list[str]:
+    """The real job: `himl run` in a fresh interpreter."""
+    return [
+        sys.executable,
+        "-m",
+        "himl_manifest.cli.main",
+        "run",
+        str(spec_file),
+        "--output-dir",
+        str(output_dir),
+    ]
+
+
+def upstream_runs(run: RunSpec) -> set[str]:
+    """Run names whose checkpoints ``run`` starts from (``checkpoint.source.run``)."""
+    source = run.spec.get("checkpoint", {}).get("source")
+    if isinstance(source, dict) and isinstance(source.get("run"), str):
+        return {source["run"].split(":", 1)[0]}
+    return set()
+
+
+def log_tail(log: Path, marker: str | None = None) -> str:
+    """The last lines of ``log`` (after the last ``marker`` line, when given)."""
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    if marker and marker in text:
+        text = text.rsplit(marker, 1)[1]
+    lines = [line for line in text.splitlines() if line.strip()]
+    return "\n".join(lines[-TAIL_LINES:])[-TAIL_CHARS:]
+
+
+@dataclass
+class Job:
+    """One created record and, once started, its process."""
+
+    run: RunSpec
+    run_id: str
+    attempt: int
+    output_dir: Path
+    cwd: Path
+    upstream: set[str] = field(default_factory=set)
+    process: subprocess.Popen[bytes] | None = None
+    status: str = QUEUED
+    started: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.run.run_name
+
+    @property
+    def marker(self) -> str:
+        return f"===== himl: attempt {self.attempt} of {self.run.run_name} ====="
+
+
+@dataclass
+class Scheduler:
+    """Runs jobs, at most ``jobs`` at once, dependents after their upstream."""
+
+    store: Store
+    command: JobCommand
+    progress: ProgressCallback
+    jobs: int = 1
+    poll_s: float = 0.2
+    #: Upstream runs created by someone else: run name -> MLflow run id (polled in the store).
+    external: dict[str, str] = field(default_factory=dict)
+
+    def run(self, batch: Sequence[Job]) -> None:
+        pending = list(batch)
+        running: list[Job] = []
+        by_name = {job.name: job for job in batch}
+        try:
+            while pending or running:
+                for job in list(pending):
+                    blocked = self._blocked(job, by_name)
+                    if blocked == "wait" or (blocked is None and len(running) >= self.jobs):
+                        continue
+                    pending.remove(job)
+                    if blocked is None:
+                        self._start(job)
+                        running.append(job)
+                    else:
+                        self._skip(job, blocked)
+                for job in list(running):
+                    if job.process is not None and job.process.poll() is not None:
+                        running.remove(job)
+                        self._finish(job)
+                if pending or running:
+                    time.sleep(self.poll_s)
+        except BaseException:
+            self._abort(pending, running)
+            raise
+
+    def _upstream_status(self, name: str, by_name: dict[str, Job]) -> str:
+        if name in by_name:
+            return by_name[name].status
+        if name in self.external:
+            found = self.store.get(self.external[name])
+            return MLFLOW_TO_STATUS.get(found.info.status, QUEUED) if found else CANCELLED
+        return COMPLETED  # not part of this apply: it exists already (the planner saw to it)
+
+    def _blocked(self, job: Job, by_name: dict[str, Job]) -> str | None:
+        """None: free to start; "wait": upstream still going; else: the upstream that failed."""
+        for name in sorted(job.upstream):
+            status = self._upstream_status(name, by_name)
+            if status in (FAILED, CANCELLED):
+                return name
+            if status != COMPLETED:
+                return "wait"
+        return None
+
+    def _start(self, job: Job) -> None:
+        job.output_dir.mkdir(parents=True, exist_ok=True)
+        spec_file = job.output_dir / SPEC_FILE
+        spec_file.write_text(job.run.to_json() + "\n", encoding="utf-8")
+        env = {**os.environ, "MLFLOW_RUN_ID": job.run_id, TRACKING_URI_ENV: self.store.uri}
+        with (job.output_dir / LOG_FILE).open("ab") as log:
+            log.write(f"{job.marker}\n".encode())
+            log.flush()
+            job.process = subprocess.Popen(
+                self.command(spec_file, job.output_dir),
+                cwd=job.cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        job.status = RUNNING
+        job.started = time.monotonic()
+        self.store.set_tags(job.run_id, {TAG_PID: str(job.process.pid)})
+        log_path = job.output_dir / LOG_FILE
+        self.progress(Progress(job.name, RUNNING, f"pid {job.process.pid}, log {log_path}"))
+
+    def _finish(self, job: Job) -> None:
+        assert job.process is not None
+        code = job.process.returncode
+        found = self.store.get(job.run_id)
+        mlflow_status = found.info.status if found else "FAILED"
+        tags = dict(found.data.tags) if found else {}
+        elapsed = time.monotonic() - job.started
+        if mlflow_status in ("SCHEDULED", "RUNNING"):
+            mlflow_status = "FINISHED" if code == 0 else "FAILED"
+            if code != 0:
+                tail = log_tail(job.output_dir / LOG_FILE, job.marker)
+                message = tail or f"the job exited with code {code}"
+                self.store.set_tags(job.run_id, {TAG_ERROR: message})
+            self.store.terminate(job.run_id, mlflow_status)
+        elif mlflow_status == "FAILED" and not tags.get(TAG_ERROR):
+            tail = log_tail(job.output_dir / LOG_FILE, job.marker)
+            self.store.set_tags(job.run_id, {TAG_ERROR: tail or f"exit code {code}"})
+        job.status = MLFLOW_TO_STATUS.get(mlflow_status, FAILED)
+        if job.status == COMPLETED:
+            self.progress(Progress(job.name, COMPLETED, f"in {elapsed:.1f} s"))
+        else:
+            found = self.store.get(job.run_id)
+            tail = str(found.data.tags.get(TAG_ERROR, "")) if found else ""
+            last = tail.strip().splitlines()[-1] if tail.strip() else f"exit code {code}"
+            self.progress(Progress(job.name, job.status, last))
+
+    def _skip(self, job: Job, upstream: str) -> None:
+        message = f"not started: upstream run {upstream} did not complete"
+        self.store.set_tags(job.run_id, {TAG_ERROR: message})
+        self.store.terminate(job.run_id, "KILLED")
+        job.status = CANCELLED
+        self.progress(Progress(job.name, CANCELLED, message))
+
+    def _abort(self, pending: list[Job], running: list[Job]) -> None:
+        """The apply is stopping (Ctrl-C, SIGTERM, an error): stop its jobs, end their records."""
+        for job in running:
+            if job.process is not None and job.process.poll() is None:
+                with contextlib.suppress(OSError):
+                    job.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + TERM_GRACE_S
+        for job in running:
+            if job.process is None:
+                continue
+            try:
+                job.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                job.process.kill()
+                job.process.wait()
+        for job in [*running, *pending]:
+            with contextlib.suppress(Exception):
+                found = self.store.get(job.run_id)
+                if found is not None and found.info.status in ("SCHEDULED", "RUNNING"):
+                    self.store.set_tags(job.run_id, {TAG_ERROR: "interrupted: the apply stopped"})
+                    self.store.terminate(job.run_id, "KILLED")

@@ -1,0 +1,416 @@
+"""The MLflow side of the local backend: opening the store, tags in and out, run records.
+
+Everything here talks to MLflow through :class:`mlflow.tracking.MlflowClient`, imported lazily.
+Every MLflow or SQLAlchemy failure leaves this module as a :class:`~himl_manifest.errors.StoreError`
+whose message names the tracking URI.
+
+Tag values are limited to 8000 characters (longer ones are silently truncated by MLflow 3), so
+the RunSpec JSON is stored in ``himl.spec`` when it fits and otherwise split over
+``himl.spec.0``, ``himl.spec.1``, ... with ``himl.spec.parts`` giving the count: every record
+still comes back in the one bulk ``search_runs``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlparse
+
+from himl_manifest.backends.base import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    LIVE,
+    QUEUED,
+    RUNNING,
+    TAG_ATTEMPT,
+    TAG_ERROR,
+    TAG_EXPERIMENT,
+    TAG_HOST,
+    TAG_MANAGED,
+    TAG_MANIFEST,
+    TAG_OUTPUT_DIR,
+    TAG_PID,
+    TAG_PROVENANCE,
+    TAG_RESUME_FROM,
+    TAG_RUN_NAME,
+    TAG_SEED,
+    TAG_SPEC,
+    TAG_SPEC_HASH,
+    TAG_STATE,
+    RunRecord,
+)
+from himl_manifest.errors import ConfigError, StoreError
+from himl_manifest.spec import RunSpec, canonical_json
+
+#: The apply that created a record (its liveness lock lives in the store's state folder).
+TAG_APPLY_ID = "himl.apply_id"
+#: Number of ``himl.spec.<i>`` parts when the RunSpec JSON is split.
+TAG_SPEC_PARTS = "himl.spec.parts"
+#: MLflow's own tags.
+TAG_MLFLOW_NOTE = "mlflow.note.content"
+TAG_MLFLOW_RUN_NAME = "mlflow.runName"
+#: Cosmetic manifest tags land under this prefix.
+TAG_USER_PREFIX = "himl.tag."
+#: Longest tag value written (MLflow's limit is 8000; stay clear of it).
+MAX_TAG_VALUE = 7900
+#: Where a run's latest checkpoint lives, under its output folder.
+LAST_CKPT = "checkpoints/last.ckpt"
+#: Page size of bulk searches.
+PAGE_SIZE = 1000
+
+MLFLOW_TO_STATUS = {
+    "SCHEDULED": QUEUED,
+    "RUNNING": RUNNING,
+    "FINISHED": COMPLETED,
+    "FAILED": FAILED,
+    "KILLED": CANCELLED,
+}
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+T = TypeVar("T")
+
+
+def quiet_mlflow_logs() -> None:
+    """MLflow and alembic announce schema creation on stderr at INFO: keep stderr for us."""
+    for name in ("mlflow.store.db.utils", "alembic", "alembic.runtime.migration", "mlflow"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, else None."""
+    if not uri.startswith("sqlite:"):
+        return None
+    parsed = urlparse(uri)
+    path = unquote(parsed.path)
+    if not path or path == "/:memory:":
+        return None
+    # sqlite:///relative.db -> "/relative.db" in urlparse; sqlite:////abs.db -> "//abs.db"
+    if uri.startswith("sqlite:////"):
+        return Path("/" + path.lstrip("/"))
+    return Path(path.lstrip("/"))
+
+
+def check_uri(uri: str) -> None:
+    """Refuse, before MLflow touches anything, a store that cannot be right."""
+    if "://" not in uri and not uri.startswith("sqlite:"):
+        raise StoreError(f"tracking URI {uri!r} is not a URI (expected e.g. sqlite:///mlflow.db)")
+    db = sqlite_path(uri)
+    if db is None:
+        return
+    if not db.parent.is_dir():
+        raise StoreError(f"run store {uri}: folder {db.parent} does not exist")
+    if db.exists():
+        if not db.is_file():
+            raise StoreError(f"run store {uri}: {db} is not a file")
+        try:
+            with db.open("rb") as handle:
+                head = handle.read(len(SQLITE_MAGIC))
+        except OSError as exc:
+            raise StoreError(f"run store {uri}: cannot read {db}: {exc}") from exc
+        if head and head != SQLITE_MAGIC:
+            raise StoreError(f"run store {uri}: {db} is not an SQLite database (corrupt?)")
+
+
+def is_store_failure(exc: BaseException) -> bool:
+    module = type(exc).__module__
+    return module.startswith(("mlflow", "sqlalchemy", "sqlite3", "requests", "urllib3"))
+
+
+def is_busy(exc: BaseException) -> bool:
+    return "database is locked" in str(exc) or "database is busy" in str(exc)
+
+
+@contextlib.contextmanager
+def store_errors(uri: str, doing: str) -> Iterator[None]:
+    """Turn MLflow / SQLAlchemy failures into a StoreError naming the store."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except Exception as exc:
+        if not is_store_failure(exc) and not isinstance(exc, OSError):
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StoreError(f"run store {uri}: {doing} failed: {message}") from exc
+
+
+def retrying(call: Callable[[], T], attempts: int = 8) -> T:
+    """Run ``call``; retry while SQLite says another process holds the database."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception as exc:
+            if attempt == attempts - 1 or not is_busy(exc):
+                raise
+            time.sleep(0.1 * (2**attempt))
+    raise AssertionError("unreachable")
+
+
+def spec_tags(run: RunSpec) -> dict[str, str]:
+    """The RunSpec JSON as one tag, or as numbered parts when it is too long for one."""
+    text = canonical_json(json.loads(run.to_json()))
+    if len(text) <= MAX_TAG_VALUE:
+        return {TAG_SPEC: text}
+    parts = [text[i : i + MAX_TAG_VALUE] for i in range(0, len(text), MAX_TAG_VALUE)]
+    tags = {f"{TAG_SPEC}.{i}": part for i, part in enumerate(parts)}
+    tags[TAG_SPEC_PARTS] = str(len(parts))
+    return tags
+
+
+def spec_from_tags(tags: Mapping[str, str]) -> RunSpec | None:
+    if TAG_SPEC_PARTS in tags:
+        count = int(tags[TAG_SPEC_PARTS])
+        text = "".join(tags.get(f"{TAG_SPEC}.{i}", "") for i in range(count))
+    else:
+        text = tags.get(TAG_SPEC, "")
+    if not text:
+        return None
+    try:
+        return RunSpec.from_json(text)
+    except ConfigError:
+        return None
+
+
+def cosmetic_tags(run: RunSpec) -> dict[str, str]:
+    """Display name, note and user tags: the fields `update` changes in place."""
+    tags = {
+        TAG_MLFLOW_RUN_NAME: display_name(run),
+        TAG_MLFLOW_NOTE: str(run.spec.get("description", ""))[:MAX_TAG_VALUE],
+    }
+    for key, value in (run.spec.get("tags") or {}).items():
+        tags[f"{TAG_USER_PREFIX}{key}"] = str(value)[:MAX_TAG_VALUE]
+    return tags
+
+
+def display_name(run: RunSpec) -> str:
+    base = run.spec.get("tracking", {}).get("display_name") or run.run_name
+    return f"{base} seed {run.seed}"
+
+
+def provenance_tags(provenance: Mapping[str, Any]) -> dict[str, str]:
+    out = {}
+    for key, value in provenance.items():
+        if value is None:
+            continue
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        out[f"{TAG_PROVENANCE}{key}"] = text[:MAX_TAG_VALUE]
+    return out
+
+
+def run_tags(
+    run: RunSpec, attempt: int, output_dir: Path, host: str, apply_id: str
+) -> dict[str, str]:
+    """Every tag a new managed run is created with."""
+    tags = {
+        TAG_MANAGED: "true",
+        TAG_RUN_NAME: run.run_name,
+        TAG_EXPERIMENT: run.experiment,
+        TAG_SEED: str(run.seed),
+        TAG_SPEC_HASH: run.spec_hash,
+        TAG_ATTEMPT: str(attempt),
+        TAG_STATE: LIVE,
+        TAG_MANIFEST: run.manifest_path,
+        TAG_OUTPUT_DIR: str(output_dir),
+        TAG_HOST: host,
+        TAG_APPLY_ID: apply_id,
+        **spec_tags(run),
+        **cosmetic_tags(run),
+        **provenance_tags(run.provenance),
+    }
+    if run.resume_from:
+        tags[TAG_RESUME_FROM] = run.resume_from
+    return tags
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def to_record(mlflow_run: Any) -> RunRecord | None:
+    """An MLflow run -> a RunRecord (None for a run whose tags are not ours or are damaged)."""
+    tags: dict[str, str] = dict(mlflow_run.data.tags)
+    info = mlflow_run.info
+    run = spec_from_tags(tags)
+    name = tags.get(TAG_RUN_NAME)
+    if run is None or not name:
+        return None
+    state = tags.get(TAG_STATE, LIVE)
+    if getattr(info, "lifecycle_stage", "active") == "deleted":
+        state = "archived"
+    output_dir = tags.get(TAG_OUTPUT_DIR)
+    has_checkpoint = bool(output_dir) and (Path(str(output_dir)) / LAST_CKPT).is_file()
+    provenance = {
+        key[len(TAG_PROVENANCE) :]: value
+        for key, value in tags.items()
+        if key.startswith(TAG_PROVENANCE)
+    }
+    start = info.start_time / 1000.0 if info.start_time else None
+    end = info.end_time / 1000.0 if info.end_time else None
+    return RunRecord(
+        run_name=name,
+        run_id=info.run_id,
+        experiment=tags.get(TAG_EXPERIMENT, run.experiment),
+        seed=_int(tags.get(TAG_SEED)) or run.seed,
+        spec_hash=tags.get(TAG_SPEC_HASH, run.spec_hash),
+        status=MLFLOW_TO_STATUS.get(info.status, QUEUED),
+        spec=run.spec,
+        attempt=_int(tags.get(TAG_ATTEMPT)) or 1,
+        state=state,
+        manifest_path=tags.get(TAG_MANIFEST, run.manifest_path),
+        resume_from=tags.get(TAG_RESUME_FROM) or run.resume_from,
+        has_checkpoint=has_checkpoint,
+        output_dir=output_dir,
+        pid=_int(tags.get(TAG_PID)),
+        host=tags.get(TAG_HOST),
+        start_time=start,
+        end_time=end,
+        metrics={k: float(v) for k, v in mlflow_run.data.metrics.items()},
+        provenance=provenance,
+        error_tail=tags.get(TAG_ERROR, ""),
+    )
+
+
+def apply_id_of(mlflow_run: Any) -> str | None:
+    value = mlflow_run.data.tags.get(TAG_APPLY_ID)
+    return str(value) if value else None
+
+
+class Store:
+    """A thin, error-translating wrapper over one MlflowClient."""
+
+    def __init__(self, uri: str) -> None:
+        check_uri(uri)
+        quiet_mlflow_logs()
+        self.uri = uri
+        with store_errors(uri, "opening the store"):
+            from mlflow.tracking import MlflowClient
+
+            self.client = MlflowClient(tracking_uri=uri)
+            from mlflow.entities import ViewType
+
+            self._view_all = ViewType.ALL
+            retrying(lambda: self.client.search_experiments(max_results=1))
+
+    def managed_experiment_ids(self) -> list[str]:
+        """Ids of the MLflow experiments that hold managed runs (tagged when first used)."""
+        ids: list[str] = []
+        token = None
+        with store_errors(self.uri, "listing experiments"):
+            while True:
+                page = retrying(
+                    functools.partial(
+                        self.client.search_experiments,
+                        view_type=self._view_all,
+                        filter_string=f"tags.`{TAG_MANAGED}` = 'true'",
+                        max_results=PAGE_SIZE,
+                        page_token=token,
+                    )
+                )
+                ids.extend(e.experiment_id for e in page)
+                token = page.token
+                if not token:
+                    return ids
+
+    def search(self, extra_filter: str = "") -> list[Any]:
+        """Every managed MLflow run (all lifecycle stages), paginated, optionally filtered."""
+        ids = self.managed_experiment_ids()
+        if not ids:
+            return []
+        query = f"tags.`{TAG_MANAGED}` = 'true'"
+        if extra_filter:
+            query += f" and {extra_filter}"
+        runs: list[Any] = []
+        token = None
+        with store_errors(self.uri, "searching runs"):
+            while True:
+                page = retrying(
+                    functools.partial(
+                        self.client.search_runs,
+                        ids,
+                        filter_string=query,
+                        run_view_type=self._view_all,
+                        max_results=PAGE_SIZE,
+                        page_token=token,
+                    )
+                )
+                runs.extend(page)
+                token = page.token
+                if not token:
+                    return runs
+
+    def by_run_name(self, run_name: str) -> list[Any]:
+        escaped = run_name.replace("'", "")
+        return self.search(f"tags.`{TAG_RUN_NAME}` = '{escaped}'")
+
+    def get(self, run_id: str) -> Any | None:
+        with store_errors(self.uri, f"reading run {run_id}"):
+            try:
+                return retrying(lambda: self.client.get_run(run_id))
+            except Exception as exc:
+                if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
+                    return None
+                raise
+
+    def experiment_id(self, name: str, artifact_root: Path | None) -> str:
+        """The id of MLflow experiment ``name``, created (and tagged as managed) if needed."""
+        with store_errors(self.uri, f"opening experiment {name!r}"):
+            found = retrying(lambda: self.client.get_experiment_by_name(name))
+            if found is None:
+                location = (artifact_root / name).as_uri() if artifact_root else None
+                tags = {TAG_MANAGED: "true"}
+                try:
+                    return str(
+                        retrying(lambda: self.client.create_experiment(name, location, tags))
+                    )
+                except Exception:  # another apply created it at the same moment
+                    found = retrying(lambda: self.client.get_experiment_by_name(name))
+                    if found is None:
+                        raise
+            if found.lifecycle_stage == "deleted":
+                retrying(lambda: self.client.restore_experiment(found.experiment_id))
+            if found.tags.get(TAG_MANAGED) != "true":
+                retrying(
+                    lambda: self.client.set_experiment_tag(found.experiment_id, TAG_MANAGED, "true")
+                )
+            return str(found.experiment_id)
+
+    def create_run(self, experiment_id: str, tags: dict[str, str]) -> str:
+        with store_errors(self.uri, "creating a run"):
+            created = retrying(
+                lambda: self.client.create_run(
+                    experiment_id, tags=tags, run_name=tags.get(TAG_MLFLOW_RUN_NAME)
+                )
+            )
+            run_id = str(created.info.run_id)
+            retrying(lambda: self.client.update_run(run_id, status="SCHEDULED"))
+            return run_id
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        batch = [RunTag(k, v) for k, v in tags.items()]
+        with store_errors(self.uri, f"tagging run {run_id}"):
+            for start in range(0, len(batch), 100):
+                log = functools.partial(
+                    self.client.log_batch, run_id, tags=batch[start : start + 100], synchronous=True
+                )
+                retrying(log)
+
+    def delete_tags(self, run_id: str, keys: list[str]) -> None:
+        with store_errors(self.uri, f"untagging run {run_id}"):
+            for key in keys:
+                retrying(functools.partial(self.client.delete_tag, run_id, key))
+
+    def terminate(self, run_id: str, mlflow_status: str) -> None:
+        with store_errors(self.uri, f"ending run {run_id}"):
+            retrying(lambda: self.client.set_terminated(run_id, status=mlflow_status))

@@ -1,0 +1,165 @@
+"""`himl apply`: carry out a plan (made now, or saved by `himl plan -o`), with live progress.
+
+Everything apply prints goes to stderr (the plan, the question, progress, the summary): it has
+no machine-readable output. Exit 0 when everything it started completed (or nothing changed),
+1 on errors, refusals and failed runs, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import click
+
+from himl_manifest.errors import HimlError, UsageError
+
+if TYPE_CHECKING:
+    from himl_manifest.backends.base import Backend, Progress
+    from himl_manifest.plan.model import Plan
+
+PLAN_FORMAT = "himl-plan/v1"
+
+
+@click.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--target", "targets", multiple=True, help="Apply only this experiment (repeatable).")
+@click.option("--prune", is_flag=True, help="Archive orphaned runs (never deletes them).")
+@click.option("--retry-failed", is_flag=True, help="Retry failed runs whatever their policy says.")
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(1, 256),
+    default=2,
+    show_default=True,
+    help="Runs executed at once (local backend).",
+)
+@click.option("--allow-dirty", is_flag=True, help="Apply manifests with uncommitted changes.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--backend",
+    "backend_name",
+    type=click.Choice(["local", "memory", "azureml"]),
+    default="local",
+    show_default=True,
+    help="Where the runs are recorded and executed.",
+)
+@click.option("--tracking-uri", help="MLflow tracking URI of the local run store.")
+def apply(
+    paths: tuple[Path, ...],
+    targets: tuple[str, ...],
+    prune: bool,
+    retry_failed: bool,
+    jobs: int,
+    allow_dirty: bool,
+    yes: bool,
+    backend_name: str,
+    tracking_uri: str | None,
+) -> int:
+    """Submit, resume or retry what changed in PATHS (default: experiments/) or a PLANFILE."""
+    from himl_manifest.apply.execute import execute
+    from himl_manifest.backends.registry import open_backend
+    from himl_manifest.plan.render import render_text
+
+    backend = open_backend(backend_name, tracking_uri=tracking_uri)
+    saved = _saved_plan(paths)
+    if saved is not None and (targets or retry_failed):
+        raise UsageError("--target and --retry-failed are fixed by a saved plan: plan again")
+    plan = saved if saved is not None else _make(paths, backend, targets, retry_failed)
+    if saved is not None:
+        from himl_manifest.plan.make import check_fresh
+
+        check_fresh(plan, backend)
+    click.echo(render_text(plan, color=sys.stderr.isatty()), err=True, color=sys.stderr.isatty())
+    if not _has_work(plan, prune):
+        if plan.has_changes:
+            click.echo("Nothing to apply: orphans are archived only with --prune.", err=True)
+        return 0
+    _confirm(yes)
+    _stop_on_sigterm()
+    result = execute(
+        plan, backend, prune=prune, jobs=jobs, progress=ProgressPrinter(), allow_dirty=allow_dirty
+    )
+    click.echo(result.summary_line(), err=True)
+    return 0 if result.ok else 1
+
+
+def _make(
+    paths: tuple[Path, ...], backend: Backend, targets: tuple[str, ...], retry_failed: bool
+) -> Plan:
+    from himl_manifest.plan.make import make_plan
+
+    return make_plan(
+        paths or (Path("experiments"),),
+        backend,
+        retry_failed=retry_failed,
+        targets=targets or None,
+    )
+
+
+def _saved_plan(paths: tuple[Path, ...]) -> Plan | None:
+    """The plan in ``paths`` when it is one saved plan file (``himl plan -o``), else None."""
+    if len(paths) != 1 or not paths[0].is_file():
+        return None
+    try:
+        text = paths[0].read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text.lstrip().startswith("{"):
+        return None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    found = document.get("format") if isinstance(document, dict) else None
+    if not isinstance(found, str) or not found.startswith("himl-plan/"):
+        return None
+    from himl_manifest.plan.serialize import plan_from_json
+
+    return plan_from_json(text)
+
+
+def _has_work(plan: Plan, prune: bool) -> bool:
+    from himl_manifest.plan.model import CHANGING, ORPHAN
+
+    return any(a.kind in CHANGING or (prune and a.kind == ORPHAN) for a in plan.actions)
+
+
+def _confirm(yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise HimlError(
+            "refusing to apply without confirmation: stdin is not a terminal (pass --yes)"
+        )
+    if not click.confirm("Apply these changes?", default=False, err=True):
+        raise HimlError("apply cancelled: nothing was changed")
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a CI job cancelled) stops the runs and ends their records, like Ctrl-C."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+class ProgressPrinter:
+    """One line on stderr per state change of a run: ``12:00:01 running  <run>  pid 42``."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, str] = {}
+
+    def __call__(self, event: Progress) -> None:
+        if self.last.get(event.run_name) == event.status and not event.message:
+            return
+        self.last[event.run_name] = event.status
+        stamp = time.strftime("%H:%M:%S")
+        detail = f"  {event.message}" if event.message else ""
+        click.echo(f"{stamp} {event.status:<9} {event.run_name}{detail}", err=True)

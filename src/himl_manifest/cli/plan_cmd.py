@@ -1,0 +1,101 @@
+"""`himl plan`: show what apply would change, and optionally save the plan for `himl apply`."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from himl_manifest.backends.base import Backend
+
+#: Exit code of ``--detailed-exitcode`` when the plan has changes (Terraform's).
+EXIT_CHANGES = 2
+
+
+@click.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+    help="text for people, json for tools (himl-plan/v1, see docs/plan.md), markdown for a PR.",
+)
+@click.option(
+    "--detailed-exitcode",
+    is_flag=True,
+    help="Exit 0 when there are no changes, 2 when there are, 1 on errors.",
+)
+@click.option(
+    "-o", "--out", type=click.Path(path_type=Path), help="Save the plan for `himl apply FILE`."
+)
+@click.option("--target", "targets", multiple=True, help="Plan only this experiment (repeatable).")
+@click.option("--retry-failed", is_flag=True, help="Retry failed runs whatever their policy says.")
+@click.option(
+    "--backend",
+    "backend_name",
+    type=click.Choice(["local", "memory"]),
+    default="local",
+    show_default=True,
+    help="Where the runs are recorded.",
+)
+@click.option("--tracking-uri", help="MLflow tracking URI of the local run store.")
+@click.option(
+    "--color/--no-color", default=None, help="Colour the text output (default: on a TTY)."
+)
+def plan(
+    paths: tuple[Path, ...],
+    output_format: str,
+    detailed_exitcode: bool,
+    out: Path | None,
+    targets: tuple[str, ...],
+    retry_failed: bool,
+    backend_name: str,
+    tracking_uri: str | None,
+    color: bool | None,
+) -> int:
+    """Compare manifests (default: experiments/) with the runs that exist; print the actions."""
+    from himl_manifest.plan.make import make_plan
+    from himl_manifest.plan.render import render
+
+    backend = open_backend(backend_name, tracking_uri)
+    result = make_plan(
+        paths or (Path("experiments"),),
+        backend,
+        retry_failed=retry_failed,
+        targets=targets or None,
+    )
+    if out is not None:
+        from himl_manifest.plan.serialize import plan_to_json
+
+        _write_atomically(out, plan_to_json(result))
+        click.echo(f"Saved the plan to {out}; run `himl apply {out}` to execute it.", err=True)
+    use_color = sys.stdout.isatty() if color is None else color
+    text = render(result, output_format, color=use_color and output_format == "text")
+    click.echo(text, color=use_color)
+    return EXIT_CHANGES if detailed_exitcode and result.has_changes else 0
+
+
+def open_backend(name: str, tracking_uri: str | None) -> Backend:
+    """The backend named on the command line (through the backend registry)."""
+    from himl_manifest.backends.registry import open_backend as open_named
+
+    return open_named(name, tracking_uri=tracking_uri)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,1 @@
+"""The default configs namespace: `himl-runner --model=Name` searches every module in here."""

@@ -1,0 +1,577 @@
+"""The planner: desired run specs x observed run records -> a :class:`~.model.Plan`.
+
+A pure function (no I/O, no clock) that matches in memory, with dictionaries built once over
+the records of one bulk read, so its cost is linear in the number of runs and records.
+
+How one desired run (one experiment and seed) is decided, DESIGN.md decision 3:
+
+1. A live record carries its run name (same identity): by the status of its latest attempt,
+   ``keep`` (completed), ``update`` (completed, only cosmetic fields differ), ``wait`` (queued or
+   running), ``retry`` (cancelled: always; failed: with ``--retry-failed`` or
+   ``retry.on_failure``; both below ``retry.max_attempts``) or ``keep`` with a reason (failed
+   and not retried).
+2. Else a live record of the same experiment and seed has another identity: ``wait`` while it is
+   queued or running, ``resume`` when the one run-affecting change is a larger
+   ``trainer.max_epochs`` and it has a checkpoint, else ``replace``.
+3. Else ``create``.
+
+Live records whose experiment and seed are no longer desired are ``orphan``. Superseded and
+archived records are history: they only count for attempt numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from himl_manifest.backends.base import (
+    ACTIVE,
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    LIVE,
+    RunRecord,
+)
+from himl_manifest.plan.model import (
+    CHANGING,
+    CREATE,
+    HEALTH_FAILED,
+    HEALTH_NONE,
+    HEALTH_RUNNING,
+    HEALTHY,
+    KEEP,
+    ORPHAN,
+    REPLACE,
+    RESUME,
+    RETRY,
+    UPDATE,
+    WAIT,
+    Action,
+    ExperimentStatus,
+    FieldChange,
+    Plan,
+)
+from himl_manifest.spec import (
+    COSMETIC_TOP,
+    COSMETIC_TRACKING,
+    RunSpec,
+    canonical_json,
+    identity_view,
+)
+
+#: Version of the fingerprint's payload; bump it when what the fingerprint covers changes.
+FINGERPRINT_VERSION = 1
+#: ``retry.max_attempts`` when a spec does not say (the schema's default).
+DEFAULT_MAX_ATTEMPTS = 3
+#: Upstream actions a dependent run has to wait for (their checkpoint is not there yet).
+_UPSTREAM_PENDING = frozenset({CREATE, REPLACE, RESUME, RETRY, WAIT})
+_MAX_EPOCHS = "trainer.max_epochs"
+
+Key = tuple[str, int]
+
+
+# --- field views and diffs -------------------------------------------------------------------
+
+
+def flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as dotted paths; lists and empty mappings are leaves."""
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        path = f"{prefix}{key}"
+        if isinstance(item, Mapping) and item:
+            out.update(flatten(item, f"{path}."))
+        else:
+            out[path] = item
+    return out
+
+
+#: canonical_json's encoder, made once (json.dumps with options builds one per call).
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """Equal as canonical JSON, as the spec hash sees them (``1``, ``1.0`` and ``True`` differ)."""
+    if type(a) is type(b) and not isinstance(a, (list, dict)):
+        return bool(a == b)
+    return _canonical(a) == _canonical(b)
+
+
+def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[FieldChange, ...]:
+    """Every dotted path whose value differs (as canonical JSON: what the spec hash sees)."""
+    before, after = flatten(old), flatten(new)
+    changes = []
+    for path in sorted(before.keys() | after.keys()):
+        old_value, new_value = before.get(path), after.get(path)
+        if not same_json(old_value, new_value):
+            changes.append(FieldChange(path, old_value, new_value))
+    return tuple(changes)
+
+
+def cosmetic_view(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The cosmetic fields of a spec: description, tags, tracking.display_name."""
+    view = {key: spec[key] for key in COSMETIC_TOP if key in spec}
+    tracking = spec.get("tracking") or {}
+    shown = {key: tracking[key] for key in COSMETIC_TRACKING if key in tracking}
+    if shown:
+        view["tracking"] = shown
+    return view
+
+
+def record_conda_sha256(record: RunRecord) -> str | None:
+    """The conda file digest a record was submitted with (``provenance["conda_sha256"]``)."""
+    return record.provenance.get("conda_sha256") or None
+
+
+def record_identity(record: RunRecord, conda_hint: str | None = None) -> dict[str, Any]:
+    """The identity view of an observed run, rebuilt from the spec it was submitted with.
+
+    A record that does not say which conda file digest it ran with is taken to have run with
+    ``conda_hint`` (the desired run's): then a conda change cannot be told apart, and the
+    planner falls back to reporting the spec hash itself as the change.
+    """
+    spec = {key: value for key, value in record.spec.items() if key != "seed"}
+    conda = record_conda_sha256(record)
+    if conda is None and "conda_sha256" not in record.provenance:
+        conda = conda_hint
+    return identity_view(spec, record.seed, conda)
+
+
+def retry_policy(run: RunSpec) -> tuple[bool, int]:
+    """``(on_failure, max_attempts)`` of a run's retry policy, schema defaults filled in."""
+    policy = run.spec.get("retry") or {}
+    return bool(policy.get("on_failure", False)), int(
+        policy.get("max_attempts", DEFAULT_MAX_ATTEMPTS)
+    )
+
+
+def upstream_run(run: RunSpec) -> str | None:
+    """The run whose checkpoint ``run`` starts from, when its source is another experiment."""
+    source = (run.spec.get("checkpoint") or {}).get("source")
+    if isinstance(source, Mapping) and source.get("experiment") and source.get("run"):
+        return str(source["run"])
+    return None
+
+
+# --- the observed side, indexed once ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Dictionaries over one bulk read of the store."""
+
+    latest: dict[str, RunRecord]  # run name -> latest live attempt
+    max_attempt: dict[str, int]  # run name -> highest attempt in any state
+    by_key: dict[Key, dict[str, RunRecord]]  # (experiment, seed) -> run name -> latest live
+
+    @classmethod
+    def index(cls, records: Iterable[RunRecord]) -> Observed:
+        latest: dict[str, RunRecord] = {}
+        max_attempt: dict[str, int] = {}
+        for record in records:
+            name = record.run_name
+            if record.attempt > max_attempt.get(name, 0):
+                max_attempt[name] = record.attempt
+            if record.state != LIVE:
+                continue
+            current = latest.get(name)
+            if current is None or record.attempt > current.attempt:
+                latest[name] = record
+        by_key: dict[Key, dict[str, RunRecord]] = defaultdict(dict)
+        for name, record in latest.items():
+            by_key[(record.experiment, record.seed)][name] = record
+        return cls(latest, max_attempt, dict(by_key))
+
+    def next_attempt(self, run_name: str) -> int:
+        return self.max_attempt.get(run_name, 0) + 1
+
+    def others(self, run: RunSpec) -> list[RunRecord]:
+        """Live runs of the same experiment and seed under another name, newest first."""
+        found = self.by_key.get((run.experiment, run.seed), {})
+        others = [record for name, record in found.items() if name != run.run_name]
+        return sorted(others, key=_recency, reverse=True)
+
+
+def _recency(record: RunRecord) -> tuple[float, int, str]:
+    return (record.start_time or 0.0, record.attempt, record.run_name)
+
+
+# --- deciding one run -------------------------------------------------------------------------
+
+
+def _base(run: RunSpec, **fields: Any) -> Action:
+    return Action(
+        experiment=run.experiment,
+        seed=run.seed,
+        run_name=run.run_name,
+        run=run,
+        manifest_path=run.manifest_path,
+        **fields,
+    )
+
+
+def _failure_note(status: str, attempt: int, max_attempts: int) -> str:
+    what = "failed" if status == FAILED else "was cancelled"
+    if attempt >= max_attempts:
+        return (
+            f"attempt {attempt} {what}; not retried: {attempt} of retry.max_attempts="
+            f"{max_attempts} used (raise retry.max_attempts to try again)"
+        )
+    return (
+        f"attempt {attempt} failed; not retried: pass --retry-failed or set "
+        "retry.on_failure: true to retry it"
+    )
+
+
+def _existing(run: RunSpec, latest: RunRecord, observed: Observed, retry_failed: bool) -> Action:
+    """The run exists with this identity: decide by the status of its latest attempt."""
+    status = latest.status
+    cosmetic = diff(cosmetic_view(latest.spec), cosmetic_view(run.spec))
+    current = {"attempt": latest.attempt, "observed_status": status}
+    if status in ACTIVE:
+        later = "; its metadata is updated once it finishes" if cosmetic else ""
+        reason = f"attempt {latest.attempt} is {status}: nothing to do until it finishes{later}"
+        return _base(run, kind=WAIT, reason=reason, changes=cosmetic, **current)
+    if status in (FAILED, CANCELLED):
+        on_failure, max_attempts = retry_policy(run)
+        retryable = status == CANCELLED or retry_failed or on_failure
+        if retryable and latest.attempt < max_attempts:
+            attempt = observed.next_attempt(run.run_name)
+            why = {CANCELLED: "was cancelled (interrupted)", FAILED: "failed"}[status]
+            switch = (
+                ""
+                if status == CANCELLED
+                else (" (--retry-failed)" if retry_failed else " (retry.on_failure)")
+            )
+            reason = (
+                f"attempt {latest.attempt} {why}: retry{switch} as attempt {attempt} "
+                f"of at most {max_attempts}"
+            )
+            retried = replace(run, resume_from=latest.resume_from)
+            return _base(
+                retried,
+                kind=RETRY,
+                reason=reason,
+                changes=cosmetic,
+                attempt=attempt,
+                observed_status=status,
+            )
+        note = _failure_note(status, latest.attempt, max_attempts)
+        if cosmetic:
+            reason = f"cosmetic fields changed ({_paths(cosmetic)}); {note}"
+            return _base(run, kind=UPDATE, reason=reason, changes=cosmetic, **current)
+        return _base(run, kind=KEEP, reason=note, **current)
+    if status != COMPLETED:
+        return _base(run, kind=KEEP, reason=f"unknown status {status!r}: left alone", **current)
+    if cosmetic:
+        reason = f"cosmetic fields changed ({_paths(cosmetic)}): update in place"
+        return _base(run, kind=UPDATE, reason=reason, changes=cosmetic, **current)
+    return _base(run, kind=KEEP, reason="completed and in sync", **current)
+
+
+def _paths(changes: Sequence[FieldChange]) -> str:
+    return ", ".join(change.path for change in changes)
+
+
+def _is_resume(changes: Sequence[FieldChange]) -> bool:
+    """The one run-affecting change is a larger ``trainer.max_epochs``."""
+    if len(changes) != 1 or changes[0].path != _MAX_EPOCHS:
+        return False
+    old, new = changes[0].old, changes[0].new
+    valid = all(isinstance(v, int) and not isinstance(v, bool) for v in (old, new))
+    return valid and new > old
+
+
+def _identity_changes(old: RunRecord, run: RunSpec) -> tuple[FieldChange, ...]:
+    changes = diff(record_identity(old, run.conda_sha256), run.identity())
+    return changes or (FieldChange("spec_hash", old.spec_hash, run.spec_hash),)
+
+
+def _changed(run: RunSpec, old: RunRecord, observed: Observed) -> Action:
+    """A live run of the same experiment and seed has another identity."""
+    identity = _identity_changes(old, run)
+    changes = identity + diff(cosmetic_view(old.spec), cosmetic_view(run.spec))
+    common = {
+        "changes": changes,
+        "previous": old.run_name,
+        "attempt": observed.next_attempt(run.run_name),
+        "observed_status": old.status,
+    }
+    resume_only = _is_resume(identity)
+    if old.status in ACTIVE:
+        then = "resuming from it" if resume_only and old.has_checkpoint else "replacing it"
+        reason = f"waiting for the previous run {old.run_name} ({old.status}) before {then}"
+        return _base(run, kind=WAIT, reason=reason, **common)
+    if resume_only and old.has_checkpoint:
+        epochs = f"{identity[0].old} → {identity[0].new}"
+        reason = f"max_epochs raised ({epochs}): continue from the checkpoint of {old.run_name}"
+        resumed = replace(run, resume_from=old.run_name)
+        return _base(resumed, kind=RESUME, reason=reason, **common)
+    if resume_only:
+        reason = f"max_epochs raised but {old.run_name} has no checkpoint: a new run replaces it"
+    else:
+        reason = f"run-affecting fields changed ({_paths(identity)}): a new run replaces it"
+    return _base(run, kind=REPLACE, reason=reason, **common)
+
+
+def _finish_interrupted(action: Action, latest: RunRecord, leftover: RunRecord) -> Action:
+    """The desired run exists, but an older live run of the same seed was never superseded
+    (an apply stopped between submitting the new run and marking the old one)."""
+    if leftover.status in ACTIVE or action.kind == WAIT:
+        return action
+    if action.kind in (UPDATE, RETRY):
+        return replace(action, previous=leftover.run_name)
+    assert action.run is not None
+    kind = RESUME if latest.resume_from == leftover.run_name else REPLACE
+    reason = (
+        f"an earlier apply stopped half way: {leftover.run_name} is still live beside "
+        f"{action.run_name}; mark it superseded ({action.reason})"
+    )
+    return replace(
+        action,
+        kind=kind,
+        reason=reason,
+        run=replace(action.run, resume_from=latest.resume_from),
+        previous=leftover.run_name,
+        changes=_identity_changes(leftover, action.run),
+    )
+
+
+def _decide(run: RunSpec, observed: Observed, retry_failed: bool) -> Action:
+    latest = observed.latest.get(run.run_name)
+    others = observed.others(run)
+    if latest is not None:
+        action = _existing(run, latest, observed, retry_failed)
+        return _finish_interrupted(action, latest, others[0]) if others else action
+    if others:
+        return _changed(run, others[0], observed)
+    attempt = observed.next_attempt(run.run_name)
+    earlier = f" (attempts 1-{attempt - 1} are archived or superseded)" if attempt > 1 else ""
+    reason = f"no run of {run.experiment} seed {run.seed} exists{earlier}"
+    return _base(run, kind=CREATE, reason=reason, attempt=attempt)
+
+
+def _orphans(desired: Sequence[RunSpec], observed: Observed) -> list[Action]:
+    wanted_keys = {(run.experiment, run.seed) for run in desired}
+    wanted_experiments = {run.experiment for run in desired}
+    actions = []
+    for (experiment, seed), records in observed.by_key.items():
+        if (experiment, seed) in wanted_keys:
+            continue
+        if experiment in wanted_experiments:
+            reason = f"seed {seed} is no longer in the seeds of {experiment}"
+        else:
+            reason = f"experiment {experiment} is no longer in the manifests"
+        for name, record in records.items():
+            actions.append(
+                Action(
+                    kind=ORPHAN,
+                    experiment=experiment,
+                    seed=seed,
+                    run_name=name,
+                    reason=f"{reason}: archived by apply --prune",
+                    attempt=record.attempt,
+                    manifest_path=record.manifest_path,
+                    observed_status=record.status,
+                )
+            )
+    return actions
+
+
+# --- dependencies, order, status --------------------------------------------------------------
+
+
+def _link(actions: list[Action]) -> list[Action]:
+    """Set ``depends_on`` of runs whose checkpoint source is a run that is not there yet."""
+    by_name = {action.run_name: action for action in actions if action.run is not None}
+    linked = []
+    for action in actions:
+        upstream = upstream_run(action.run) if action.run is not None else None
+        source = by_name.get(upstream) if upstream else None
+        if source is not None and source.kind in _UPSTREAM_PENDING:
+            action = replace(action, depends_on=(source.run_name,))
+        linked.append(action)
+    return linked
+
+
+def _order(actions: list[Action]) -> tuple[Action, ...]:
+    """Topological by ``depends_on``, then by experiment name, seed and run name."""
+    by_name = {action.run_name: action for action in actions}
+    waiting_on = {
+        action.run_name: {dep for dep in action.depends_on if dep in by_name} for action in actions
+    }
+    dependents: dict[str, list[str]] = defaultdict(list)
+    for name, deps in waiting_on.items():
+        for dep in deps:
+            dependents[dep].append(name)
+    ready = [_sort_key(a) for a in actions if not waiting_on[a.run_name]]
+    heapq.heapify(ready)
+    ordered: list[Action] = []
+    while ready:
+        name = heapq.heappop(ready)[-1]
+        ordered.append(by_name[name])
+        for child in dependents[name]:
+            waiting_on[child].discard(name)
+            if not waiting_on[child]:
+                heapq.heappush(ready, _sort_key(by_name[child]))
+    if len(ordered) != len(actions):  # a cycle: expand() rejects them, so never in practice
+        done = {a.run_name for a in ordered}
+        ordered += sorted((a for a in actions if a.run_name not in done), key=_sort_key)
+    return tuple(ordered)
+
+
+def _sort_key(action: Action) -> tuple[str, int, str]:
+    return (action.experiment, action.seed, action.run_name)
+
+
+def _health(statuses: Iterable[str | None]) -> str:
+    seen = {status for status in statuses if status is not None}
+    if seen & {FAILED, CANCELLED}:
+        return HEALTH_FAILED
+    if seen & ACTIVE:
+        return HEALTH_RUNNING
+    return HEALTHY if seen else HEALTH_NONE
+
+
+def experiment_statuses(actions: Sequence[Action]) -> tuple[ExperimentStatus, ...]:
+    """Per experiment: in sync (nothing to change, no orphans) and health, two separate axes."""
+    grouped: dict[str, list[Action]] = defaultdict(list)
+    for action in actions:
+        grouped[action.experiment].append(action)
+    statuses = []
+    for experiment in sorted(grouped):
+        group = grouped[experiment]
+        current = [a for a in group if a.kind != ORPHAN] or group
+        statuses.append(
+            ExperimentStatus(
+                experiment=experiment,
+                in_sync=not any(a.kind in CHANGING or a.kind == ORPHAN for a in group),
+                health=_health(a.observed_status for a in current),
+                manifest_path=current[0].manifest_path,
+            )
+        )
+    return tuple(statuses)
+
+
+# --- fingerprint and scope --------------------------------------------------------------------
+
+
+def fingerprint(
+    desired: Iterable[RunSpec],
+    observed: Iterable[RunRecord],
+    *,
+    retry_failed: bool = False,
+    targets: Collection[str] | None = None,
+) -> str:
+    """sha256 of what a plan is made from: a saved plan whose fingerprint no longer matches a
+    fresh one is stale."""
+    wanted = sorted(
+        _canonical(
+            [
+                run.run_name,
+                run.spec_hash,
+                run.manifest_path,
+                cosmetic_view(run.spec),
+                run.spec.get("retry") or {},
+            ]
+        )
+        for run in desired
+    )
+    seen = sorted(
+        _canonical(
+            [
+                record.run_name,
+                record.attempt,
+                record.status,
+                record.state,
+                record.spec_hash,
+                record.has_checkpoint,
+                cosmetic_view(record.spec),
+            ]
+        )
+        for record in observed
+    )
+    header = canonical_json(
+        {
+            "fingerprint": FINGERPRINT_VERSION,
+            "retry_failed": retry_failed,
+            "targets": sorted(targets) if targets is not None else None,
+        }
+    )
+    digest = hashlib.sha256(header.encode())
+    for line in (*wanted, "--", *seen):
+        digest.update(b"\n")
+        digest.update(line.encode())
+    return f"sha256:{digest.hexdigest()}"
+
+
+def scope(desired: Sequence[RunSpec], targets: Collection[str] | None) -> frozenset[str] | None:
+    """The experiments a targeted plan covers: the targets and, transitively, the experiments
+    whose checkpoints they start from. ``None``: everything."""
+    if targets is None:
+        return None
+    sources: dict[str, set[str]] = defaultdict(set)
+    for run in desired:
+        source = (run.spec.get("checkpoint") or {}).get("source")
+        if isinstance(source, Mapping) and source.get("experiment"):
+            sources[run.experiment].add(str(source["experiment"]))
+    covered: set[str] = set()
+    todo = list(targets)
+    while todo:
+        name = todo.pop()
+        if name not in covered:
+            covered.add(name)
+            todo.extend(sources.get(name, ()))
+    return frozenset(covered)
+
+
+# --- the planner ------------------------------------------------------------------------------
+
+
+def plan(
+    desired: Sequence[RunSpec],
+    observed: Sequence[RunRecord],
+    *,
+    retry_failed: bool = False,
+    targets: Collection[str] | None = None,
+) -> Plan:
+    """Desired runs (from :func:`~himl_manifest.spec.expand`) x observed records (one
+    ``backend.list_runs()``) -> the actions that bring the store in line, in execution order.
+
+    ``targets`` limits the plan to those experiments (and the experiments they start from);
+    ``retry_failed`` retries failed runs whatever their ``retry.on_failure`` says.
+    """
+    covered = scope(desired, targets)
+    if covered is not None:
+        desired = [run for run in desired if run.experiment in covered]
+        observed = [record for record in observed if record.experiment in covered]
+    index = Observed.index(observed)
+    actions = [_decide(run, index, retry_failed) for run in desired]
+    actions += _orphans(desired, index)
+    ordered = _order(_link(actions))
+    return Plan(
+        actions=ordered,
+        fingerprint=fingerprint(desired, observed, retry_failed=retry_failed, targets=targets),
+        experiments=experiment_statuses(ordered),
+        meta={
+            "retry_failed": retry_failed,
+            "targets": sorted(targets) if targets is not None else None,
+        },
+    )
+
+
+__all__ = [
+    "Observed",
+    "cosmetic_view",
+    "diff",
+    "experiment_statuses",
+    "fingerprint",
+    "flatten",
+    "plan",
+    "record_identity",
+    "scope",
+]

@@ -1,0 +1,146 @@
+"""Plans as JSON: the ``himl-plan/v1`` document of ``plan --format json`` and of saved plans.
+
+One format serves both. A saved plan (``himl plan -o plan.json``) also carries each action's
+full run spec under ``"run"``, so ``himl apply plan.json`` executes exactly what was shown; the
+``--format json`` output leaves the run specs out. The format is documented field by field in
+``docs/plan.md``; readers refuse another ``format`` or a newer ``version``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from himl_manifest.errors import ConfigError
+from himl_manifest.plan.model import (
+    KIND_ORDER,
+    ORPHAN,
+    PLAN_FORMAT_VERSION,
+    SYMBOLS,
+    Action,
+    ExperimentStatus,
+    FieldChange,
+    Plan,
+)
+from himl_manifest.spec import RunSpec
+
+PLAN_FORMAT = "himl-plan/v1"
+
+
+def summary(plan: Plan) -> dict[str, Any]:
+    """Counts per kind (every kind, zeros included) and whether anything would change."""
+    counts: dict[str, Any] = {kind: plan.count(kind) for kind in KIND_ORDER}
+    counts["has_changes"] = plan.has_changes
+    return counts
+
+
+def action_to_dict(action: Action, *, include_run: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "kind": action.kind,
+        "symbol": SYMBOLS[action.kind],
+        "experiment": action.experiment,
+        "seed": action.seed,
+        "run_name": action.run_name,
+        "reason": action.reason,
+        "changes": [{"path": c.path, "old": c.old, "new": c.new} for c in action.changes],
+        "previous": action.previous,
+        "attempt": action.attempt,
+        "depends_on": list(action.depends_on),
+        "manifest_path": action.manifest_path,
+        "observed_status": action.observed_status,
+        "spec_hash": action.run.spec_hash if action.run is not None else None,
+    }
+    if include_run:
+        out["run"] = json.loads(action.run.to_json()) if action.run is not None else None
+    return out
+
+
+def plan_document(plan: Plan, *, include_runs: bool) -> dict[str, Any]:
+    """The ``himl-plan/v1`` document of a plan, as plain JSON data."""
+    return {
+        "format": PLAN_FORMAT,
+        "version": plan.version,
+        "fingerprint": plan.fingerprint,
+        "meta": plan.meta,
+        "summary": summary(plan),
+        "experiments": [
+            {
+                "name": status.experiment,
+                "manifest_path": status.manifest_path,
+                "in_sync": status.in_sync,
+                "health": status.health,
+            }
+            for status in plan.experiments
+        ],
+        "actions": [action_to_dict(a, include_run=include_runs) for a in plan.actions],
+    }
+
+
+def plan_to_json(plan: Plan) -> str:
+    """A saved plan: the whole plan, every action's run spec included."""
+    return json.dumps(plan_document(plan, include_runs=True), indent=2, sort_keys=True) + "\n"
+
+
+def plan_from_json(text: str) -> Plan:
+    """Read a saved plan back (ConfigError when it is not one, or of an unknown version)."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"saved plan is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict) or document.get("format") != PLAN_FORMAT:
+        found = document.get("format") if isinstance(document, dict) else None
+        raise ConfigError(f"not a saved plan: format {found!r}, expected {PLAN_FORMAT!r}")
+    version = document.get("version")
+    if not isinstance(version, int) or version > PLAN_FORMAT_VERSION:
+        raise ConfigError(
+            f"saved plan version {version!r} is newer than this himl understands "
+            f"({PLAN_FORMAT_VERSION})"
+        )
+    try:
+        actions = tuple(_action(item) for item in document["actions"])
+        experiments = tuple(
+            ExperimentStatus(
+                experiment=item["name"],
+                in_sync=bool(item["in_sync"]),
+                health=item["health"],
+                manifest_path=item.get("manifest_path", ""),
+            )
+            for item in document.get("experiments", [])
+        )
+        return Plan(
+            actions=actions,
+            fingerprint=document["fingerprint"],
+            experiments=experiments,
+            version=version,
+            meta=dict(document.get("meta") or {}),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"saved plan is missing or has a bad field: {exc!r}") from exc
+
+
+def _action(item: dict[str, Any]) -> Action:
+    kind = item["kind"]
+    if kind not in SYMBOLS:
+        raise ValueError(f"unknown action kind {kind!r}")
+    if "run" not in item:
+        raise ConfigError(
+            "this plan has no run specs (it is `himl plan --format json` output): "
+            "save a plan to apply with `himl plan -o FILE`"
+        )
+    run = RunSpec.from_json(json.dumps(item["run"])) if item["run"] is not None else None
+    if run is None and kind != ORPHAN:
+        raise ValueError(f"{kind} action for {item['run_name']} has no run spec")
+    return Action(
+        kind=kind,
+        experiment=item["experiment"],
+        seed=int(item["seed"]),
+        run_name=item["run_name"],
+        reason=item["reason"],
+        changes=tuple(FieldChange(c["path"], c["old"], c["new"]) for c in item["changes"]),
+        run=run,
+        previous=item.get("previous"),
+        attempt=int(item.get("attempt", 1)),
+        depends_on=tuple(item.get("depends_on", ())),
+        manifest_path=item.get("manifest_path", ""),
+        observed_status=item.get("observed_status"),
+    )

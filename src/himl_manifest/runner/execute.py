@@ -1,0 +1,293 @@
+"""The one code path of every run: `himl-runner` flags and `himl run` specs both end here.
+
+:func:`execute` builds the container (lookup, ``__init__``, model variant, overrides), then
+either starts one child process per seed (``--different_seeds``) or runs once:
+
+1. choose the checkpoint (a restarted run's own newest checkpoint wins over ``src_checkpoint``)
+   and check it fits the mode (resume: ``max_epochs`` above the checkpoint's epochs) - before
+   anything is created;
+2. create the run folder, its log, ``experiment_summary.txt`` and ``run_spec.json``; start the
+   run record;
+3. train and test, validate and test (inference), or test on the evaluation data (evaluation),
+   inside the run folder;
+4. end the run record FINISHED, or FAILED with the tail of the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from himl_manifest.backends.base import TAG_RUN_NAME
+from himl_manifest.errors import BackendUnavailable, CheckpointError, ConfigError
+from himl_manifest.runner import checkpoints, outputs, tracking
+from himl_manifest.runner.container import LightningContainer
+from himl_manifest.runner.fields import apply_overrides, field_values
+from himl_manifest.runner.lookup import find_container
+from himl_manifest.runner.settings import EVALUATION, INFERENCE, TRAIN, RunSettings
+
+logger = logging.getLogger(__name__)
+
+#: How a run uses its checkpoint.
+RESUME, WEIGHTS, EVALUATE = "resume", "weights", "evaluate"
+
+
+@dataclass
+class RunResult:
+    """What one run produced."""
+
+    output_dir: Path | None
+    mode: str
+    run_id: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    checkpoint: str | None = None
+    seconds: float = 0.0
+    ok: bool = True
+    error: str = ""
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class CheckpointChoice:
+    path: Path | None = None
+    use: str | None = None  # RESUME, WEIGHTS, EVALUATE, or None
+    recovered: bool = False
+
+
+def build_container(settings: RunSettings) -> LightningContainer:
+    """Find the class, instantiate it, apply the variant then the overrides, validate."""
+    cls = find_container(settings.model)
+    try:
+        container = cls()
+    except Exception as exc:
+        raise ConfigError(f"creating {cls.__name__}() failed: {type(exc).__name__}: {exc}") from exc
+    if settings.model_variant:
+        container.set_model_variant(settings.model_variant)
+    apply_overrides(container, settings.overrides, source=settings.origin)
+    container.validate()
+    return container
+
+
+def mode_of(settings: RunSettings, container: LightningContainer) -> str:
+    if settings.mode == EVALUATION:
+        return EVALUATION
+    return INFERENCE if container.run_inference_only else TRAIN
+
+
+def execute(settings: RunSettings) -> list[RunResult]:
+    """Run what ``settings`` describe; the results of every run (several for a seed sweep)."""
+    _quiet_known_warnings()
+    if settings.debug_ddp.upper() != "OFF":
+        os.environ["TORCH_DISTRIBUTED_DEBUG"] = settings.debug_ddp.upper()
+    try:
+        container = build_container(settings)
+        _check_available(settings, container)
+    except Exception as exc:
+        if outputs.is_rank_zero():
+            uri = tracking.resolved_uri(settings.tracking_uri)
+            tracking.fail_precreated(uri, f"{type(exc).__name__}: {exc}")
+        raise
+    if container.different_seeds > 0:
+        from himl_manifest.runner.seeds import run_seeds
+
+        return run_seeds(settings, container)
+    return [run_once(settings, container)]
+
+
+def _check_available(settings: RunSettings, container: LightningContainer) -> None:
+    if container.different_seeds > 0 and not settings.argv:
+        raise ConfigError("different_seeds works on the command line; list seeds in a manifest")
+    if settings.cluster:
+        raise BackendUnavailable(
+            f"Azure ML submission is not available yet (--cluster={settings.cluster}); "
+            "run without --cluster to train locally"
+        )
+    if container.log_from_vm and "azureml" not in str(tracking.resolved_uri(settings.tracking_uri)):
+        raise BackendUnavailable(
+            "--log_from_vm (logging to an Azure ML workspace) is not available yet; local runs "
+            "are recorded in the run store (MLFLOW_TRACKING_URI / --tracking_uri)"
+        )
+
+
+def _quiet_known_warnings() -> None:
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", ".*Experiment logs directory .* exists and is not empty.*")
+    warnings.filterwarnings("ignore", ".*The dirpath has changed from.*")
+
+
+def _folder_run_name(settings: RunSettings, container: LightningContainer) -> str:
+    return settings.run_name or type(container).__name__
+
+
+def _known_folder(settings: RunSettings) -> Path | None:
+    """The run folder when it is known before it is created (else a fresh one is made)."""
+    shared = os.environ.get(outputs.RUN_DIR_ENV)
+    if shared and not outputs.is_rank_zero():
+        return Path(shared)
+    if settings.output_dir is not None:
+        return settings.output_dir.resolve()
+    return Path("outputs").resolve() if outputs.is_rank_zero() and _in_azureml() else None
+
+
+def _in_azureml() -> bool:
+    from himl_manifest.paths import in_azureml
+
+    return in_azureml()
+
+
+def choose_checkpoint(
+    container: LightningContainer, mode: str, folder: Path | None, uri: str | None
+) -> CheckpointChoice:
+    """The checkpoint this run starts from, and how it uses it (checked before any work)."""
+    inherited = os.environ.get(outputs.CHECKPOINT_ENV) if outputs.is_ddp_child() else None
+    if mode == TRAIN and folder is not None and not inherited:
+        recovered = checkpoints.recovery_checkpoint(folder / outputs.CHECKPOINT_DIR)
+        if recovered is not None:
+            return CheckpointChoice(recovered, RESUME, recovered=True)
+    source = container.src_checkpoint
+    if not source:
+        if mode != TRAIN or container.resume_training:
+            what = "--run_inference_only" if mode == INFERENCE else f"mode {mode}"
+            what = "--resume_training" if mode == TRAIN else what
+            raise CheckpointError(f"{what} needs a checkpoint: set --src_checkpoint")
+        return CheckpointChoice()
+    if inherited:
+        path = Path(inherited)
+    else:
+        path = checkpoints.resolve_source(
+            source,
+            sha256=container.src_checkpoint_sha256,
+            find_run_folders=lambda run: tracking.run_folders(run, uri or _store_uri()),
+        )
+    use = EVALUATE if mode != TRAIN else (RESUME if container.resume_training else WEIGHTS)
+    if use == RESUME and not inherited:
+        done = checkpoints.epochs_done(checkpoints.load(path))
+        if container.max_epochs <= done:
+            raise ConfigError(
+                f"cannot resume: checkpoint {path} has completed {done} epochs, and max_epochs is "
+                f"{container.max_epochs}; set max_epochs above {done} to train further"
+            )
+    return CheckpointChoice(path, use)
+
+
+def _store_uri() -> str:
+    from himl_manifest.paths import tracking_uri
+
+    return tracking_uri()
+
+
+def run_once(settings: RunSettings, container: LightningContainer) -> RunResult:
+    """One run, start to end; errors propagate after the run record is marked FAILED."""
+    started = time.monotonic()
+    rank0 = outputs.is_rank_zero()
+    uri = tracking.resolved_uri(settings.tracking_uri) if rank0 else None
+    mode = mode_of(settings, container)
+    try:
+        choice = choose_checkpoint(container, mode, _known_folder(settings), uri)
+    except Exception as exc:
+        if rank0:
+            tracking.fail_precreated(uri, f"{type(exc).__name__}: {exc}")
+        raise
+    explicit = settings.output_dir
+    folders = outputs.make_run_folders(_folder_run_name(settings, container), explicit)
+    container._outputs_folder = folders.outputs
+    log_file = folders.logs / outputs.LOG_FILE if rank0 else None
+    with outputs.run_log(log_file, settings.log_level):
+        logger.info("run folder: %s", folders.outputs)
+        if choice.recovered:
+            logger.info("restarted run: resuming from its own checkpoint %s", choice.path)
+        elif choice.path is not None:
+            logger.info("checkpoint: %s (%s)", choice.path, choice.use)
+        tracker: tracking.Tracker = tracking.NullTracker()
+        try:
+            if rank0:
+                _write_records(settings, container, mode, choice, folders.outputs)
+                tracker = _start_tracking(settings, container, mode, folders.outputs, uri)
+            metrics = _run_in_folder(settings, container, mode, choice, folders, tracker)
+        except BaseException as exc:
+            logger.exception("run failed: %s", exc)
+            status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            tail = outputs.log_tail(log_file)
+            try:
+                tracker.finish(status, tail or f"{type(exc).__name__}: {exc}")
+            except Exception as store_exc:
+                logger.warning("could not record the failure: %s", store_exc)
+            if rank0 and isinstance(tracker, tracking.NullTracker):
+                tracking.fail_precreated(uri, tail or str(exc))
+            raise
+        tracker.finish("FINISHED")
+        logger.info("run finished in %.1f s", time.monotonic() - started)
+    return RunResult(
+        output_dir=folders.outputs,
+        mode=mode,
+        run_id=tracker.run_id,
+        metrics=metrics,
+        checkpoint=str(choice.path) if choice.path else None,
+        seconds=time.monotonic() - started,
+        label=container.tag or type(container).__name__,
+    )
+
+
+def _write_records(
+    settings: RunSettings,
+    container: LightningContainer,
+    mode: str,
+    choice: CheckpointChoice,
+    folder: Path,
+) -> None:
+    values = field_values(container)
+    header = {
+        "container": f"{type(container).__module__}.{type(container).__qualname__}",
+        "mode": mode,
+        "model_variant": settings.model_variant or "",
+        "checkpoint": f"{choice.path} ({choice.use})" if choice.path else "",
+        "run_name": settings.run_name or "",
+    }
+    outputs.write_summary(folder, values, header)
+    resolved = {**header, "fields": values, "num_nodes": settings.num_nodes}
+    outputs.write_run_spec(folder, {**settings.source, "resolved": resolved})
+
+
+def _start_tracking(
+    settings: RunSettings, container: LightningContainer, mode: str, folder: Path, uri: str | None
+) -> tracking.Tracker:
+    tags = {
+        "himl.container": f"{type(container).__module__}.{type(container).__qualname__}",
+        "himl.mode": mode,
+        **settings.tags,
+        **{str(k): str(v) for k, v in container.get_additional_tags().items()},
+    }
+    if settings.run_name:
+        tags[TAG_RUN_NAME] = settings.run_name
+    return tracking.start(
+        uri,
+        experiment=container.effective_experiment,
+        display_name=container.tag,
+        params=field_values(container),
+        tags=tags,
+        output_dir=folder,
+    )
+
+
+def _run_in_folder(
+    settings: RunSettings,
+    container: LightningContainer,
+    mode: str,
+    choice: CheckpointChoice,
+    folders: outputs.RunFolders,
+    tracker: tracking.Tracker,
+) -> dict[str, float]:
+    from himl_manifest.runner.train import run_lightning
+
+    handover = {
+        outputs.RUN_DIR_ENV: str(folders.outputs),
+        outputs.LAUNCH_CWD_ENV: os.environ.get(outputs.LAUNCH_CWD_ENV, str(Path.cwd())),
+        outputs.CHECKPOINT_ENV: str(choice.path or ""),
+    }
+    with outputs.environment(handover), outputs.working_directory(folders.outputs):
+        return run_lightning(container, mode, choice, folders.outputs, tracker, settings.num_nodes)

@@ -1,0 +1,157 @@
+"""One settings object for a run, whether it comes from `himl-runner` flags or a run spec.
+
+`himl-runner --model=X --max_epochs=5` and `himl run spec.json` both end up as a
+:class:`RunSettings`, which :func:`himl_manifest.runner.execute.execute` runs: one code path.
+Container fields are kept as *overrides* (field name -> text or JSON value); they are checked
+against the container's own field types when the container is built.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from himl_manifest import paths
+from himl_manifest.errors import ConfigError
+from himl_manifest.spec import RunSpec
+
+TRAIN, INFERENCE, EVALUATION = "train", "inference", "evaluation"
+MODES = (TRAIN, INFERENCE, EVALUATION)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+DEBUG_DDP = ("OFF", "INFO", "DETAIL")
+
+
+@dataclass
+class RunSettings:
+    """Everything `execute` needs to know about one run (or one local seed sweep)."""
+
+    model: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    model_variant: str | None = None
+    mode: str = TRAIN
+    cluster: str = ""
+    num_nodes: int = 1
+    log_level: str = "INFO"
+    debug_ddp: str = "OFF"
+    tracking_uri: str | None = None
+    output_dir: Path | None = None
+    jobs: int | None = None
+    #: The deterministic run name of a run spec (also the run folder's suffix).
+    run_name: str | None = None
+    #: Tags recorded on the run besides the runner's own (e.g. the manifest's tags).
+    tags: dict[str, str] = field(default_factory=dict)
+    #: The settings as given (run spec JSON or flags), saved as run_spec.json.
+    source: dict[str, Any] = field(default_factory=dict)
+    #: The command-line flags, to start one child per seed with `--different_seeds`.
+    argv: list[str] = field(default_factory=list)
+    #: Where overrides came from, for error messages ("flag", "params", ...).
+    origin: str = "flags"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if self.debug_ddp.upper() not in DEBUG_DDP:
+            raise ConfigError(f"debug_ddp must be one of {', '.join(DEBUG_DDP)}")
+        if self.num_nodes < 1:
+            raise ConfigError(f"num_nodes must be >= 1, not {self.num_nodes}")
+
+
+def checkpoint_source(source: Mapping[str, Any], root: Path) -> tuple[str, str | None]:
+    """A manifest ``checkpoint.source`` as a `--src_checkpoint` value and an optional sha256."""
+    if "path" in source:
+        return str((root / source["path"]).resolve()), None
+    if "url" in source:
+        return str(source["url"]), source.get("sha256")
+    if "experiment" in source:
+        run = source.get("run")
+        if not run:
+            raise ConfigError(
+                f"checkpoint source experiment {source['experiment']!r} was not resolved to a "
+                "run (run specs written by apply name the upstream run)"
+            )
+        return f"{run}:{source.get('file', 'last.ckpt')}", None
+    if "run" in source:
+        return str(source["run"]), None
+    raise ConfigError(f"unknown checkpoint source {dict(source)!r}")
+
+
+def _dataset_overrides(datasets: list[Mapping[str, Any]], root: Path) -> dict[str, Any]:
+    azure = [str(d["azure"]) for d in datasets if "azure" in d]
+    azure += [f"{d['datastore']}/{d['path']}" for d in datasets if "datastore" in d]
+    local = [str((root / d["local"]).resolve()) for d in datasets if "local" in d]
+    mounts = [str(d["mountpoint"]) for d in datasets if "mountpoint" in d]
+    out: dict[str, Any] = {}
+    if azure:
+        out["azure_datasets"] = azure
+    if local:
+        out["local_datasets"] = local
+    if mounts:
+        out["dataset_mountpoints"] = mounts
+    return out
+
+
+def _spec_overrides(run: RunSpec, root: Path) -> dict[str, Any]:
+    spec = run.spec
+    overrides: dict[str, Any] = dict(spec.get("trainer", {}))
+    overrides.update(spec.get("params", {}))
+    overrides["random_seed"] = run.seed
+    overrides.update(_dataset_overrides(spec.get("datasets", []), root))
+    checkpoint = spec.get("checkpoint", {})
+    if checkpoint.get("source"):
+        src, sha = checkpoint_source(checkpoint["source"], root)
+        overrides["src_checkpoint"] = src
+        if sha:
+            overrides["src_checkpoint_sha256"] = sha
+    if checkpoint.get("resume"):
+        overrides["resume_training"] = True
+    if run.resume_from:
+        overrides["src_checkpoint"] = run.resume_from
+        overrides["resume_training"] = True
+    if spec.get("mode") == INFERENCE:
+        overrides["run_inference_only"] = True
+    tracking = spec.get("tracking", {})
+    if tracking.get("experiment"):
+        overrides["experiment"] = tracking["experiment"]
+    display = tracking.get("display_name")
+    overrides["tag"] = f"{display} seed {run.seed}" if display else run.run_name
+    if tracking.get("log_from_vm"):
+        overrides["log_from_vm"] = True
+    return overrides
+
+
+def from_run_spec(
+    run: RunSpec,
+    *,
+    output_dir: Path | None = None,
+    tracking_uri: str | None = None,
+    root: Path | None = None,
+) -> RunSettings:
+    """The settings of the run a spec describes (`himl run`)."""
+    spec = run.spec
+    root = root or paths.project_root()
+    compute = spec.get("compute", {})
+    runner = spec.get("runner", {})
+    target = str(compute.get("target", "local"))
+    tags = {str(k): str(v) for k, v in spec.get("tags", {}).items()}
+    return RunSettings(
+        model=str(spec["container"]),
+        overrides=_spec_overrides(run, root),
+        model_variant=spec.get("model_variant"),
+        mode=EVALUATION if spec.get("mode") == EVALUATION else TRAIN,
+        # Inside the job the cluster has already been chosen: nothing to submit.
+        cluster="",
+        num_nodes=int(compute.get("num_nodes", 1)),
+        log_level=str(runner.get("log_level", "INFO")),
+        debug_ddp=str(runner.get("debug_ddp", "OFF")),
+        tracking_uri=tracking_uri,
+        output_dir=output_dir,
+        run_name=run.run_name,
+        tags={**tags, "himl.compute_target": target},
+        source=json.loads(run.to_json()),
+        origin=f"run spec {run.run_name}",
+    )

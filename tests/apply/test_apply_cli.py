@@ -1,0 +1,54 @@
+"""`himl apply` on saved plans and its refusals (the in-memory backend: nothing trains)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from apply_helpers import commit, himl, write_manifest
+
+
+def test_a_saved_plan_is_applied_exactly(repo: Path) -> None:
+    write_manifest(repo, seeds=[0, 1])
+    commit(repo, "two")
+    saved = himl(repo, "plan", "--backend", "memory", "-o", "plan.json")
+    assert saved.returncode == 0, saved.stderr
+    done = himl(repo, "apply", "plan.json", "--backend", "memory", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert "Plan: 2 to create." in done.stderr
+    assert "Apply complete: 2 created. Runs: 2 completed." in done.stderr
+
+
+def test_a_stale_plan_is_refused(repo: Path) -> None:
+    write_manifest(repo, seeds=[0])
+    commit(repo, "one")
+    assert himl(repo, "plan", "--backend", "memory", "-o", "plan.json").returncode == 0
+    write_manifest(repo, seeds=[0, 1])
+    commit(repo, "two")
+    done = himl(repo, "apply", "plan.json", "--backend", "memory", "--yes")
+    assert done.returncode == 1
+    assert "stale" in done.stderr
+    assert "Apply complete" not in done.stderr
+
+
+def test_a_saved_plan_fixes_its_options(repo: Path) -> None:
+    write_manifest(repo)
+    commit(repo, "one")
+    assert himl(repo, "plan", "--backend", "memory", "-o", "plan.json").returncode == 0
+    done = himl(repo, "apply", "plan.json", "--backend", "memory", "--target", "hello")
+    assert done.returncode == 64
+    assert "fixed by a saved plan" in done.stderr
+
+
+def test_dirty_manifests_are_refused_by_the_cli(repo: Path) -> None:
+    write_manifest(repo)
+    done = himl(repo, "apply", "--backend", "memory", "--yes")
+    assert done.returncode == 1
+    assert "experiments/hello.yaml: not committed" in done.stderr
+    allowed = himl(repo, "apply", "--backend", "memory", "--yes", "--allow-dirty")
+    assert allowed.returncode == 0, allowed.stderr
+
+
+def test_the_azureml_backend_is_not_there_yet(repo: Path) -> None:
+    done = himl(repo, "apply", "--backend", "azureml", "--yes")
+    assert done.returncode == 1
+    assert "Azure ML backend is not available yet" in done.stderr
