@@ -39,4 +39,4 @@ bench: setup
 	$(PY) bench/run_all.py
 
 clean:
-	rm -rf $(VENV) outputs mlflow.db .himl
+	rm -rf $(VENV) outputs mlflow.db .himl mlartifacts
