@@ -2,7 +2,9 @@
 
 - State: every managed run is an MLflow run tagged ``himl.managed = true`` (plus the tags of
   :mod:`.base`), in the store at the tracking URI (default ``sqlite:///<root>/mlflow.db``).
-  :meth:`LocalBackend.list_runs` is one paginated ``search_runs`` over the managed experiments.
+  :meth:`LocalBackend.list_runs` is one bulk read: three SQL queries straight from an SQLite
+  store (:mod:`.local_sql`, no MLflow import), else one paginated ``search_runs`` over the
+  managed experiments.
 - Work: :meth:`LocalBackend.submit` creates the records under ``apply.lock``, then runs each as
   a `himl run` process (see :mod:`.local_jobs`), up to ``jobs`` at once.
 - Interrupted runs: a record still queued or running whose process (on this host) is gone, or
@@ -112,7 +114,7 @@ class LocalBackend:
     def list_runs(self) -> list[RunRecord]:
         """Every managed run record (all attempts, all states), in one bulk read."""
         records = []
-        for found in self.store.search():
+        for found in self.store.managed_runs():
             record = to_record(found)
             if record is not None:
                 records.append(self._liveness(record, apply_id_of(found)))
@@ -184,7 +186,7 @@ class LocalBackend:
     ) -> tuple[list[Job], dict[str, str]]:
         """Check and create every record; returns the jobs to run and the runs others made."""
         existing: dict[str, list[tuple[RunRecord, Any]]] = {}
-        for found in self.store.search():
+        for found in self.store.managed_runs():
             record = to_record(found)
             if record is not None:
                 existing.setdefault(record.run_name, []).append((record, found))

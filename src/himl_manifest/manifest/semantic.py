@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +33,17 @@ class Finding:
     code: str = "semantic"
 
 
-@functools.lru_cache(maxsize=256)
 def find_root(start: Path) -> Path:
     """The repository root of a manifest folder (see :func:`himl_manifest.paths.project_root`).
 
-    Cached: every manifest of a folder shares it.
+    Cached by absolute path (every manifest of a folder shares it); a relative ``start`` is
+    made absolute first, so a change of directory can't return a stale root.
     """
+    return _find_root(Path(os.path.abspath(start)))
+
+
+@functools.lru_cache(maxsize=256)
+def _find_root(start: Path) -> Path:
     return project_root(start)
 
 
