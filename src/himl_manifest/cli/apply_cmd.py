@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from himl_manifest.cli.options import backend_options
 from himl_manifest.errors import HimlError, UsageError
 
 if TYPE_CHECKING:
@@ -41,15 +42,7 @@ PLAN_FORMAT = "himl-plan/v1"
 )
 @click.option("--allow-dirty", is_flag=True, help="Apply manifests with uncommitted changes.")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option(
-    "--backend",
-    "backend_name",
-    type=click.Choice(["local", "memory", "azureml"]),
-    default="local",
-    show_default=True,
-    help="Where the runs are recorded and executed.",
-)
-@click.option("--tracking-uri", help="MLflow tracking URI of the local run store.")
+@backend_options
 def apply(
     paths: tuple[Path, ...],
     targets: tuple[str, ...],

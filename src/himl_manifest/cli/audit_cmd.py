@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from himl_manifest.cli.options import backend_options
 from himl_manifest.errors import HimlError, UsageError
 
 if TYPE_CHECKING:
@@ -25,15 +26,7 @@ if TYPE_CHECKING:
     show_default=True,
     help="text for people, json for tools (himl-audit/v1).",
 )
-@click.option(
-    "--backend",
-    "backend_name",
-    type=click.Choice(["local", "memory", "azureml"]),
-    default="local",
-    show_default=True,
-    help="Where the runs are recorded.",
-)
-@click.option("--tracking-uri", help="MLflow tracking URI of the local run store.")
+@backend_options
 def audit(
     run: str | None,
     commit: str | None,

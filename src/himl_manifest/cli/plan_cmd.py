@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from himl_manifest.cli.options import backend_options
+
 if TYPE_CHECKING:
     from himl_manifest.backends.base import Backend
 
@@ -37,15 +39,7 @@ EXIT_CHANGES = 2
 )
 @click.option("--target", "targets", multiple=True, help="Plan only this experiment (repeatable).")
 @click.option("--retry-failed", is_flag=True, help="Retry failed runs whatever their policy says.")
-@click.option(
-    "--backend",
-    "backend_name",
-    type=click.Choice(["local", "memory"]),
-    default="local",
-    show_default=True,
-    help="Where the runs are recorded.",
-)
-@click.option("--tracking-uri", help="MLflow tracking URI of the local run store.")
+@backend_options
 @click.option(
     "--color/--no-color", default=None, help="Colour the text output (default: on a TTY)."
 )

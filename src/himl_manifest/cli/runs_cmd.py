@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from himl_manifest.cli.options import backend_options
+
 if TYPE_CHECKING:
     from himl_manifest.apply.report import RunRow
     from himl_manifest.spec import RunSpec
@@ -31,15 +33,7 @@ if TYPE_CHECKING:
     is_flag=True,
     help="Every attempt, superseded and archived runs included.",
 )
-@click.option(
-    "--backend",
-    "backend_name",
-    type=click.Choice(["local", "memory", "azureml"]),
-    default="local",
-    show_default=True,
-    help="Where the runs are recorded.",
-)
-@click.option("--tracking-uri", help="MLflow tracking URI of the local run store.")
+@backend_options
 def runs(
     paths: tuple[Path, ...],
     output_format: str,
