@@ -10,7 +10,6 @@ Standard library only (the schema file is read as plain JSON).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -38,6 +37,16 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def plain_copy(value: Any) -> Any:
+    """A deep copy of JSON-shaped data (dicts, lists, scalars): several times faster than
+    :func:`copy.deepcopy`, which matters when expanding thousands of manifests."""
+    if type(value) is dict:
+        return {k: plain_copy(v) for k, v in value.items()}
+    if type(value) is list:
+        return [plain_copy(v) for v in value]
+    return value
+
+
 def _schema_defaults(value: Any, node: Mapping[str, Any]) -> Any:
     from himl_manifest.manifest.schema import resolve
 
@@ -56,7 +65,7 @@ def _schema_defaults(value: Any, node: Mapping[str, Any]) -> Any:
             if key in out:
                 out[key] = _schema_defaults(out[key], sub)
             elif "default" in sub:
-                out[key] = copy.deepcopy(sub["default"])
+                out[key] = plain_copy(sub["default"])
             elif sub.get("type") == "object" and "properties" in sub:
                 filled = _schema_defaults({}, sub)
                 if filled:
@@ -71,7 +80,7 @@ def normalize(document: Mapping[str, Any]) -> dict[str, Any]:
     """A schema-valid manifest with every default applied and seeds as an explicit list."""
     from himl_manifest.manifest.schema import schema
 
-    data: dict[str, Any] = _schema_defaults(copy.deepcopy(dict(document)), schema())
+    data: dict[str, Any] = _schema_defaults(plain_copy(dict(document)), schema())
     seeds = data["seeds"]
     data["seeds"] = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     data["tracking"].setdefault("experiment", data["container"].rsplit(".", 1)[-1])
@@ -102,11 +111,7 @@ def file_sha256(path: Path | None) -> str | None:
 
 def identity_view(spec: Mapping[str, Any], seed: int, conda_sha256: str | None) -> dict[str, Any]:
     """The run-affecting fields of one seed's run: what the spec hash covers."""
-    view = {
-        k: copy.deepcopy(v)
-        for k, v in spec.items()
-        if k not in (*COSMETIC_TOP, *POLICY_TOP, "seeds")
-    }
+    view = {k: v for k, v in spec.items() if k not in (*COSMETIC_TOP, *POLICY_TOP, "seeds")}
     view["tracking"] = {
         k: v for k, v in view.get("tracking", {}).items() if k not in COSMETIC_TRACKING
     }
@@ -204,7 +209,7 @@ class RunSpec:
 
 
 def seed_spec(spec: Mapping[str, Any], seed: int) -> dict[str, Any]:
-    out = {k: copy.deepcopy(v) for k, v in spec.items() if k != "seeds"}
+    out = {k: plain_copy(v) for k, v in spec.items() if k != "seeds"}
     out["seed"] = seed
     return out
 
@@ -228,7 +233,7 @@ def expand(experiments: Iterable[Experiment]) -> list[RunSpec]:
         if exp.name in visiting:
             raise ConfigError(f"checkpoint sources of {exp.name!r} form a cycle")
         visiting.add(exp.name)
-        spec = copy.deepcopy(exp.spec)
+        spec = plain_copy(exp.spec)
         upstream_name = exp.source_experiment()
         if upstream_name is not None:
             if upstream_name not in by_name:

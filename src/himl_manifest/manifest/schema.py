@@ -228,7 +228,11 @@ def _argument(error: ValidationError) -> Any:
 
 
 def _missing(error: ValidationError) -> str:
+    """The key a ``required`` error is about: jsonschema reports one error per missing key."""
     instance = error.instance if isinstance(error.instance, dict) else {}
+    for name in _argument(error):
+        if repr(name) == error.message.split(" is a required property", 1)[0]:
+            return str(name)
     for name in _argument(error):
         if name not in instance:
             return str(name)
