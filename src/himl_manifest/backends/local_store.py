@@ -274,6 +274,9 @@ def to_record(mlflow_run: Any) -> RunRecord | None:
         for key, value in tags.items()
         if key.startswith(TAG_PROVENANCE)
     }
+    # The conda file digest the run was submitted with, so the planner can tell a conda change
+    # apart from the other run-affecting changes ("" means: no conda file).
+    provenance.setdefault("conda_sha256", run.conda_sha256 or "")
     start = info.start_time / 1000.0 if info.start_time else None
     end = info.end_time / 1000.0 if info.end_time else None
     return RunRecord(
