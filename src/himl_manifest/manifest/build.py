@@ -27,9 +27,11 @@ def build(documents: Iterable[Document]) -> list[Experiment]:
     return experiments
 
 
-def load_experiments(paths: Iterable[Path]) -> tuple[list[Experiment], ValidationResult]:
+def load_experiments(
+    paths: Iterable[Path], *, allow_empty: bool = False
+) -> tuple[list[Experiment], ValidationResult]:
     """Validate ``paths`` and build their experiments; any diagnostic is a ManifestError."""
-    result = validate_paths(paths)
+    result = validate_paths(paths, allow_empty=allow_empty)
     if not result.ok:
         from himl_manifest.diagnostics import render_text
 

@@ -329,11 +329,14 @@ def load_file(path: Path, display: str | None = None) -> LoadedFile:
     return loaded
 
 
-def discover(paths: Iterable[Path]) -> Iterator[tuple[Path, Diagnostic | None]]:
+def discover(
+    paths: Iterable[Path], *, allow_empty: bool = False
+) -> Iterator[tuple[Path, Diagnostic | None]]:
     """Manifest files under ``paths`` (files as given; folders searched recursively, sorted).
 
     Yields ``(path, None)`` per file, or ``(path, diagnostic)`` for a path that can't be used: a
-    missing path, a folder with no manifests, a symlink loop.
+    missing path, a folder with no manifests (unless ``allow_empty``: for plan and apply, an
+    existing folder with no manifests left means no experiments are wanted), a symlink loop.
     """
     for root in paths:
         if root.is_dir():
@@ -341,7 +344,7 @@ def discover(paths: Iterable[Path]) -> Iterator[tuple[Path, Diagnostic | None]]:
             for file in _walk(root):
                 found = True
                 yield file, None
-            if not found:
+            if not found and not allow_empty:
                 yield (
                     root,
                     Diagnostic(

@@ -40,11 +40,11 @@ def _diagnostic(
     return Diagnostic(doc.file.display, line, column, schema.format_path(path), message, hint, code)
 
 
-def validate_paths(paths: Iterable[Path]) -> ValidationResult:
+def validate_paths(paths: Iterable[Path], *, allow_empty: bool = False) -> ValidationResult:
     """Load and validate every manifest under ``paths``; every problem of every file at once."""
     result = ValidationResult()
     seen: set[Path] = set()
-    for path, problem in discover(paths):
+    for path, problem in discover(paths, allow_empty=allow_empty):
         if problem is not None:
             result.diagnostics.append(problem)
             continue

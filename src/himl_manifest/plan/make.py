@@ -28,7 +28,7 @@ def desired_runs(paths: Sequence[str | PathLike[str]]) -> list[RunSpec]:
 
     # absolute: diagnostics still show paths relative to the cwd, and a cwd change between two
     # plans in one process (tests, library use) cannot mix up cached repository roots
-    experiments, _ = load_experiments([Path(p).absolute() for p in paths])
+    experiments, _ = load_experiments([Path(p).absolute() for p in paths], allow_empty=True)
     return expand(experiments)
 
 
