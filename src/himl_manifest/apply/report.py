@@ -129,6 +129,21 @@ def failed_tail(row: RunRow, lines: int = 5) -> list[str]:
 # --- audit ------------------------------------------------------------------------------------
 
 
+def record_identity(record: RunRecord) -> dict[str, Any]:
+    """The fields every audit document shows of a run: who it is, how it stands, its provenance."""
+    return {
+        "run_name": record.run_name,
+        "run_id": record.run_id,
+        "experiment": record.experiment,
+        "seed": record.seed,
+        "attempt": record.attempt,
+        "status": record.status,
+        "state": record.state,
+        "manifest_path": record.manifest_path,
+        "provenance": dict(record.provenance),
+    }
+
+
 @dataclass(frozen=True)
 class AuditAnswer:
     """Which commit and manifest produced a run, and how to produce it again."""
@@ -143,18 +158,10 @@ class AuditAnswer:
         record = self.record
         return {
             "format": AUDIT_FORMAT,
-            "run_name": record.run_name,
-            "run_id": record.run_id,
-            "experiment": record.experiment,
-            "seed": record.seed,
-            "attempt": record.attempt,
-            "status": record.status,
-            "state": record.state,
+            **record_identity(record),
             "spec_hash": record.spec_hash,
-            "manifest_path": record.manifest_path,
             "output_dir": record.output_dir,
             "resume_from": record.resume_from,
-            "provenance": dict(record.provenance),
             "manifest_content": self.manifest_content,
             "reproduce": self.reproduce,
             "attempts": self.attempts,

@@ -120,25 +120,11 @@ def _commit_text(commit: str, found: list[tuple[RunRecord, str]]) -> str:
 def _commit_document(
     commit: str, full: str | None, found: list[tuple[RunRecord, str]]
 ) -> dict[str, object]:
-    from himl_manifest.apply.report import AUDIT_FORMAT
+    from himl_manifest.apply.report import AUDIT_FORMAT, record_identity
 
     return {
         "format": AUDIT_FORMAT,
         "commit": commit,
         "resolved_commit": full,
-        "runs": [
-            {
-                "run_name": record.run_name,
-                "run_id": record.run_id,
-                "experiment": record.experiment,
-                "seed": record.seed,
-                "attempt": record.attempt,
-                "status": record.status,
-                "state": record.state,
-                "manifest_path": record.manifest_path,
-                "matched": how,
-                "provenance": dict(record.provenance),
-            }
-            for record, how in found
-        ],
+        "runs": [{**record_identity(record), "matched": how} for record, how in found],
     }
