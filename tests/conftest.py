@@ -1,4 +1,4 @@
-"""Shared by the top-level tests (other test folders have their own conftest)."""
+"""Fixtures shared by the test folders (each folder adds its own conftest)."""
 
 from __future__ import annotations
 
@@ -16,3 +16,14 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "experiments").mkdir()
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An initialized, empty MLflow SQLite store, made once: tests copy it (creating one costs
+    over a second)."""
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path_factory.mktemp("store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments()
+    return db

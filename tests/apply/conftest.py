@@ -13,15 +13,6 @@ import pytest
 from apply_helpers import init_repo
 
 
-@pytest.fixture(scope="session")
-def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mlflow.tracking import MlflowClient
-
-    db = tmp_path_factory.mktemp("store") / "mlflow.db"
-    MlflowClient(f"sqlite:///{db}").search_experiments()
-    return db
-
-
 @pytest.fixture
 def repo(tmp_path: Path, empty_store: Path) -> Path:
     """A git repository (branch main, an origin with credentials in its URL) with experiments/."""

@@ -19,15 +19,6 @@ from himl_manifest.manifest.build import load_experiments
 from himl_manifest.spec import RunSpec, expand
 
 
-@pytest.fixture(scope="session")
-def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mlflow.tracking import MlflowClient
-
-    db = tmp_path_factory.mktemp("store") / "mlflow.db"
-    MlflowClient(f"sqlite:///{db}").search_experiments()
-    return db
-
-
 @pytest.fixture
 def project(tmp_path: Path, empty_store: Path) -> Path:
     """A project folder (``.git/`` marks its root) holding a copy of the empty store."""
