@@ -41,16 +41,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 
-from himl_manifest.backends.base import (  # noqa: E402
-    COMPLETED,
-    FAILED,
-    LIVE,
-    SUPERSEDED,
-    RunRecord,
-)
 from himl_manifest.backends.local_sql import QUERIES  # noqa: E402
 from himl_manifest.backends.memory import MemoryBackend  # noqa: E402
-from himl_manifest.plan.make import desired_runs, make_plan  # noqa: E402
+from himl_manifest.model import Lifecycle, RunRecord, RunStatus  # noqa: E402
+from himl_manifest.operations.plan import desired_runs, make_plan  # noqa: E402
 from himl_manifest.plan.planner import plan  # noqa: E402
 from himl_manifest.spec import RunSpec  # noqa: E402
 
@@ -99,7 +93,7 @@ def history(desired: list[RunSpec], total: int, seed: int = 0) -> list[tuple[Run
             experiment=run.experiment,
             seed=run.seed,
             spec_hash=run.spec_hash,
-            status=COMPLETED,
+            status=RunStatus.COMPLETED,
             spec=dict(run.spec),
             manifest_path=run.manifest_path,
             has_checkpoint=True,
@@ -112,10 +106,10 @@ def history(desired: list[RunSpec], total: int, seed: int = 0) -> list[tuple[Run
         if roll < 0.03:
             continue  # a new seed or experiment: create
         if roll < 0.06:
-            add(run, status=FAILED, has_checkpoint=False)  # keep (failed, not retried)
+            add(run, status=RunStatus.FAILED, has_checkpoint=False)  # keep (failed, not retried)
             continue
         if roll < 0.10:
-            add(run, status=FAILED, has_checkpoint=False)
+            add(run, status=RunStatus.FAILED, has_checkpoint=False)
             add(run, attempt=2)  # retried once, then completed
             continue
         add(run)
@@ -123,10 +117,10 @@ def history(desired: list[RunSpec], total: int, seed: int = 0) -> list[tuple[Run
         run = rng.choice(desired)
         if rng.random() < 0.7:  # an older version of a desired run, superseded
             old = _variant(run, f"old{len(out)}")
-            add(old, state=SUPERSEDED)
+            add(old, state=Lifecycle.SUPERSEDED)
         else:  # a run of an experiment deleted long ago, archived or orphaned
             gone = _variant(run, f"gone{len(out)}", experiment=f"deleted-{len(out)}")
-            add(gone, state=LIVE if rng.random() < 0.01 else "archived")
+            add(gone, state=Lifecycle.ACTIVE if rng.random() < 0.01 else "archived")
     return out[:total]
 
 

@@ -13,7 +13,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from himl_manifest.spec import Experiment, RunSpec, expand, normalize
+from himl_manifest.manifest.build import normalize
+from himl_manifest.spec import Experiment, RunSpec, expand
 
 BASE: dict[str, Any] = {
     "apiVersion": "himl/v1",

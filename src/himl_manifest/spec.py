@@ -5,7 +5,8 @@ into one :class:`RunSpec` per seed. A run's identity is the sha256 of the canoni
 run-affecting fields (cosmetic fields left out, the conda file's content put in), prefixed with
 the hash version; its name is ``<experiment>-s<seed>-<first 8 hex of the hash>``.
 
-Standard library only (the schema file is read as plain JSON).
+Standard library and the neutral model only: defaults are applied before, in
+:mod:`himl_manifest.manifest.build`.
 """
 
 from __future__ import annotations
@@ -18,17 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from himl_manifest.errors import ConfigError
+from himl_manifest.model import checkpoint_source, without_cosmetic
 
 #: Version prefix of every spec hash. Bump it when the hashed view changes meaning.
 HASH_VERSION = "v1"
 #: The format written into run-spec files handed to `himl run`.
 RUNSPEC_FORMAT = "himl-runspec/v1"
-#: Top-level fields that are cosmetic: changing them updates runs in place.
-COSMETIC_TOP = ("description", "tags")
-#: Top-level fields that are policy for apply: neither identity nor cosmetic metadata.
-POLICY_TOP = ("retry",)
-#: Fields inside `tracking` that are cosmetic.
-COSMETIC_TRACKING = ("display_name",)
 DEFAULT_CONDA_FILE = "environment.yml"
 
 
@@ -45,46 +41,6 @@ def plain_copy(value: Any) -> Any:
     if type(value) is list:
         return [plain_copy(v) for v in value]
     return value
-
-
-def _schema_defaults(value: Any, node: Mapping[str, Any]) -> Any:
-    from himl_manifest.manifest.schema import resolve
-
-    node = resolve(node)
-    if isinstance(value, dict) and "oneOf" in node:
-        for branch in node["oneOf"]:
-            branch = resolve(branch)
-            props = branch.get("properties", {})
-            if all(k in value for k in branch.get("required", [])) and set(value) <= set(props):
-                return _schema_defaults(value, branch)
-        return value
-    if isinstance(value, dict) and "properties" in node:
-        out = dict(value)
-        for key, sub in node["properties"].items():
-            sub = resolve(sub)
-            if key in out:
-                out[key] = _schema_defaults(out[key], sub)
-            elif "default" in sub:
-                out[key] = plain_copy(sub["default"])
-            elif sub.get("type") == "object" and "properties" in sub:
-                filled = _schema_defaults({}, sub)
-                if filled:
-                    out[key] = filled
-        return out
-    if isinstance(value, list) and "items" in node:
-        return [_schema_defaults(item, node["items"]) for item in value]
-    return value
-
-
-def normalize(document: Mapping[str, Any]) -> dict[str, Any]:
-    """A schema-valid manifest with every default applied and seeds as an explicit list."""
-    from himl_manifest.manifest.schema import schema
-
-    data: dict[str, Any] = _schema_defaults(plain_copy(dict(document)), schema())
-    seeds = data["seeds"]
-    data["seeds"] = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-    data["tracking"].setdefault("experiment", data["container"].rsplit(".", 1)[-1])
-    return data
 
 
 def find_conda_file(root: Path, spec: Mapping[str, Any]) -> Path | None:
@@ -111,10 +67,8 @@ def file_sha256(path: Path | None) -> str | None:
 
 def identity_view(spec: Mapping[str, Any], seed: int, conda_sha256: str | None) -> dict[str, Any]:
     """The run-affecting fields of one seed's run: what the spec hash covers."""
-    view = {k: v for k, v in spec.items() if k not in (*COSMETIC_TOP, *POLICY_TOP, "seeds")}
-    view["tracking"] = {
-        k: v for k, v in view.get("tracking", {}).items() if k not in COSMETIC_TRACKING
-    }
+    view = without_cosmetic({k: v for k, v in spec.items() if k != "seeds"})
+    view.setdefault("tracking", {})
     view["seed"] = seed
     view["environment"] = {**view.get("environment", {}), "conda_sha256": conda_sha256}
     return view
@@ -144,8 +98,8 @@ class Experiment:
         return list(self.spec["seeds"])
 
     def source_experiment(self) -> str | None:
-        source = self.spec.get("checkpoint", {}).get("source")
-        return source.get("experiment") if isinstance(source, dict) else None
+        source = checkpoint_source(self.spec)
+        return source.experiment if source is not None else None
 
 
 @dataclass(frozen=True)

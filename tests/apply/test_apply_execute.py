@@ -8,10 +8,11 @@ import pytest
 from apply_helpers import TINY_TRAINER, commit, write_manifest
 
 from himl_manifest.apply.execute import execute
-from himl_manifest.backends.base import ARCHIVED, COMPLETED, FAILED, LIVE, SUPERSEDED, Progress
+from himl_manifest.backends.base import Progress
 from himl_manifest.backends.memory import MemoryBackend
 from himl_manifest.errors import ConfigError
-from himl_manifest.plan.make import make_plan
+from himl_manifest.model import Lifecycle, RunStatus
+from himl_manifest.operations.plan import make_plan
 
 
 def apply(repo: Path, backend: MemoryBackend, **options: object) -> str:
@@ -47,9 +48,14 @@ def test_replace_supersedes_and_resume_continues(repo: Path) -> None:
     commit(repo, "longer")
     assert apply(repo, backend) == "Apply complete: 2 resumed. Runs: 2 completed."
     records = backend.records()
-    assert sorted(r.state for r in records) == [LIVE, LIVE, SUPERSEDED, SUPERSEDED]
-    resumed = [r for r in records if r.state == LIVE]
-    old = {r.run_name for r in records if r.state == SUPERSEDED}
+    assert sorted(r.state for r in records) == [
+        Lifecycle.ACTIVE,
+        Lifecycle.ACTIVE,
+        Lifecycle.SUPERSEDED,
+        Lifecycle.SUPERSEDED,
+    ]
+    resumed = [r for r in records if r.state == Lifecycle.ACTIVE]
+    old = {r.run_name for r in records if r.state == Lifecycle.SUPERSEDED}
     assert {r.resume_from for r in resumed} == old
     write_manifest(
         repo, seeds=[0, 1], trainer={**TINY_TRAINER, "max_epochs": 5}, params={"learning_rate": 0.5}
@@ -69,13 +75,13 @@ def test_update_in_place_and_orphans_with_prune(repo: Path) -> None:
     assert summary == "Apply complete: 1 updated. 1 orphaned (archive them with --prune)."
     assert {r.spec["description"] for r in backend.records() if r.seed == 0} == {"b"}
     assert apply(repo, backend, prune=True) == "Apply complete: 1 archived."
-    assert states(backend)[(1, 1)] == f"{COMPLETED}/{ARCHIVED}"
+    assert states(backend)[(1, 1)] == f"{RunStatus.COMPLETED}/{Lifecycle.ARCHIVED}"
 
 
 def test_failed_runs_make_a_failed_apply(repo: Path) -> None:
     write_manifest(repo, seeds=[0])
     commit(repo, "one")
-    backend = MemoryBackend(outcome=FAILED)
+    backend = MemoryBackend(outcome=RunStatus.FAILED)
     assert apply(repo, backend) == "Apply finished with failures: 1 created. Runs: 1 failed."
 
 

@@ -8,9 +8,9 @@ import pytest
 from apply_helpers import commit, git, write_manifest
 
 from himl_manifest import __version__
-from himl_manifest.apply.provenance import gather, refuse_dirty, strip_credentials
 from himl_manifest.errors import ConfigError
 from himl_manifest.manifest.schema import schema_version
+from himl_manifest.operations.provenance import gather, refuse_dirty, strip_credentials
 
 
 @pytest.mark.parametrize(

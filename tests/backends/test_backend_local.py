@@ -11,21 +11,13 @@ from pathlib import Path
 import pytest
 from backend_helpers import MakeRuns
 
-from himl_manifest.backends.base import (
-    ARCHIVED,
-    CANCELLED,
-    COMPLETED,
-    FAILED,
-    QUEUED,
-    RUNNING,
-    SUPERSEDED,
-    TAG_PID,
-    Progress,
-)
+from himl_manifest.backends.base import Progress
 from himl_manifest.backends.local import LocalBackend
 from himl_manifest.backends.local_lock import LivenessLock
 from himl_manifest.backends.local_store import run_tags
+from himl_manifest.backends.protocol import TAG_PID
 from himl_manifest.errors import CheckpointError, StoreError
+from himl_manifest.model import Lifecycle, RunStatus
 
 
 def mlflow_runs(backend: LocalBackend) -> list[dict[str, str]]:
@@ -53,7 +45,7 @@ def test_submit_creates_tagged_records_and_runs_them(
     records = backend.submit(runs, jobs=2, progress=events.append)
 
     assert {r.run_name for r in records} == {r.run_name for r in runs}
-    assert all(r.status == COMPLETED and r.attempt == 1 for r in records)
+    assert all(r.status == RunStatus.COMPLETED and r.attempt == 1 for r in records)
     by_name = {r.run_name: r for r in backend.list_runs()}
     for run in runs:
         record = by_name[run.run_name]
@@ -78,7 +70,7 @@ def test_submit_creates_tagged_records_and_runs_them(
     statuses = [(e.run_name, e.status) for e in events]
     for run in runs:
         mine = [s for n, s in statuses if n == run.run_name]
-        assert mine == [QUEUED, RUNNING, COMPLETED]
+        assert mine == [RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.COMPLETED]
 
 
 def test_submit_twice_creates_nothing_more(backend: LocalBackend, make_runs: MakeRuns) -> None:
@@ -94,8 +86,8 @@ def test_jobs_run_at_once(backend: LocalBackend, make_runs: MakeRuns) -> None:
     runs = make_runs(seeds=[0, 1], params={"sleep": 1})
     events: list[Progress] = []
     backend.submit(runs, jobs=2, progress=events.append)
-    order = [e.status for e in events if e.status in (RUNNING, COMPLETED)]
-    assert order[:2] == [RUNNING, RUNNING]
+    order = [e.status for e in events if e.status in (RunStatus.RUNNING, RunStatus.COMPLETED)]
+    assert order[:2] == [RunStatus.RUNNING, RunStatus.RUNNING]
 
 
 def test_long_spec_is_split_over_tags_and_read_back(
@@ -115,16 +107,16 @@ def test_a_crash_is_recorded_failed_with_the_log_tail(
     runs = make_runs(params={"behaviour": "crash"})
     events: list[Progress] = []
     (record,) = backend.submit(runs, progress=events.append)
-    assert record.status == FAILED
+    assert record.status == RunStatus.FAILED
     assert "RuntimeError: boom in training_step" in record.error_tail
-    assert events[-1].status == FAILED and "boom" in events[-1].message
+    assert events[-1].status == RunStatus.FAILED and "boom" in events[-1].message
 
 
 def test_a_failure_marked_by_the_runner_keeps_its_error(
     backend: LocalBackend, make_runs: MakeRuns
 ) -> None:
     (record,) = backend.submit(make_runs(params={"behaviour": "fail"}))
-    assert record.status == FAILED
+    assert record.status == RunStatus.FAILED
     assert record.error_tail == "ValueError: the runner marked it failed"
 
 
@@ -137,11 +129,14 @@ def test_a_retry_reuses_the_output_folder_and_ends_the_interrupted_attempt(
     tags = run_tags(run, 1, folder, backend.host, "gone-apply")
     first = backend.store.create_run(experiment, {**tags, TAG_PID: str(dead_pid())})
     (before,) = backend.list_runs()
-    assert before.status == CANCELLED
+    assert before.status == RunStatus.CANCELLED
     assert before.error_tail.startswith("interrupted: process")
 
     records = backend.submit([run], attempts={run.run_name: 2})
-    assert sorted((r.attempt, r.status) for r in records) == [(1, CANCELLED), (2, COMPLETED)]
+    assert sorted((r.attempt, r.status) for r in records) == [
+        (1, RunStatus.CANCELLED),
+        (2, RunStatus.COMPLETED),
+    ]
     assert {r.output_dir for r in records} == {str(folder)}
     assert backend.store.get(first).info.status == "KILLED"
 
@@ -156,11 +151,11 @@ def test_queued_records_are_interrupted_only_when_their_apply_is_gone(
     lock = LivenessLock(backend.state_dir / "applies", "live-apply")
     lock.acquire()
     try:
-        assert backend.list_runs()[0].status == QUEUED
+        assert backend.list_runs()[0].status == RunStatus.QUEUED
     finally:
         lock.release()
     (record,) = backend.list_runs()
-    assert record.status == CANCELLED
+    assert record.status == RunStatus.CANCELLED
     assert record.error_tail == "interrupted: the apply that queued it is gone"
 
 
@@ -170,7 +165,7 @@ def test_records_of_other_hosts_are_left_alone(backend: LocalBackend, make_runs:
     tags = run_tags(run, 1, backend.root / "outputs" / "x", "another-host", "their-apply")
     run_id = backend.store.create_run(experiment, {**tags, TAG_PID: str(dead_pid())})
     backend.store.client.update_run(run_id, status="RUNNING")
-    assert backend.list_runs()[0].status == RUNNING
+    assert backend.list_runs()[0].status == RunStatus.RUNNING
 
 
 def test_dependents_wait_for_their_upstream_and_are_skipped_when_it_fails(
@@ -183,13 +178,15 @@ def test_dependents_wait_for_their_upstream_and_are_skipped_when_it_fails(
     events: list[Progress] = []
     records = backend.submit([upstream, ok_upstream, child, other], jobs=4, progress=events.append)
     status = {r.run_name: r for r in records}
-    assert status[upstream.run_name].status == FAILED
-    assert status[child.run_name].status == CANCELLED
+    assert status[upstream.run_name].status == RunStatus.FAILED
+    assert status[child.run_name].status == RunStatus.CANCELLED
     assert f"upstream run {upstream.run_name} did not complete" in status[child.run_name].error_tail
-    assert status[other.run_name].status == COMPLETED
+    assert status[other.run_name].status == RunStatus.COMPLETED
     names = [(e.run_name, e.status) for e in events]
-    assert (child.run_name, RUNNING) not in names
-    assert names.index((other.run_name, RUNNING)) > names.index((ok_upstream.run_name, COMPLETED))
+    assert (child.run_name, RunStatus.RUNNING) not in names
+    assert names.index((other.run_name, RunStatus.RUNNING)) > names.index(
+        (ok_upstream.run_name, RunStatus.COMPLETED)
+    )
 
 
 def test_update_metadata_changes_cosmetic_fields_in_place(
@@ -214,12 +211,12 @@ def test_set_state_marks_every_attempt(backend: LocalBackend, make_runs: MakeRun
     (run,) = make_runs()
     backend.submit([run])
     backend.submit([run], attempts={run.run_name: 2})
-    backend.set_state(run.run_name, SUPERSEDED)
-    assert {r.state for r in backend.list_runs()} == {SUPERSEDED}
-    backend.set_state(run.run_name, ARCHIVED)
-    assert {r.state for r in backend.list_runs()} == {ARCHIVED}
+    backend.set_state(run.run_name, Lifecycle.SUPERSEDED)
+    assert {r.state for r in backend.list_runs()} == {Lifecycle.SUPERSEDED}
+    backend.set_state(run.run_name, Lifecycle.ARCHIVED)
+    assert {r.state for r in backend.list_runs()} == {Lifecycle.ARCHIVED}
     with pytest.raises(StoreError, match="no run named"):
-        backend.set_state("nope-s0-00000000", ARCHIVED)
+        backend.set_state("nope-s0-00000000", Lifecycle.ARCHIVED)
 
 
 def test_resolve_checkpoint(backend: LocalBackend, make_runs: MakeRuns) -> None:

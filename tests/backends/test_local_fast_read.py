@@ -13,10 +13,11 @@ import pytest
 from backend_helpers import MakeRuns
 
 from himl_manifest.backends import local_sql
-from himl_manifest.backends.base import ARCHIVED, SUPERSEDED, TAG_ERROR, TAG_PID, RunRecord
 from himl_manifest.backends.local import LocalBackend
 from himl_manifest.backends.local_store import run_tags
+from himl_manifest.backends.protocol import TAG_ERROR, TAG_PID
 from himl_manifest.errors import StoreError
+from himl_manifest.model import Lifecycle, RunRecord
 
 
 def dead_pid() -> int:
@@ -82,9 +83,9 @@ def populate(backend: LocalBackend, make_runs: MakeRuns, prefix: str = "r") -> l
     client.set_terminated(create(long_spec), status="FINISHED")
     client.set_terminated(create(superseded), status="FINISHED")
     client.set_terminated(create(superseded, attempt=2), status="FINISHED")
-    backend.set_state(superseded.run_name, SUPERSEDED)
+    backend.set_state(superseded.run_name, Lifecycle.SUPERSEDED)
     client.set_terminated(create(archived), status="FINISHED")
-    backend.set_state(archived.run_name, ARCHIVED)
+    backend.set_state(archived.run_name, Lifecycle.ARCHIVED)
     client.delete_run(create(deleted))
     create(queued, extra={TAG_PID: str(dead_pid())})  # interrupted: its process is gone
     client.update_run(create(other, host="another-host"), status="RUNNING")
@@ -120,8 +121,8 @@ def test_the_sql_read_equals_the_search_runs_path(
     assert status["r-failed", 1].error_tail == "ValueError: boom"
     assert status["r-killed", 1].status == "cancelled"
     assert status["r-long", 1].spec["description"] == "x" * 9500
-    assert {status["r-superseded", a].state for a in (1, 2)} == {SUPERSEDED}
-    assert status["r-archived", 1].state == ARCHIVED
+    assert {status["r-superseded", a].state for a in (1, 2)} == {Lifecycle.SUPERSEDED}
+    assert status["r-archived", 1].state == Lifecycle.ARCHIVED
     assert status["r-deleted", 1].state == "archived"
     assert status["r-queued", 1].status == "cancelled"
     assert status["r-queued", 1].error_tail.startswith("interrupted: process")

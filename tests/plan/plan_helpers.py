@@ -10,10 +10,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from himl_manifest.backends.base import ARCHIVED, COMPLETED, LIVE, SUPERSEDED, RunRecord
 from himl_manifest.backends.memory import MemoryBackend
-from himl_manifest.plan.model import ORPHAN, SUBMITTING, UPDATE, Plan
-from himl_manifest.spec import Experiment, RunSpec, expand, normalize
+from himl_manifest.manifest.build import normalize
+from himl_manifest.model import SUBMITTING, ActionKind, Lifecycle, RunRecord, RunStatus
+from himl_manifest.plan.model import Plan
+from himl_manifest.spec import Experiment, RunSpec, expand
 
 #: A root without environment.yml: runs have no conda digest, and nothing is read from disk.
 ROOT = Path("/nonexistent/himl-plan-tests")
@@ -53,10 +54,10 @@ def run_of(name: str = "exp", seed: int = 0, **fields: Any) -> RunSpec:
 
 def record(
     run: RunSpec,
-    status: str = COMPLETED,
+    status: str = RunStatus.COMPLETED,
     *,
     attempt: int = 1,
-    state: str = LIVE,
+    state: str = Lifecycle.ACTIVE,
     has_checkpoint: bool = True,
     start_time: float | None = None,
     resume_from: str | None = None,
@@ -86,14 +87,17 @@ def apply_plan(plan: Plan, backend: MemoryBackend, *, prune: bool = True) -> Non
         if action.kind in SUBMITTING:
             assert action.run is not None
             backend.submit([action.run], attempts={action.run_name: action.attempt})
-        elif action.kind == UPDATE:
+        elif action.kind == ActionKind.UPDATE:
             assert action.run is not None
             backend.update_metadata(action.run_name, action.run)
-        elif action.kind == ORPHAN and prune:
-            backend.set_state(action.run_name, ARCHIVED)
-        if action.kind in (*SUBMITTING, UPDATE) and action.previous not in (None, action.run_name):
+        elif action.kind == ActionKind.ORPHAN and prune:
+            backend.set_state(action.run_name, Lifecycle.ARCHIVED)
+        if action.kind in (*SUBMITTING, ActionKind.UPDATE) and action.previous not in (
+            None,
+            action.run_name,
+        ):
             assert action.previous is not None
-            backend.set_state(action.previous, SUPERSEDED)
+            backend.set_state(action.previous, Lifecycle.SUPERSEDED)
 
 
 def kinds(plan: Plan) -> list[tuple[str, str]]:

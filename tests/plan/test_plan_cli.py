@@ -14,7 +14,7 @@ from plan_helpers import apply_plan, manifest
 from himl_manifest.backends.memory import MemoryBackend
 from himl_manifest.cli import plan_cmd
 from himl_manifest.cli.main import cli, run_cli
-from himl_manifest.plan.make import check_fresh, make_plan
+from himl_manifest.operations.plan import check_fresh, make_plan
 from himl_manifest.plan.render import MARKDOWN_MARKER
 from himl_manifest.plan.serialize import plan_from_json
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from himl_manifest.backends.memory import MemoryBackend
 from himl_manifest.manifest.validate import validate_paths
-from himl_manifest.plan.make import make_plan
-from himl_manifest.plan.model import CREATE, ORPHAN
+from himl_manifest.model import ActionKind
+from himl_manifest.operations.plan import make_plan
 
 MANIFEST = """\
 apiVersion: himl/v1
@@ -25,12 +25,12 @@ def test_empty_folder_orphans_every_run(tmp_path: Path) -> None:
     (folder / "hello.yaml").write_text(MANIFEST)
     backend = MemoryBackend()
     first = make_plan([folder], backend)
-    assert [a.kind for a in first.actions] == [CREATE, CREATE]
+    assert [a.kind for a in first.actions] == [ActionKind.CREATE, ActionKind.CREATE]
     backend.submit([a.run for a in first.actions if a.run is not None])
 
     (folder / "hello.yaml").unlink()
     after = make_plan([folder], backend)
-    assert sorted(a.kind for a in after.actions) == [ORPHAN, ORPHAN]
+    assert sorted(a.kind for a in after.actions) == [ActionKind.ORPHAN, ActionKind.ORPHAN]
     assert {a.run_name for a in after.actions} == {a.run_name for a in first.actions}
     # validate keeps calling an empty folder a mistake
     assert not validate_paths([folder]).ok

@@ -7,19 +7,10 @@ import dataclasses
 import pytest
 from plan_helpers import run_of
 
-from himl_manifest.backends.base import (
-    ARCHIVED,
-    CANCELLED,
-    COMPLETED,
-    FAILED,
-    LIVE,
-    RUNNING,
-    SUPERSEDED,
-    Backend,
-    Progress,
-)
+from himl_manifest.backends.base import Backend, Progress
 from himl_manifest.backends.memory import MemoryBackend
 from himl_manifest.errors import CheckpointError, StoreError
+from himl_manifest.model import Lifecycle, RunStatus
 
 
 def test_it_is_a_backend() -> None:
@@ -35,13 +26,13 @@ def test_submit_records_the_run_and_its_outcome() -> None:
     assert (record.run_name, record.attempt, record.status, record.state) == (
         run.run_name,
         1,
-        COMPLETED,
-        LIVE,
+        RunStatus.COMPLETED,
+        Lifecycle.ACTIVE,
     )
     assert record.spec == run.spec and record.spec_hash == run.spec_hash
     assert record.has_checkpoint and record.provenance["commit"] == "abc"
     assert record.provenance["conda_sha256"] == ""
-    assert [e.status for e in events] == [COMPLETED]
+    assert [e.status for e in events] == [RunStatus.COMPLETED]
 
 
 def test_submit_is_idempotent_by_name_and_attempt() -> None:
@@ -59,16 +50,22 @@ def test_submit_is_idempotent_by_name_and_attempt() -> None:
 
 def test_outcomes_per_run_and_by_function() -> None:
     a, b, c = run_of("a"), run_of("b"), run_of("c")
-    backend = MemoryBackend(outcome=lambda run, attempt: FAILED if attempt == 1 else COMPLETED)
-    backend.set_outcome(b.run_name, RUNNING)
-    backend.set_outcome(c.run_name, COMPLETED, checkpoint=False)
+    backend = MemoryBackend(
+        outcome=lambda run, attempt: RunStatus.FAILED if attempt == 1 else RunStatus.COMPLETED
+    )
+    backend.set_outcome(b.run_name, RunStatus.RUNNING)
+    backend.set_outcome(c.run_name, RunStatus.COMPLETED, checkpoint=False)
     records = {r.run_name: r for r in backend.submit([a, b, c])}
-    assert records[a.run_name].status == FAILED and records[a.run_name].error_tail
-    assert records[b.run_name].status == RUNNING and not records[b.run_name].has_checkpoint
-    assert records[c.run_name].status == COMPLETED and not records[c.run_name].has_checkpoint
-    assert backend.submit([a], attempts={a.run_name: 2})[0].status == COMPLETED
-    backend.finish(b.run_name, CANCELLED)
-    assert {r.run_name: r.status for r in backend.records()}[b.run_name] == CANCELLED
+    assert records[a.run_name].status == RunStatus.FAILED and records[a.run_name].error_tail
+    assert (
+        records[b.run_name].status == RunStatus.RUNNING and not records[b.run_name].has_checkpoint
+    )
+    assert (
+        records[c.run_name].status == RunStatus.COMPLETED and not records[c.run_name].has_checkpoint
+    )
+    assert backend.submit([a], attempts={a.run_name: 2})[0].status == RunStatus.COMPLETED
+    backend.finish(b.run_name, RunStatus.CANCELLED)
+    assert {r.run_name: r.status for r in backend.records()}[b.run_name] == RunStatus.CANCELLED
     with pytest.raises(ValueError, match="unknown status"):
         backend.set_outcome(a.run_name, "exploded")
 
@@ -94,20 +91,20 @@ def test_set_state_marks_every_attempt() -> None:
     backend = MemoryBackend()
     backend.submit([run])
     backend.submit([run], attempts={run.run_name: 2})
-    backend.set_state(run.run_name, SUPERSEDED)
-    assert {r.state for r in backend.records()} == {SUPERSEDED}
-    backend.set_state(run.run_name, ARCHIVED)
-    assert {r.state for r in backend.records()} == {ARCHIVED}
+    backend.set_state(run.run_name, Lifecycle.SUPERSEDED)
+    assert {r.state for r in backend.records()} == {Lifecycle.SUPERSEDED}
+    backend.set_state(run.run_name, Lifecycle.ARCHIVED)
+    assert {r.state for r in backend.records()} == {Lifecycle.ARCHIVED}
     with pytest.raises(ValueError):
         backend.set_state(run.run_name, "deleted")
     with pytest.raises(StoreError):
-        backend.set_state("nope", ARCHIVED)
+        backend.set_state("nope", Lifecycle.ARCHIVED)
 
 
 def test_resolve_checkpoint() -> None:
     run, bare = run_of("exp"), run_of("bare")
     backend = MemoryBackend()
-    backend.set_outcome(bare.run_name, COMPLETED, checkpoint=False)
+    backend.set_outcome(bare.run_name, RunStatus.COMPLETED, checkpoint=False)
     backend.submit([run, bare])
     prefix = f"memory://{run.run_name}/1/outputs/checkpoints"
     assert backend.resolve_checkpoint(run.run_name) == f"{prefix}/last.ckpt"

@@ -10,33 +10,8 @@ from typing import Any
 import pytest
 from plan_helpers import experiment, record, run_of, runs
 
-from himl_manifest.backends.base import (
-    ARCHIVED,
-    CANCELLED,
-    COMPLETED,
-    FAILED,
-    QUEUED,
-    RUNNING,
-    SUPERSEDED,
-    RunRecord,
-)
-from himl_manifest.plan.model import (
-    CREATE,
-    HEALTH_FAILED,
-    HEALTH_NONE,
-    HEALTH_RUNNING,
-    HEALTHY,
-    KEEP,
-    ORPHAN,
-    REPLACE,
-    RESUME,
-    RETRY,
-    UPDATE,
-    WAIT,
-    Action,
-    FieldChange,
-    Plan,
-)
+from himl_manifest.model import ActionKind, Health, Lifecycle, RunRecord, RunStatus
+from himl_manifest.plan.model import Action, FieldChange, Plan
 from himl_manifest.plan.planner import diff, fingerprint, flatten, plan
 from himl_manifest.spec import RunSpec
 
@@ -54,148 +29,180 @@ def only(result: Plan) -> Action:
 #:  planner options, expected kind, expected changed paths)
 History = list[tuple[dict[str, Any], str, int, bool]]
 CASES: list[tuple[str, dict[str, Any], History, dict[str, Any], str, list[str]]] = [
-    ("nothing observed", {}, [], {}, CREATE, []),
-    ("completed, same", {}, [({}, COMPLETED, 1, True)], {}, KEEP, []),
-    ("queued", {}, [({}, QUEUED, 1, False)], {}, WAIT, []),
-    ("running", {}, [({}, RUNNING, 1, False)], {}, WAIT, []),
+    ("nothing observed", {}, [], {}, ActionKind.CREATE, []),
+    ("completed, same", {}, [({}, RunStatus.COMPLETED, 1, True)], {}, ActionKind.KEEP, []),
+    ("queued", {}, [({}, RunStatus.QUEUED, 1, False)], {}, ActionKind.WAIT, []),
+    ("running", {}, [({}, RunStatus.RUNNING, 1, False)], {}, ActionKind.WAIT, []),
     (
         "description edited",
         {"description": "new"},
-        [({"description": "old"}, COMPLETED, 1, True)],
+        [({"description": "old"}, RunStatus.COMPLETED, 1, True)],
         {},
-        UPDATE,
+        ActionKind.UPDATE,
         ["description"],
     ),
     (
         "tag added",
         {"tags": {"team": "a", "purpose": "x"}},
-        [({"tags": {"team": "a"}}, COMPLETED, 1, True)],
+        [({"tags": {"team": "a"}}, RunStatus.COMPLETED, 1, True)],
         {},
-        UPDATE,
+        ActionKind.UPDATE,
         ["tags.purpose"],
     ),
     (
         "display name",
         {"tracking": {"display_name": "b"}},
-        [({"tracking": {"display_name": "a"}}, COMPLETED, 1, True)],
+        [({"tracking": {"display_name": "a"}}, RunStatus.COMPLETED, 1, True)],
         {},
-        UPDATE,
+        ActionKind.UPDATE,
         ["tracking.display_name"],
     ),
     (
         "retry policy is neither identity nor cosmetic",
         {"retry": {"on_failure": True, "max_attempts": 5}},
-        [({}, COMPLETED, 1, True)],
+        [({}, RunStatus.COMPLETED, 1, True)],
         {},
-        KEEP,
+        ActionKind.KEEP,
         [],
     ),
-    ("cancelled: always retried", {}, [({}, CANCELLED, 1, True)], {}, RETRY, []),
-    ("cancelled twice", {}, [({}, CANCELLED, 1, True), ({}, CANCELLED, 2, True)], {}, RETRY, []),
+    (
+        "cancelled: always retried",
+        {},
+        [({}, RunStatus.CANCELLED, 1, True)],
+        {},
+        ActionKind.RETRY,
+        [],
+    ),
+    (
+        "cancelled twice",
+        {},
+        [({}, RunStatus.CANCELLED, 1, True), ({}, RunStatus.CANCELLED, 2, True)],
+        {},
+        ActionKind.RETRY,
+        [],
+    ),
     (
         "cancelled max_attempts times",
         {},
-        [({}, CANCELLED, 1, True), ({}, CANCELLED, 2, True), ({}, CANCELLED, 3, True)],
+        [
+            ({}, RunStatus.CANCELLED, 1, True),
+            ({}, RunStatus.CANCELLED, 2, True),
+            ({}, RunStatus.CANCELLED, 3, True),
+        ],
         {},
-        KEEP,
+        ActionKind.KEEP,
         [],
     ),
-    ("failed: not retried by default", {}, [({}, FAILED, 1, False)], {}, KEEP, []),
-    ("failed + --retry-failed", {}, [({}, FAILED, 1, False)], {"retry_failed": True}, RETRY, []),
+    (
+        "failed: not retried by default",
+        {},
+        [({}, RunStatus.FAILED, 1, False)],
+        {},
+        ActionKind.KEEP,
+        [],
+    ),
+    (
+        "failed + --retry-failed",
+        {},
+        [({}, RunStatus.FAILED, 1, False)],
+        {"retry_failed": True},
+        ActionKind.RETRY,
+        [],
+    ),
     (
         "failed + retry.on_failure",
         {"retry": {"on_failure": True}},
-        [({"retry": {"on_failure": True}}, FAILED, 1, False)],
+        [({"retry": {"on_failure": True}}, RunStatus.FAILED, 1, False)],
         {},
-        RETRY,
+        ActionKind.RETRY,
         [],
     ),
     (
         "failed at max_attempts, even with the flag",
         {"retry": {"max_attempts": 2}},
-        [({}, FAILED, 1, False), ({}, FAILED, 2, False)],
+        [({}, RunStatus.FAILED, 1, False), ({}, RunStatus.FAILED, 2, False)],
         {"retry_failed": True},
-        KEEP,
+        ActionKind.KEEP,
         [],
     ),
     (
         "failed, cosmetic edit",
         {"description": "b"},
-        [({"description": "a"}, FAILED, 1, False)],
+        [({"description": "a"}, RunStatus.FAILED, 1, False)],
         {},
-        UPDATE,
+        ActionKind.UPDATE,
         ["description"],
     ),
     (
         "param changed",
         {"params": {"lr": 0.2}},
-        [({"params": {"lr": 0.1}}, COMPLETED, 1, True)],
+        [({"params": {"lr": 0.1}}, RunStatus.COMPLETED, 1, True)],
         {},
-        REPLACE,
+        ActionKind.REPLACE,
         ["params.lr"],
     ),
     (
         "max_epochs up, checkpoint",
         {"trainer": {"max_epochs": 20}},
-        [({"trainer": {"max_epochs": 10}}, COMPLETED, 1, True)],
+        [({"trainer": {"max_epochs": 10}}, RunStatus.COMPLETED, 1, True)],
         {},
-        RESUME,
+        ActionKind.RESUME,
         ["trainer.max_epochs"],
     ),
     (
         "max_epochs up, no checkpoint",
         {"trainer": {"max_epochs": 20}},
-        [({"trainer": {"max_epochs": 10}}, COMPLETED, 1, False)],
+        [({"trainer": {"max_epochs": 10}}, RunStatus.COMPLETED, 1, False)],
         {},
-        REPLACE,
+        ActionKind.REPLACE,
         ["trainer.max_epochs"],
     ),
     (
         "max_epochs down",
         {"trainer": {"max_epochs": 5}},
-        [({"trainer": {"max_epochs": 10}}, COMPLETED, 1, True)],
+        [({"trainer": {"max_epochs": 10}}, RunStatus.COMPLETED, 1, True)],
         {},
-        REPLACE,
+        ActionKind.REPLACE,
         ["trainer.max_epochs"],
     ),
     (
         "max_epochs up and another change",
         {"trainer": {"max_epochs": 20, "precision": "bf16-mixed"}},
-        [({"trainer": {"max_epochs": 10}}, COMPLETED, 1, True)],
+        [({"trainer": {"max_epochs": 10}}, RunStatus.COMPLETED, 1, True)],
         {},
-        REPLACE,
+        ActionKind.REPLACE,
         ["trainer.max_epochs", "trainer.precision"],
     ),
     (
         "max_epochs up plus a cosmetic edit still resumes",
         {"trainer": {"max_epochs": 20}, "description": "longer"},
-        [({"trainer": {"max_epochs": 10}}, COMPLETED, 1, True)],
+        [({"trainer": {"max_epochs": 10}}, RunStatus.COMPLETED, 1, True)],
         {},
-        RESUME,
+        ActionKind.RESUME,
         ["trainer.max_epochs", "description"],
     ),
     (
         "changed while the old run is running",
         {"params": {"lr": 0.2}},
-        [({"params": {"lr": 0.1}}, RUNNING, 1, False)],
+        [({"params": {"lr": 0.1}}, RunStatus.RUNNING, 1, False)],
         {},
-        WAIT,
+        ActionKind.WAIT,
         ["params.lr"],
     ),
     (
         "changed after the old run failed",
         {"params": {"lr": 0.2}},
-        [({"params": {"lr": 0.1}}, FAILED, 1, False)],
+        [({"params": {"lr": 0.1}}, RunStatus.FAILED, 1, False)],
         {},
-        REPLACE,
+        ActionKind.REPLACE,
         ["params.lr"],
     ),
     (
         "container changed",
         {"container": "Other"},
-        [({}, COMPLETED, 1, True)],
+        [({}, RunStatus.COMPLETED, 1, True)],
         {},
-        REPLACE,
+        ActionKind.REPLACE,
         ["container", "tracking.experiment"],
     ),
 ]
@@ -226,7 +233,7 @@ def test_one_run(
 
 def test_create_names_the_run_and_its_first_attempt() -> None:
     action = only(plan([BASE], []))
-    assert (action.kind, action.run_name, action.attempt) == (CREATE, BASE.run_name, 1)
+    assert (action.kind, action.run_name, action.attempt) == (ActionKind.CREATE, BASE.run_name, 1)
     assert action.run == BASE and action.previous is None and action.observed_status is None
 
 
@@ -245,7 +252,7 @@ def test_replace_points_at_the_old_run_and_lists_the_change() -> None:
     old = run_of("exp", params={"lr": 0.1})
     new = run_of("exp", params={"lr": 0.2})
     action = only(plan([new], [record(old)]))
-    assert action.kind == REPLACE and action.previous == old.run_name
+    assert action.kind == ActionKind.REPLACE and action.previous == old.run_name
     assert action.run_name == new.run_name != old.run_name
     assert action.changes == (FieldChange("params.lr", 0.1, 0.2),)
     assert action.run is not None and action.run.resume_from is None
@@ -255,7 +262,7 @@ def test_resume_continues_from_the_old_run() -> None:
     old = run_of("exp", trainer={"max_epochs": 10})
     new = run_of("exp", trainer={"max_epochs": 30})
     action = only(plan([new], [record(old, has_checkpoint=True)]))
-    assert action.kind == RESUME and action.previous == old.run_name
+    assert action.kind == ActionKind.RESUME and action.previous == old.run_name
     assert action.run == dataclasses.replace(new, resume_from=old.run_name)
     assert action.changes == (FieldChange("trainer.max_epochs", 10, 30),)
     assert "10 → 30" in action.reason
@@ -264,43 +271,53 @@ def test_resume_continues_from_the_old_run() -> None:
 def test_resume_waits_for_a_running_previous_run() -> None:
     old = run_of("exp", trainer={"max_epochs": 10})
     new = run_of("exp", trainer={"max_epochs": 30})
-    action = only(plan([new], [record(old, RUNNING, has_checkpoint=True)]))
-    assert action.kind == WAIT and action.previous == old.run_name
+    action = only(plan([new], [record(old, RunStatus.RUNNING, has_checkpoint=True)]))
+    assert action.kind == ActionKind.WAIT and action.previous == old.run_name
     assert "before resuming" in action.reason
 
 
 def test_retry_makes_the_next_attempt_and_keeps_resume_from() -> None:
-    history = [record(BASE, CANCELLED, attempt=1), record(BASE, CANCELLED, attempt=2)]
+    history = [
+        record(BASE, RunStatus.CANCELLED, attempt=1),
+        record(BASE, RunStatus.CANCELLED, attempt=2),
+    ]
     history[1] = dataclasses.replace(history[1], resume_from="exp-s0-older")
     action = only(plan([BASE], history))
-    assert (action.kind, action.attempt) == (RETRY, 3)
+    assert (action.kind, action.attempt) == (ActionKind.RETRY, 3)
     assert action.run is not None and action.run.resume_from == "exp-s0-older"
     assert "cancelled" in action.reason
 
 
 def test_failed_and_not_retried_says_how_to_retry() -> None:
-    action = only(plan([BASE], [record(BASE, FAILED)]))
-    assert action.kind == KEEP and action.observed_status == FAILED
+    action = only(plan([BASE], [record(BASE, RunStatus.FAILED)]))
+    assert action.kind == ActionKind.KEEP and action.observed_status == RunStatus.FAILED
     assert "--retry-failed" in action.reason and "retry.on_failure" in action.reason
-    exhausted = only(plan([BASE], [record(BASE, FAILED, attempt=3)], retry_failed=True))
-    assert exhausted.kind == KEEP and "max_attempts" in exhausted.reason
-    assert plan([BASE], [record(BASE, FAILED)]).experiments[0].health == HEALTH_FAILED
+    exhausted = only(plan([BASE], [record(BASE, RunStatus.FAILED, attempt=3)], retry_failed=True))
+    assert exhausted.kind == ActionKind.KEEP and "max_attempts" in exhausted.reason
+    assert plan([BASE], [record(BASE, RunStatus.FAILED)]).experiments[0].health == Health.FAILED
 
 
 def test_superseded_and_archived_records_are_history() -> None:
     old = run_of("exp", params={"lr": 0.1})
-    archived = record(BASE, state=ARCHIVED)
-    action = only(plan([BASE], [archived, record(old, state=SUPERSEDED)]))
-    assert (action.kind, action.attempt) == (CREATE, 2)  # the next attempt number is free
+    archived = record(BASE, state=Lifecycle.ARCHIVED)
+    action = only(plan([BASE], [archived, record(old, state=Lifecycle.SUPERSEDED)]))
+    assert (action.kind, action.attempt) == (
+        ActionKind.CREATE,
+        2,
+    )  # the next attempt number is free
     assert "archived or superseded" in action.reason
 
 
 def test_reverting_to_a_superseded_run_replaces_the_live_one() -> None:
     first = run_of("exp", params={"lr": 0.1})
     second = run_of("exp", params={"lr": 0.2})
-    history = [record(first, state=SUPERSEDED), record(second)]
+    history = [record(first, state=Lifecycle.SUPERSEDED), record(second)]
     action = only(plan([first], history))
-    assert (action.kind, action.previous, action.attempt) == (REPLACE, second.run_name, 2)
+    assert (action.kind, action.previous, action.attempt) == (
+        ActionKind.REPLACE,
+        second.run_name,
+        2,
+    )
 
 
 def test_the_newest_live_run_of_a_seed_is_compared() -> None:
@@ -318,7 +335,7 @@ def test_an_interrupted_replace_is_finished() -> None:
     new = run_of("exp", params={"lr": 0.2})
     # apply submitted the new run, then stopped before marking the old one superseded
     action = only(plan([new], [record(old), record(new)]))
-    assert (action.kind, action.previous, action.attempt) == (REPLACE, old.run_name, 1)
+    assert (action.kind, action.previous, action.attempt) == (ActionKind.REPLACE, old.run_name, 1)
     assert "half way" in action.reason
 
 
@@ -327,7 +344,7 @@ def test_an_interrupted_resume_is_finished_as_a_resume() -> None:
     new = run_of("exp", trainer={"max_epochs": 20})
     history = [record(old), record(new, resume_from=old.run_name)]
     action = only(plan([new], history))
-    assert (action.kind, action.previous) == (RESUME, old.run_name)
+    assert (action.kind, action.previous) == (ActionKind.RESUME, old.run_name)
     assert action.run is not None and action.run.resume_from == old.run_name
 
 
@@ -337,7 +354,7 @@ def test_conda_file_content_is_part_of_the_identity(tmp_path: Path) -> None:
     (tmp_path / "environment.yml").write_text("dependencies: [python=3.12]\n")
     new = runs(experiment("exp", root=tmp_path, seeds=[0]))[0]
     action = only(plan([new], [record(old)]))
-    assert action.kind == REPLACE
+    assert action.kind == ActionKind.REPLACE
     assert [c.path for c in action.changes] == ["environment.conda_sha256"]
     assert action.changes[0].old == old.conda_sha256 and action.changes[0].new == new.conda_sha256
 
@@ -347,7 +364,7 @@ def test_a_record_without_a_conda_digest_falls_back_to_the_hash() -> None:
     other = dataclasses.replace(record(BASE), spec_hash="v0:older", run_name="exp-s0-older")
     other = dataclasses.replace(other, provenance={})
     action = only(plan([BASE], [other]))
-    assert action.kind == REPLACE
+    assert action.kind == ActionKind.REPLACE
     assert action.changes == (FieldChange("spec_hash", "v0:older", BASE.spec_hash),)
 
 
@@ -359,10 +376,10 @@ def test_adding_a_seed_creates_exactly_that_seed() -> None:
     after = runs(experiment("exp", seeds=[0, 1, 2, 3]))
     result = plan(after, [record(r) for r in before])
     assert [(a.kind, a.seed) for a in result.actions] == [
-        (KEEP, 0),
-        (KEEP, 1),
-        (KEEP, 2),
-        (CREATE, 3),
+        (ActionKind.KEEP, 0),
+        (ActionKind.KEEP, 1),
+        (ActionKind.KEEP, 2),
+        (ActionKind.CREATE, 3),
     ]
 
 
@@ -370,7 +387,7 @@ def test_orphans_say_whether_the_seed_or_the_experiment_is_gone() -> None:
     before = runs(experiment("exp", seeds=[0, 1]), experiment("gone"))
     after = runs(experiment("exp", seeds=[0]))
     result = plan(after, [record(r) for r in before])
-    orphans = {a.run_name: a for a in result.actions if a.kind == ORPHAN}
+    orphans = {a.run_name: a for a in result.actions if a.kind == ActionKind.ORPHAN}
     assert set(orphans) == {before[1].run_name, before[2].run_name}
     assert "seed 1 is no longer in the seeds of exp" in orphans[before[1].run_name].reason
     assert "experiment gone is no longer in the manifests" in orphans[before[2].run_name].reason
@@ -381,9 +398,12 @@ def test_orphans_say_whether_the_seed_or_the_experiment_is_gone() -> None:
 
 def test_one_orphan_per_run_name() -> None:
     gone = runs(experiment("gone", seeds=[0]))[0]
-    history = [record(gone, FAILED, attempt=1), record(gone, COMPLETED, attempt=2)]
+    history = [
+        record(gone, RunStatus.FAILED, attempt=1),
+        record(gone, RunStatus.COMPLETED, attempt=2),
+    ]
     result = plan([], history)
-    assert kinds_of(result) == [(ORPHAN, gone.run_name)]
+    assert kinds_of(result) == [(ActionKind.ORPHAN, gone.run_name)]
     assert result.actions[0].attempt == 2
 
 
@@ -417,7 +437,7 @@ def test_no_dependency_on_an_upstream_that_is_done() -> None:
     history = [record(r) for r in desired if r.experiment == "zeta-pretrain"]
     result = plan(desired, history)
     dependent = next(a for a in result.actions if a.run_name == fine.run_name)
-    assert dependent.kind == CREATE and dependent.depends_on == ()
+    assert dependent.kind == ActionKind.CREATE and dependent.depends_on == ()
     # without dependencies, the order is by experiment name: alpha before zeta
     assert result.actions[0].experiment == "alpha-finetune"
 
@@ -433,7 +453,7 @@ def test_an_upstream_change_replaces_the_dependent_too() -> None:
     )
     result = plan(changed, history)
     dependent = next(a for a in result.actions if a.experiment == "alpha-finetune")
-    assert dependent.kind == REPLACE
+    assert dependent.kind == ActionKind.REPLACE
     assert [c.path for c in dependent.changes] == ["checkpoint.source.run"]
     assert dependent.depends_on and dependent.depends_on[0].startswith("zeta-pretrain-s0-")
     order = [a.run_name for a in result.actions]
@@ -450,24 +470,29 @@ def test_targets_limit_the_plan_and_pull_in_upstreams() -> None:
     assert plan([*desired, other], history, targets=["other"]).actions[0].run_name == (
         other.run_name
     )
-    assert kinds_of(plan([other], history, targets=["other"])) == [(CREATE, other.run_name)]
-    assert kinds_of(plan([other], history, targets=["gone"])) == [(ORPHAN, gone.run_name)]
+    assert kinds_of(plan([other], history, targets=["other"])) == [
+        (ActionKind.CREATE, other.run_name)
+    ]
+    assert kinds_of(plan([other], history, targets=["gone"])) == [
+        (ActionKind.ORPHAN, gone.run_name)
+    ]
 
 
 def test_experiment_status_has_two_axes() -> None:
     a, b, c, d = (run_of(n) for n in ("a", "b", "c", "d"))
     changed_b = run_of("b", description="x")
     result = plan(
-        [a, changed_b, c, d], [record(a), record(b), record(c, RUNNING), record(d, CANCELLED)]
+        [a, changed_b, c, d],
+        [record(a), record(b), record(c, RunStatus.RUNNING), record(d, RunStatus.CANCELLED)],
     )
     statuses = {s.experiment: (s.in_sync, s.health) for s in result.experiments}
     assert statuses == {
-        "a": (True, HEALTHY),
-        "b": (False, HEALTHY),
-        "c": (True, HEALTH_RUNNING),
-        "d": (False, HEALTH_FAILED),
+        "a": (True, Health.HEALTHY),
+        "b": (False, Health.HEALTHY),
+        "c": (True, Health.RUNNING),
+        "d": (False, Health.FAILED),
     }
-    assert plan([a], []).experiments[0].health == HEALTH_NONE
+    assert plan([a], []).experiments[0].health == Health.NONE
     assert result.experiments[0].manifest_path == "experiments/a.yaml"
 
 
@@ -479,7 +504,7 @@ def test_fingerprint_ignores_order_and_sees_every_input_that_matters() -> None:
     observed = [record(r) for r in desired]
     base = fingerprint(desired, observed)
     assert base == fingerprint(desired[::-1], observed[::-1])
-    assert base != fingerprint(desired, [dataclasses.replace(observed[0], status=FAILED)])
+    assert base != fingerprint(desired, [dataclasses.replace(observed[0], status=RunStatus.FAILED)])
     assert base != fingerprint(
         desired, [*observed[:-1], dataclasses.replace(observed[-1], attempt=2)]
     )
@@ -492,7 +517,8 @@ def test_fingerprint_ignores_order_and_sees_every_input_that_matters() -> None:
 def test_the_planner_is_deterministic_and_leaves_its_inputs_alone() -> None:
     desired = runs(experiment("a", seeds=[0, 1, 2]), experiment("b", seeds=[3, 4]))
     observed = [
-        record(r, random.Random(i).choice([COMPLETED, FAILED])) for i, r in enumerate(desired)
+        record(r, random.Random(i).choice([RunStatus.COMPLETED, RunStatus.FAILED]))
+        for i, r in enumerate(desired)
     ]
     snapshot = [dataclasses.replace(r, spec=dict(r.spec)) for r in observed]
     first = plan(desired, observed)

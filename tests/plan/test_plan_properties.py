@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from plan_helpers import apply_plan, experiment, runs
 
-from himl_manifest.backends.base import ACTIVE, CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING
 from himl_manifest.backends.memory import MemoryBackend
-from himl_manifest.plan.model import CHANGING, ORPHAN, RETRY, Plan
+from himl_manifest.model import CHANGING, IN_PROGRESS, ActionKind, RunStatus
+from himl_manifest.plan.model import Plan
 from himl_manifest.plan.planner import plan
 from himl_manifest.spec import RunSpec
 
@@ -58,7 +58,16 @@ def edited(manifest_set: dict[str, dict[str, Any]], edit: Edit) -> dict[str, dic
     return out
 
 
-outcomes = st.sampled_from([COMPLETED, COMPLETED, FAILED, CANCELLED, RUNNING, QUEUED])
+outcomes = st.sampled_from(
+    [
+        RunStatus.COMPLETED,
+        RunStatus.COMPLETED,
+        RunStatus.FAILED,
+        RunStatus.CANCELLED,
+        RunStatus.RUNNING,
+        RunStatus.QUEUED,
+    ]
+)
 
 
 def build(manifest_set: dict[str, dict[str, Any]]) -> list[RunSpec]:
@@ -85,8 +94,8 @@ def build(manifest_set: dict[str, dict[str, Any]]) -> list[RunSpec]:
 def finish_some(backend: MemoryBackend, rng: random.Random) -> None:
     """Time passes: some queued or running runs end."""
     for record in backend.records():
-        if record.status in ACTIVE and rng.random() < 0.5:
-            status = rng.choice([COMPLETED, FAILED, CANCELLED])
+        if record.status in IN_PROGRESS and rng.random() < 0.5:
+            status = rng.choice([RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED])
             backend.finish(record.run_name, status, checkpoint=rng.random() < 0.7)
 
 
@@ -111,14 +120,21 @@ def test_replanning_after_a_series_of_edits_gives_no_changes(
 ) -> None:
     """Edits one field at a time (the realistic history: resumes, updates, seeds added)."""
     rng = random.Random(seed)
-    statuses = [COMPLETED, COMPLETED, COMPLETED, FAILED, CANCELLED, RUNNING]
+    statuses = [
+        RunStatus.COMPLETED,
+        RunStatus.COMPLETED,
+        RunStatus.COMPLETED,
+        RunStatus.FAILED,
+        RunStatus.CANCELLED,
+        RunStatus.RUNNING,
+    ]
     backend = MemoryBackend(outcome=lambda run, attempt: rng.choice(statuses))
     manifest_set = start
     for edit in steps:
         apply_plan(plan(build(manifest_set), backend.list_runs()), backend)
         finish_some(backend, rng)
         manifest_set = edited(manifest_set, edit)
-    backend.outcome = lambda run, attempt: rng.choice([COMPLETED, RUNNING])
+    backend.outcome = lambda run, attempt: rng.choice([RunStatus.COMPLETED, RunStatus.RUNNING])
     again = settle(backend, manifest_set, retry_failed)
     assert not again.has_changes, [(a.kind, a.run_name, a.reason) for a in again.actions]
 
@@ -138,13 +154,17 @@ def test_replanning_after_apply_gives_no_changes(
 ) -> None:
     rng = random.Random(seed)
     backend = MemoryBackend(
-        outcome=lambda run, attempt: rng.choice([*(COMPLETED,) * 3, FAILED, CANCELLED, RUNNING])
+        outcome=lambda run, attempt: rng.choice(
+            [*(RunStatus.COMPLETED,) * 3, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.RUNNING]
+        )
     )
     for manifest_set in history:
         desired = build(manifest_set)
         apply_plan(plan(desired, backend.list_runs()), backend, prune=rng.random() < 0.7)
         finish_some(backend, rng)
-    backend.outcome = lambda run, attempt: rng.choice([COMPLETED, COMPLETED, RUNNING])
+    backend.outcome = lambda run, attempt: rng.choice(
+        [RunStatus.COMPLETED, RunStatus.COMPLETED, RunStatus.RUNNING]
+    )
     again = settle(backend, final, retry_failed)
     assert not again.has_changes, [(a.kind, a.run_name, a.reason) for a in again.actions]
     desired = build(final)
@@ -161,13 +181,17 @@ def test_failures_during_apply_only_leave_retries(
 ) -> None:
     """When the runs of the last apply fail, the re-plan changes nothing but retries them."""
     rng = random.Random(seed)
-    backend = MemoryBackend(outcome=lambda run, attempt: rng.choice([COMPLETED, FAILED, CANCELLED]))
+    backend = MemoryBackend(
+        outcome=lambda run, attempt: rng.choice(
+            [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED]
+        )
+    )
     for manifest_set in history:
         desired = build(manifest_set)
         apply_plan(plan(desired, backend.list_runs()), backend)
     again = plan(desired, backend.list_runs())
-    changing = [a for a in again.actions if a.kind in CHANGING or a.kind == ORPHAN]
-    assert all(a.kind == RETRY for a in changing), [(a.kind, a.reason) for a in changing]
+    changing = [a for a in again.actions if a.kind in CHANGING or a.kind == ActionKind.ORPHAN]
+    assert all(a.kind == ActionKind.RETRY for a in changing), [(a.kind, a.reason) for a in changing]
 
 
 @settings(max_examples=40, deadline=None)
@@ -176,11 +200,15 @@ def test_every_desired_run_gets_exactly_one_action_and_order_respects_dependenci
     history: list[dict[str, dict[str, Any]]], seed: int
 ) -> None:
     rng = random.Random(seed)
-    backend = MemoryBackend(outcome=lambda run, attempt: rng.choice([COMPLETED, FAILED, RUNNING]))
+    backend = MemoryBackend(
+        outcome=lambda run, attempt: rng.choice(
+            [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.RUNNING]
+        )
+    )
     for manifest_set in history:
         desired = build(manifest_set)
         result = plan(desired, backend.list_runs())
-        keys = [(a.experiment, a.seed) for a in result.actions if a.kind != ORPHAN]
+        keys = [(a.experiment, a.seed) for a in result.actions if a.kind != ActionKind.ORPHAN]
         assert sorted(keys) == sorted((r.experiment, r.seed) for r in desired)
         position = {a.run_name: i for i, a in enumerate(result.actions)}
         for action in result.actions:

@@ -7,20 +7,8 @@ import json
 import pytest
 from plan_helpers import experiment, record, run_of, runs
 
-from himl_manifest.backends.base import FAILED, RUNNING
-from himl_manifest.plan.model import (
-    CREATE,
-    KEEP,
-    ORPHAN,
-    REPLACE,
-    RESUME,
-    RETRY,
-    UPDATE,
-    WAIT,
-    Action,
-    FieldChange,
-    Plan,
-)
+from himl_manifest.model import ActionKind, RunStatus
+from himl_manifest.plan.model import Action, FieldChange, Plan
 from himl_manifest.plan.planner import experiment_statuses, plan
 from himl_manifest.plan.render import (
     MARKDOWN_MARKER,
@@ -44,18 +32,33 @@ def make(*kinds: str) -> Plan:
     ("kinds", "line"),
     [
         ((), "No changes."),
-        ((KEEP, KEEP), "No changes."),
-        ((KEEP, WAIT), "No changes."),
+        ((ActionKind.KEEP, ActionKind.KEEP), "No changes."),
+        ((ActionKind.KEEP, ActionKind.WAIT), "No changes."),
         (
-            (CREATE, CREATE, RESUME, UPDATE, KEEP, KEEP, KEEP),
+            (
+                ActionKind.CREATE,
+                ActionKind.CREATE,
+                ActionKind.RESUME,
+                ActionKind.UPDATE,
+                ActionKind.KEEP,
+                ActionKind.KEEP,
+                ActionKind.KEEP,
+            ),
             "Plan: 2 to create, 1 to resume, 1 to update, 3 unchanged.",
         ),
-        ((CREATE,), "Plan: 1 to create."),
+        ((ActionKind.CREATE,), "Plan: 1 to create."),
         (
-            (REPLACE, RETRY, WAIT, ORPHAN, ORPHAN, KEEP),
+            (
+                ActionKind.REPLACE,
+                ActionKind.RETRY,
+                ActionKind.WAIT,
+                ActionKind.ORPHAN,
+                ActionKind.ORPHAN,
+                ActionKind.KEEP,
+            ),
             "Plan: 1 to replace, 1 to retry, 1 waiting, 2 orphaned, 1 unchanged.",
         ),
-        ((ORPHAN,), "Plan: 1 orphaned."),
+        ((ActionKind.ORPHAN,), "Plan: 1 orphaned."),
     ],
 )
 def test_summary_line(kinds: tuple[str, ...], line: str) -> None:
@@ -72,7 +75,7 @@ def test_text_groups_by_experiment_with_changes_and_reasons() -> None:
     old = run_of("exp", params={"lr": 0.1}, description="a")
     new = run_of("exp", params={"lr": 0.2}, description="a")
     other = run_of("other")
-    result = plan([new, other], [record(old), record(other, FAILED)])
+    result = plan([new, other], [record(old), record(other, RunStatus.FAILED)])
     text = render_text(result)
     assert text.splitlines() == [
         "exp  experiments/exp.yaml  [not in sync, healthy]",
@@ -155,7 +158,7 @@ def test_markdown_starts_with_the_marker_and_has_a_table() -> None:
 
 def test_markdown_escapes_table_breakers() -> None:
     action = Action(
-        kind=UPDATE,
+        kind=ActionKind.UPDATE,
         experiment="exp",
         seed=0,
         run_name="exp-s0-00000000",
@@ -170,5 +173,5 @@ def test_markdown_escapes_table_breakers() -> None:
 
 def test_waiting_runs_are_listed_in_text() -> None:
     run = run_of("exp")
-    text = render_text(plan([run], [record(run, RUNNING)]))
+    text = render_text(plan([run], [record(run, RunStatus.RUNNING)]))
     assert "[in sync, running]" in text and "…" in text and text.endswith("No changes.")

@@ -10,11 +10,11 @@ import pytest
 import yaml
 from plan_helpers import apply_plan, manifest
 
-from himl_manifest.backends.base import COMPLETED, FAILED
 from himl_manifest.backends.memory import MemoryBackend
 from himl_manifest.errors import ConfigError, ManifestError, StalePlanError, UsageError
-from himl_manifest.plan.make import check_fresh, make_plan
-from himl_manifest.plan.model import CREATE, KEEP, RESUME, Plan
+from himl_manifest.model import ActionKind, RunStatus
+from himl_manifest.operations.plan import check_fresh, make_plan
+from himl_manifest.plan.model import Plan
 from himl_manifest.plan.render import render_json
 from himl_manifest.plan.serialize import plan_from_json, plan_to_json
 
@@ -40,7 +40,11 @@ def test_make_plan_reads_the_store_once(repo: Path) -> None:
     backend = MemoryBackend()
     result = make_plan(["experiments"], backend)
     assert backend.queries == 1
-    assert [a.kind for a in result.actions] == [CREATE, CREATE, CREATE]
+    assert [a.kind for a in result.actions] == [
+        ActionKind.CREATE,
+        ActionKind.CREATE,
+        ActionKind.CREATE,
+    ]
     assert result.meta == {
         "paths": ["experiments"],
         "backend": "memory",
@@ -67,7 +71,7 @@ def test_round_trip_keeps_every_field(repo: Path) -> None:
     apply_plan(make_plan(["experiments"], backend), backend)
     write(repo, "pre", seeds=[0, 1], trainer={"max_epochs": 30}, description="longer")
     result = make_plan(["experiments"], backend)
-    assert RESUME in [a.kind for a in result.actions]
+    assert ActionKind.RESUME in [a.kind for a in result.actions]
     loaded = plan_from_json(plan_to_json(result))
     assert loaded == result
     assert plan_to_json(loaded) == plan_to_json(result)
@@ -94,14 +98,14 @@ def test_bad_saved_plans(text: str, message: str) -> None:
 
 
 def test_a_fresh_plan_passes_and_a_changed_world_is_stale(repo: Path) -> None:
-    backend = MemoryBackend(outcome=FAILED)
+    backend = MemoryBackend(outcome=RunStatus.FAILED)
     apply_plan(make_plan(["experiments"], backend), backend)
     saved = plan_from_json(plan_to_json(make_plan(["experiments"], backend, retry_failed=True)))
     check_fresh(saved, backend)  # nothing changed
     # the options are part of the plan: re-planned with --retry-failed as saved
     assert saved.meta["retry_failed"] is True
     # a run changes in the store
-    backend.finish(saved.actions[0].run_name, COMPLETED)
+    backend.finish(saved.actions[0].run_name, RunStatus.COMPLETED)
     with pytest.raises(StalePlanError, match="stale"):
         check_fresh(saved, backend)
 
@@ -132,8 +136,8 @@ def test_targeted_plans_are_re_planned_with_their_targets(repo: Path) -> None:
     check_fresh(saved, backend)  # an edit outside the targets does not matter
     apply_plan(saved, backend)
     assert [a.kind for a in make_plan(["experiments"], backend, targets=["pre"]).actions] == [
-        KEEP,
-        KEEP,
+        ActionKind.KEEP,
+        ActionKind.KEEP,
     ]
     document = json.loads(plan_to_json(saved))
     assert document["meta"]["targets"] == ["pre"]

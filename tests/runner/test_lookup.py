@@ -194,8 +194,8 @@ def test_lookup_of_a_plain_package_imports_no_torch(project: Path) -> None:
 
 
 def test_check_container_imports_reports_at_the_container_key(package: Any, project: Path) -> None:
-    from himl_manifest.manifest.imports import check_container_imports
     from himl_manifest.manifest.loader import load_file
+    from himl_manifest.operations.check_imports import check_container_imports
 
     package("lk_diag", {"models.py": CONTAINER.format(name="Fine")})
     manifest = project / "x.yaml"

@@ -9,8 +9,9 @@ import pytest
 from runner_helpers import all_runs, mlflow_client
 
 from himl_manifest.cli.main import cli, run_cli
+from himl_manifest.manifest.build import normalize
 from himl_manifest.runner.settings import EVALUATION, TRAIN, from_run_spec
-from himl_manifest.spec import RunSpec, normalize, seed_spec
+from himl_manifest.spec import RunSpec, seed_spec
 
 FAILING = """
 import torch

@@ -1,99 +1,87 @@
-"""The backend interface: the run store is the state, and the backend is how we reach it.
+"""The two roles behind every backend: a run store and an executor.
 
-A backend does five things, all in bulk or by run name, never per manifest:
+A **run store** (:class:`RunStore`) answers "what runs exist" and takes metadata and lifecycle
+changes, all in bulk or by run name, never per manifest:
 
-- :meth:`Backend.list_runs`: one bulk read of every run this tool manages.
-- :meth:`Backend.submit`: create the records of new runs (idempotent by run name and attempt)
-  and start them.
-- :meth:`Backend.update_metadata`: change cosmetic fields (description, tags, display name).
-- :meth:`Backend.set_state`: mark a run superseded or archived (never delete it).
-- :meth:`Backend.resolve_checkpoint`: turn ``<run>[:<dir/>file.ckpt]`` into a file path or URI.
+- :meth:`RunStore.list_runs`: one bulk read of every run this tool manages;
+- :meth:`RunStore.update_metadata`: change cosmetic fields (description, tags, display name);
+- :meth:`RunStore.set_state`: mark a run superseded or archived (never delete it);
+- :meth:`RunStore.find_run` / :meth:`RunStore.resolve_checkpoint`: a run reference
+  ``<run>[:<dir/>file.ckpt]`` -> the run, and its checkpoint as a path or URI a job can read.
 
-Implementations: :mod:`.memory` (in-process, for tests and demos), :mod:`.local` (MLflow
-tracking store + local worker processes), and Azure ML.
+An **executor** (:class:`Executor`) starts runs and reports on them:
+
+- :meth:`Executor.submit` creates the records of new runs (idempotent by run name and attempt)
+  and returns as soon as they are accepted, with a typed :class:`Submitted` outcome per run:
+  created, existed already with the same identity, or exists with another identity (a conflict);
+- :meth:`Executor.wait` blocks until runs end, with progress. An executor whose runs live only
+  as long as the process that waits (:attr:`Capabilities.waits_locally`: local processes) must be
+  waited for; for one whose runs live elsewhere (Azure ML), waiting is optional.
+
+A :class:`Backend` is both roles over one store: what ``himl apply`` needs. The runner inside a
+job uses the store role alone (for ``run:`` checkpoint references). Every implementation is held
+to the same behaviour by ``tests/backends/test_contract.py``.
+
+Implementations: :mod:`.memory` (in-process, for tests and demos) and :mod:`.local` (MLflow
+tracking store + local worker processes).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
+from himl_manifest.model import Lifecycle, RunRecord, RunStatus, _StrEnum
 from himl_manifest.spec import RunSpec
-
-# Run status, normalized across backends.
-QUEUED = "queued"
-RUNNING = "running"
-COMPLETED = "completed"
-FAILED = "failed"
-CANCELLED = "cancelled"
-TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
-ACTIVE = frozenset({QUEUED, RUNNING})
-
-# Lifecycle state of a run record (mutable metadata).
-LIVE = "active"
-SUPERSEDED = "superseded"
-ARCHIVED = "archived"
-
-# Tags / properties every managed run carries (MLflow tags locally, Azure ML properties/tags).
-TAG_PREFIX = "himl."
-TAG_MANAGED = "himl.managed"
-TAG_RUN_NAME = "himl.run_name"
-TAG_EXPERIMENT = "himl.experiment"
-TAG_SEED = "himl.seed"
-TAG_SPEC_HASH = "himl.spec_hash"
-TAG_SPEC = "himl.spec"
-TAG_ATTEMPT = "himl.attempt"
-TAG_STATE = "himl.state"
-TAG_RESUME_FROM = "himl.resume_from"
-TAG_MANIFEST = "himl.manifest_path"
-TAG_OUTPUT_DIR = "himl.output_dir"
-TAG_PID = "himl.pid"
-TAG_HOST = "himl.host"
-TAG_ERROR = "himl.error_tail"
-TAG_PROVENANCE = "himl.provenance."  # prefix: himl.provenance.commit, .branch, ...
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """What the store says about one attempt of one run."""
-
-    run_name: str  # the deterministic name: the idempotency key
-    run_id: str  # the backend's own id (MLflow run id, Azure ML job name)
-    experiment: str
-    seed: int
-    spec_hash: str
-    status: str
-    spec: dict[str, Any]  # the seed's normalized spec as submitted (cosmetic fields included)
-    attempt: int = 1
-    state: str = LIVE
-    manifest_path: str = ""
-    resume_from: str | None = None
-    has_checkpoint: bool = False
-    output_dir: str | None = None
-    pid: int | None = None
-    host: str | None = None
-    start_time: float | None = None  # seconds since the epoch
-    end_time: float | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    provenance: dict[str, str] = field(default_factory=dict)
-    error_tail: str = ""
 
 
 @dataclass(frozen=True)
 class Progress:
-    """One progress event from a backend while it runs things (rendered on stderr by the CLI)."""
+    """One progress event while runs execute (rendered on stderr by the CLI)."""
 
     run_name: str
-    status: str
+    status: RunStatus
     message: str = ""
 
 
 ProgressCallback = Callable[[Progress], None]
 
 
-class Backend(Protocol):
-    """The small interface every backend implements."""
+class SubmitOutcome(_StrEnum):
+    """What :meth:`Executor.submit` did about one run."""
+
+    CREATED = "created"
+    #: The (run name, attempt) existed already with the same spec hash: another apply made it.
+    EXISTED = "existed"
+    #: The (run name, attempt) exists with another spec hash: nothing was created.
+    CONFLICT = "conflict"
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The outcome of submitting one run."""
+
+    run_name: str
+    attempt: int
+    outcome: SubmitOutcome
+    #: The record as it stands (the new one, or the one found); for a conflict, the one found.
+    record: RunRecord | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an executor can do, checked before anything runs."""
+
+    #: Runs execute only while the submitting process waits for them (local processes).
+    waits_locally: bool
+    #: Runs may span several nodes (``compute.num_nodes`` > 1).
+    multi_node: bool = False
+
+
+class RunStore(Protocol):
+    """What runs exist; their metadata and lifecycle state."""
 
     name: str
 
@@ -101,27 +89,42 @@ class Backend(Protocol):
         """Every managed run record (all attempts, all states), in one bulk read."""
         ...
 
-    def submit(
-        self,
-        runs: Sequence[RunSpec],
-        *,
-        attempts: dict[str, int] | None = None,
-        jobs: int = 1,
-        progress: ProgressCallback | None = None,
-    ) -> list[RunRecord]:
-        """Create and start runs. ``attempts`` maps run names to the attempt number to create
-        (default 1). Creating a (run name, attempt) that already exists with the same spec hash
-        is success, not a duplicate. Returns the records as they stand afterwards."""
-        ...
-
     def update_metadata(self, run_name: str, run: RunSpec) -> None:
-        """Copy the cosmetic fields of ``run`` onto the existing run ``run_name`` in place."""
+        """Copy the cosmetic fields of ``run`` onto every attempt of ``run_name`` in place."""
         ...
 
-    def set_state(self, run_name: str, state: str) -> None:
-        """Mark every attempt of ``run_name`` superseded or archived."""
+    def set_state(self, run_name: str, state: Lifecycle) -> None:
+        """Mark every attempt of ``run_name`` superseded, archived (or active again)."""
+        ...
+
+    def find_run(self, reference: str) -> RunRecord | None:
+        """The run a name or backend id names: its newest completed attempt, else its newest."""
         ...
 
     def resolve_checkpoint(self, reference: str) -> str:
         """``<run name or id>[:<dir/>file.ckpt]`` -> a local path or a URI the job can read."""
         ...
+
+
+class Executor(Protocol):
+    """Starts runs and reports on them."""
+
+    capabilities: Capabilities
+
+    def submit(
+        self, runs: Sequence[RunSpec], *, attempts: Mapping[str, int] | None = None
+    ) -> list[Submitted]:
+        """Create the records of ``runs`` and start them; return once they are accepted.
+
+        ``attempts`` maps run names to the attempt number to create (default 1)."""
+        ...
+
+    def wait(
+        self, run_names: Collection[str], *, progress: ProgressCallback | None = None
+    ) -> list[RunRecord]:
+        """Block until the latest attempts of ``run_names`` end; return every record of them."""
+        ...
+
+
+class Backend(RunStore, Executor, Protocol):
+    """A run store and the executor that starts runs into it."""

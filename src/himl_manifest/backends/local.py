@@ -5,8 +5,10 @@
   :meth:`LocalBackend.list_runs` is one bulk read: three SQL queries straight from an SQLite
   store (:mod:`.local_sql`, no MLflow import), else one paginated ``search_runs`` over the
   managed experiments.
-- Work: :meth:`LocalBackend.submit` creates the records under ``apply.lock``, then runs each as
-  a `himl run` process (see :mod:`.local_jobs`), up to ``jobs`` at once.
+- Roles: :class:`LocalStore` is the run store (apply's, and the runner's inside a job);
+  :class:`LocalBackend` adds the executor: :meth:`LocalBackend.submit` creates the records
+  (queued) under ``apply.lock`` and returns; :meth:`LocalBackend.wait` runs each as a
+  `himl run` process (see :mod:`.local_jobs`), up to ``jobs`` at once.
 - Interrupted runs: a record still queued or running whose process (on this host) is gone, or
   whose apply is gone before it started, is reported as cancelled, so the planner retries it.
 
@@ -15,27 +17,18 @@ Docs: ``docs/store.md``.
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from himl_manifest.backends.base import (
-    ACTIVE,
-    ARCHIVED,
-    CANCELLED,
-    COMPLETED,
-    LIVE,
-    QUEUED,
-    SUPERSEDED,
-    TAG_ERROR,
-    TAG_SPEC,
-    TAG_STATE,
+    Capabilities,
     Progress,
     ProgressCallback,
-    RunRecord,
+    SubmitOutcome,
+    Submitted,
 )
 from himl_manifest.backends.local_jobs import (
     Job,
@@ -52,25 +45,35 @@ from himl_manifest.backends.local_lock import (
     this_host,
 )
 from himl_manifest.backends.local_store import (
-    TAG_SPEC_PARTS,
-    TAG_USER_PREFIX,
     Store,
     apply_id_of,
     cosmetic_tags,
+    find_any,
     run_tags,
     spec_from_tags,
     spec_tags,
     sqlite_path,
     to_record,
 )
-from himl_manifest.errors import CheckpointError, ConfigError, StoreError
+from himl_manifest.backends.protocol import (
+    OUTPUTS_DIR,
+    TAG_ERROR,
+    TAG_OUTPUT_DIR,
+    TAG_SPEC,
+    TAG_SPEC_PARTS,
+    TAG_STATE,
+    TAG_USER_PREFIX,
+    experiment_name,
+    parse_run_reference,
+    run_folder_name,
+)
+from himl_manifest.errors import CheckpointError, StoreError
+from himl_manifest.model import Lifecycle, RunRecord, RunStatus, parse_enum, with_cosmetic
 from himl_manifest.paths import project_root, tracking_uri
-from himl_manifest.spec import COSMETIC_TOP, COSMETIC_TRACKING, RunSpec
+from himl_manifest.spec import RunSpec
 
 STATE_DIR = ".himl"
 LOCK_FILE = "apply.lock"
-OUTPUTS_DIR = "outputs"
-DEFAULT_CHECKPOINT = "checkpoints/last.ckpt"
 
 
 def absolute_uri(uri: str, root: Path) -> str:
@@ -82,23 +85,15 @@ def absolute_uri(uri: str, root: Path) -> str:
 
 
 def new_output_dir(root: Path, run_name: str) -> Path:
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-    return root / OUTPUTS_DIR / f"{stamp}_{run_name}"
+    return root / OUTPUTS_DIR / run_folder_name(run_name)
 
 
-class LocalBackend:
-    """MLflow tracking store + local worker processes."""
+class LocalStore:
+    """The run-store role over an MLflow tracking store (used by apply and by the runner)."""
 
     name = "local"
 
-    def __init__(
-        self,
-        tracking_uri_: str | None = None,
-        root: Path | None = None,
-        *,
-        job_command: JobCommand | None = None,
-        poll_s: float = 0.2,
-    ) -> None:
+    def __init__(self, tracking_uri_: str | None = None, root: Path | None = None) -> None:
         self.root = (root or project_root()).resolve()
         self.uri = absolute_uri(tracking_uri(tracking_uri_, self.root), self.root)
         self.store = Store(self.uri)
@@ -106,8 +101,6 @@ class LocalBackend:
         self.state_dir = (db.parent if db else self.root) / STATE_DIR
         self.artifact_root = db.parent / "mlartifacts" if db else None
         self.host = this_host()
-        self.job_command = job_command or himl_run_command
-        self.poll_s = poll_s
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -123,7 +116,7 @@ class LocalBackend:
 
     def _liveness(self, record: RunRecord, apply_id: str | None) -> RunRecord:
         """Report a queued/running record whose process (or apply) is gone as cancelled."""
-        if record.status not in ACTIVE or record.host != self.host:
+        if not record.in_progress or record.host != self.host:
             return record
         if record.pid is not None:
             if is_runner_of(record.pid, record.output_dir):
@@ -133,7 +126,7 @@ class LocalBackend:
             return record
         else:
             message = "interrupted: the apply that queued it is gone"
-        return replace(record, status=CANCELLED, error_tail=message)
+        return replace(record, status=RunStatus.CANCELLED, error_tail=message)
 
     def _records(self, run_name: str) -> list[tuple[RunRecord, Any]]:
         out = []
@@ -143,149 +136,37 @@ class LocalBackend:
                 out.append((record, found))
         return out
 
-    # -- submitting ------------------------------------------------------------------------
-
-    def submit(
-        self,
-        runs: Sequence[RunSpec],
-        *,
-        attempts: dict[str, int] | None = None,
-        jobs: int = 1,
-        progress: ProgressCallback | None = None,
-    ) -> list[RunRecord]:
-        """Create the records (under the apply lock), then run them; wait for all to end."""
-        emit: ProgressCallback = progress or (lambda _: None)
-        apply_id = uuid.uuid4().hex[:16]
-        liveness = LivenessLock(self.state_dir / "applies", apply_id)
-        liveness.acquire()
-        try:
-            with exclusive(self.state_dir / LOCK_FILE):
-                batch, external = self._create(runs, attempts or {}, apply_id, emit)
-            for job in batch:
-                emit(Progress(job.name, QUEUED, f"attempt {job.attempt}"))
-            scheduler = Scheduler(
-                store=self.store,
-                command=self.job_command,
-                progress=emit,
-                jobs=max(1, jobs),
-                poll_s=self.poll_s,
-                external=external,
-            )
-            scheduler.run(batch)
-        finally:
-            liveness.release()
-        names = {run.run_name for run in runs}
-        return [r for r in self.list_runs() if r.run_name in names]
-
-    def _create(
-        self,
-        runs: Sequence[RunSpec],
-        attempts: dict[str, int],
-        apply_id: str,
-        emit: ProgressCallback,
-    ) -> tuple[list[Job], dict[str, str]]:
-        """Check and create every record; returns the jobs to run and the runs others made."""
-        existing: dict[str, list[tuple[RunRecord, Any]]] = {}
-        for found in self.store.managed_runs():
-            record = to_record(found)
-            if record is not None:
-                existing.setdefault(record.run_name, []).append((record, found))
-        experiment_ids: dict[str, str] = {}
-        batch: list[Job] = []
-        external: dict[str, str] = {}
-        for run in runs:
-            attempt = attempts.get(run.run_name, 1)
-            previous = existing.get(run.run_name, [])
-            done = [r for r, _ in previous if r.attempt >= attempt]
-            if done:
-                if any(r.spec_hash != run.spec_hash for r in done):
-                    raise StoreError(
-                        f"run name collision: {run.run_name} exists with another spec hash"
-                    )
-                latest = max(done, key=lambda r: r.attempt)
-                external[run.run_name] = latest.run_id
-                emit(Progress(run.run_name, latest.status, "exists already: not created again"))
-                continue
-            self._end_interrupted(previous)
-            dirs = [r.output_dir for r, _ in sorted(previous, key=lambda p: p[0].attempt)]
-            output_dir = Path(dirs[-1]) if dirs and dirs[-1] else None
-            output_dir = output_dir or new_output_dir(self.root, run.run_name)
-            experiment = str(run.spec.get("tracking", {}).get("experiment") or run.experiment)
-            if experiment not in experiment_ids:
-                experiment_ids[experiment] = self.store.experiment_id(
-                    experiment, self.artifact_root
-                )
-            tags = run_tags(run, attempt, output_dir, self.host, apply_id)
-            run_id = self.store.create_run(experiment_ids[experiment], tags)
-            cwd = (self.root / str(run.spec.get("code_root", "."))).resolve()
-            batch.append(
-                Job(run=run, run_id=run_id, attempt=attempt, output_dir=output_dir, cwd=cwd)
-            )
-        names = {job.name for job in batch} | set(external)
-        for job in batch:
-            job.upstream = upstream_runs(job.run) & names
-        return batch, external
-
-    def _end_interrupted(self, previous: list[tuple[RunRecord, Any]]) -> None:
-        """Earlier attempts left queued/running by a gone process: end them as KILLED."""
-        for record, found in previous:
-            if record.status not in ACTIVE:
-                continue
-            checked = self._liveness(record, apply_id_of(found))
-            if checked.status == CANCELLED:
-                self.store.set_tags(record.run_id, {TAG_ERROR: checked.error_tail})
-                self.store.terminate(record.run_id, "KILLED")
-
     # -- metadata --------------------------------------------------------------------------
 
     def update_metadata(self, run_name: str, run: RunSpec) -> None:
         """Copy description, tags and display name of ``run`` onto every attempt of the run."""
-        found_any = False
-        for _record, found in self._records(run_name):
-            found_any = True
+        records = self._records(run_name)
+        if not records:
+            raise StoreError(f"no run named {run_name} in {self.uri}")
+        for _record, found in records:
             old_tags: dict[str, str] = dict(found.data.tags)
             stored = spec_from_tags(old_tags)
             if stored is None:
                 continue
-            spec = dict(stored.spec)
-            for key in COSMETIC_TOP:
-                if key in run.spec:
-                    spec[key] = run.spec[key]
-                else:
-                    spec.pop(key, None)
-            tracking = dict(spec.get("tracking", {}))
-            for key in COSMETIC_TRACKING:
-                if key in run.spec.get("tracking", {}):
-                    tracking[key] = run.spec["tracking"][key]
-                else:
-                    tracking.pop(key, None)
-            spec["tracking"] = tracking
-            updated = replace(stored, spec=spec)
+            updated = replace(stored, spec=with_cosmetic(stored.spec, run.spec))
             new_tags = {**spec_tags(updated), **cosmetic_tags(updated)}
             stale = [
                 key
                 for key in old_tags
-                if (key.startswith(TAG_USER_PREFIX) or key.startswith(f"{TAG_SPEC}."))
-                and key not in new_tags
+                if key.startswith((TAG_USER_PREFIX, f"{TAG_SPEC}.")) and key not in new_tags
             ]
-            if TAG_SPEC_PARTS in old_tags and TAG_SPEC_PARTS not in new_tags:
-                stale.append(TAG_SPEC_PARTS)
-            if TAG_SPEC in old_tags and TAG_SPEC not in new_tags:
-                stale.append(TAG_SPEC)
+            stale += [k for k in (TAG_SPEC_PARTS, TAG_SPEC) if k in old_tags and k not in new_tags]
             self.store.set_tags(found.info.run_id, new_tags)
-            self.store.delete_tags(found.info.run_id, stale)
-        if not found_any:
-            raise StoreError(f"no run named {run_name} in {self.uri}")
+            self.store.delete_tags(found.info.run_id, sorted(set(stale)))
 
-    def set_state(self, run_name: str, state: str) -> None:
+    def set_state(self, run_name: str, state: Lifecycle | str) -> None:
         """Mark every attempt of ``run_name`` superseded, archived (or active again)."""
-        if state not in (LIVE, SUPERSEDED, ARCHIVED):
-            raise ConfigError(f"unknown run state {state!r}")
+        lifecycle: Lifecycle = parse_enum(Lifecycle, state, "run state")
         records = self._records(run_name)
         if not records:
             raise StoreError(f"no run named {run_name} in {self.uri}")
         for record, _ in records:
-            self.store.set_tags(record.run_id, {TAG_STATE: state})
+            self.store.set_tags(record.run_id, {TAG_STATE: lifecycle.value})
 
     # -- checkpoints -----------------------------------------------------------------------
 
@@ -293,33 +174,167 @@ class LocalBackend:
         """The newest attempt of a run name (a completed one first), or the run with that id."""
         records = [record for record, _ in self._records(reference)]
         if records:
-            completed = [r for r in records if r.status == COMPLETED]
+            completed = [r for r in records if r.status == RunStatus.COMPLETED]
             return max(completed or records, key=lambda r: r.attempt)
         found = self.store.get(reference) if reference.isalnum() else None
         return to_record(found) if found is not None else None
 
     def resolve_checkpoint(self, reference: str) -> str:
-        """``<run name or id>[:<dir/>file.ckpt]`` -> the file's path under the run's folder."""
-        name, _, file = reference.partition(":")
-        record = self.find_run(name)
-        if record is None:
-            raise CheckpointError(f"checkpoint {reference!r}: no run {name!r} in {self.uri}")
-        if not record.output_dir:
-            raise CheckpointError(f"checkpoint {reference!r}: run {name} has no output folder")
-        folder = Path(record.output_dir)
-        file = file.strip("/")
-        if file.startswith(f"{OUTPUTS_DIR}/"):
-            file = file[len(OUTPUTS_DIR) + 1 :]
-        if not file:
-            candidates = [folder / DEFAULT_CHECKPOINT]
-        elif "/" in file:
-            candidates = [folder / file]
-        else:
-            candidates = [folder / "checkpoints" / file, folder / file]
-        for candidate in candidates:
-            if candidate.is_file():
-                return str(candidate)
-        raise CheckpointError(
-            f"checkpoint {reference!r}: {candidates[0]} does not exist (run {record.run_name}, "
-            f"status {record.status})"
-        )
+        """``<run>[:<dir/>file.ckpt]`` -> the file's path in the run's folder, from the newest
+        attempt that has it. The run is found by its himl run name, its MLflow run id or its
+        MLflow run name (one-off ``himl-runner`` runs included)."""
+        name, inside = parse_run_reference(reference)
+        folders = [
+            Path(str(run.data.tags[TAG_OUTPUT_DIR]))
+            for run in find_any(self.store, name)
+            if run.data.tags.get(TAG_OUTPUT_DIR)
+        ]
+        if not folders:
+            raise CheckpointError(
+                f"checkpoint {reference!r}: no run {name!r} with a run folder in {self.uri}; a "
+                "run is found by its himl run name, MLflow run id or MLflow run name"
+            )
+        for folder in folders:
+            if (folder / inside).is_file():
+                return str(folder / inside)
+        looked = ", ".join(str(folder / inside) for folder in folders)
+        raise CheckpointError(f"checkpoint {reference!r}: run {name} has no {inside} ({looked})")
+
+
+class LocalBackend(LocalStore):
+    """The local store, and an executor running each run as a local `himl run` process."""
+
+    capabilities = Capabilities(waits_locally=True, multi_node=False)
+
+    def __init__(
+        self,
+        tracking_uri_: str | None = None,
+        root: Path | None = None,
+        *,
+        jobs: int = 1,
+        job_command: JobCommand | None = None,
+        poll_s: float = 0.2,
+    ) -> None:
+        super().__init__(tracking_uri_, root)
+        self.jobs = max(1, jobs)
+        self.job_command = job_command or himl_run_command
+        self.poll_s = poll_s
+        self._pending: list[Job] = []
+        self._external: dict[str, str] = {}
+        self._liveness_lock: LivenessLock | None = None
+        self._apply_id = ""
+
+    # -- the executor ----------------------------------------------------------------------
+
+    def submit(
+        self, runs: Sequence[RunSpec], *, attempts: Mapping[str, int] | None = None
+    ) -> list[Submitted]:
+        """Create the records (queued, under the apply lock); they run in :meth:`wait`.
+
+        Until then this process holds a liveness lock: if it dies first, the next reader sees
+        the records' apply gone and reports them cancelled, so the next apply retries them."""
+        if self._liveness_lock is None:
+            self._apply_id = uuid.uuid4().hex[:16]
+            self._liveness_lock = LivenessLock(self.state_dir / "applies", self._apply_id)
+            self._liveness_lock.acquire()
+        try:
+            with exclusive(self.state_dir / LOCK_FILE):
+                batch, outcomes = self._create(runs, attempts or {})
+        except BaseException:
+            if not self._pending:
+                self._release()
+            raise
+        self._pending.extend(batch)
+        names = {job.name for job in self._pending} | set(self._external)
+        for job in self._pending:
+            job.upstream = upstream_runs(job.run) & names
+        return outcomes
+
+    def wait(
+        self, run_names: Collection[str], *, progress: ProgressCallback | None = None
+    ) -> list[RunRecord]:
+        """Run the submitted jobs (up to ``jobs`` at once, dependents after their upstream)
+        and wait for all to end; return the records of ``run_names``."""
+        emit: ProgressCallback = progress or (lambda _: None)
+        batch, self._pending = self._pending, []
+        try:
+            for job in batch:
+                emit(Progress(job.name, RunStatus.QUEUED, f"attempt {job.attempt}"))
+            scheduler = Scheduler(
+                store=self.store,
+                command=self.job_command,
+                progress=emit,
+                jobs=self.jobs,
+                poll_s=self.poll_s,
+                external=self._external,
+            )
+            scheduler.run(batch)
+        finally:
+            self._release()
+        names = set(run_names)
+        return [r for r in self.list_runs() if r.run_name in names]
+
+    def _release(self) -> None:
+        if self._liveness_lock is not None:
+            self._liveness_lock.release()
+            self._liveness_lock = None
+
+    def _create(
+        self, runs: Sequence[RunSpec], attempts: Mapping[str, int]
+    ) -> tuple[list[Job], list[Submitted]]:
+        """Check and create every record; returns the jobs to run and each run's outcome."""
+        existing: dict[str, list[tuple[RunRecord, Any]]] = {}
+        for found in self.store.managed_runs():
+            record = to_record(found)
+            if record is not None:
+                existing.setdefault(record.run_name, []).append((record, found))
+        experiment_ids: dict[str, str] = {}
+        batch: list[Job] = []
+        outcomes: list[Submitted] = []
+        for run in runs:
+            attempt = attempts.get(run.run_name, 1)
+            previous = existing.get(run.run_name, [])
+            done = [r for r, _ in previous if r.attempt >= attempt]
+            if done:
+                # this attempt (or a later one) was made meanwhile, e.g. by a concurrent apply
+                record = max(done, key=lambda r: r.attempt)
+                if any(r.spec_hash != run.spec_hash for r in done):
+                    message = f"exists with spec hash {record.spec_hash}, not {run.spec_hash}"
+                    outcomes.append(
+                        Submitted(run.run_name, attempt, SubmitOutcome.CONFLICT, record, message)
+                    )
+                    continue
+                self._external[run.run_name] = record.run_id
+                outcomes.append(Submitted(run.run_name, attempt, SubmitOutcome.EXISTED, record))
+                continue
+            self._end_interrupted(previous)
+            dirs = [r.output_dir for r, _ in sorted(previous, key=lambda p: p[0].attempt)]
+            output_dir = Path(dirs[-1]) if dirs and dirs[-1] else None
+            output_dir = output_dir or new_output_dir(self.root, run.run_name)
+            experiment = experiment_name(
+                run.spec.get("tracking", {}).get("experiment"), run.experiment
+            )
+            if experiment not in experiment_ids:
+                experiment_ids[experiment] = self.store.experiment_id(
+                    experiment, self.artifact_root
+                )
+            tags = run_tags(run, attempt, output_dir, self.host, self._apply_id)
+            run_id = self.store.create_run(experiment_ids[experiment], tags)
+            cwd = (self.root / str(run.spec.get("code_root", "."))).resolve()
+            batch.append(
+                Job(run=run, run_id=run_id, attempt=attempt, output_dir=output_dir, cwd=cwd)
+            )
+            created = self.store.get(run_id)
+            record = to_record(created) if created is not None else None
+            outcomes.append(Submitted(run.run_name, attempt, SubmitOutcome.CREATED, record))
+        return batch, outcomes
+
+    def _end_interrupted(self, previous: list[tuple[RunRecord, Any]]) -> None:
+        """Earlier attempts left queued/running by a gone process: end them as KILLED."""
+        for record, found in previous:
+            if not record.in_progress:
+                continue
+            checked = self._liveness(record, apply_id_of(found))
+            if checked.status == RunStatus.CANCELLED:
+                self.store.set_tags(record.run_id, {TAG_ERROR: checked.error_tail})
+                self.store.terminate(record.run_id, "KILLED")

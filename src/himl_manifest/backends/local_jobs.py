@@ -3,8 +3,9 @@
 Each run is its own process (``python -m himl_manifest.cli.main run SPEC --output-dir DIR``)
 with ``MLFLOW_RUN_ID`` naming the record created for it, so the runner logs into that record and
 ends it (FINISHED or FAILED) itself. A process that exits non-zero without ending its record is
-ended here as FAILED with the tail of its ``job.log``. Dependents start after their upstream run
-completed, and are ended as KILLED (cancelled, so the next apply retries them) if it did not.
+ended here as FAILED with the tail of its log (``runner.log``). Dependents start after their
+upstream run completed, and are ended as KILLED (cancelled, so the next apply retries them) if
+it did not.
 """
 
 from __future__ import annotations
@@ -19,27 +20,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from himl_manifest.backends.base import (
-    CANCELLED,
-    COMPLETED,
-    FAILED,
-    QUEUED,
-    RUNNING,
+from himl_manifest.backends.base import Progress, ProgressCallback
+from himl_manifest.backends.local_store import Store
+from himl_manifest.backends.protocol import (
+    LOG_CAPTURED_ENV,
+    LOG_FILE,
+    MLFLOW_ACTIVE,
+    RUN_SPEC_FILE,
     TAG_ERROR,
     TAG_PID,
-    Progress,
-    ProgressCallback,
+    status_from_mlflow,
 )
-from himl_manifest.backends.local_store import MLFLOW_TO_STATUS, Store
+from himl_manifest.model import UNSUCCESSFUL, RunStatus, checkpoint_source
 from himl_manifest.paths import TRACKING_URI_ENV
 from himl_manifest.spec import RunSpec
 
 #: Builds the command of one run from its spec file and output folder.
 JobCommand = Callable[[Path, Path], list[str]]
-#: File names inside a run's output folder.
-SPEC_FILE = "runspec.json"
-LOG_FILE = "job.log"
-#: How much of job.log becomes the error tail.
+#: How much of the run's log becomes the error tail.
 TAIL_LINES = 40
 TAIL_CHARS = 4000
 #: Grace period between SIGTERM and SIGKILL when an apply is interrupted.
@@ -61,10 +59,8 @@ def himl_run_command(spec_file: Path, output_dir: Path) -> list[str]:
 
 def upstream_runs(run: RunSpec) -> set[str]:
     """Run names whose checkpoints ``run`` starts from (``checkpoint.source.run``)."""
-    source = run.spec.get("checkpoint", {}).get("source")
-    if isinstance(source, dict) and isinstance(source.get("run"), str):
-        return {source["run"].split(":", 1)[0]}
-    return set()
+    source = checkpoint_source(run.spec)
+    return {source.run_name} if source is not None and source.run_name else set()
 
 
 def log_tail(log: Path, marker: str | None = None) -> str:
@@ -90,7 +86,7 @@ class Job:
     cwd: Path
     upstream: set[str] = field(default_factory=set)
     process: subprocess.Popen[bytes] | None = None
-    status: str = QUEUED
+    status: RunStatus = RunStatus.QUEUED
     started: float = 0.0
 
     @property
@@ -140,29 +136,36 @@ class Scheduler:
             self._abort(pending, running)
             raise
 
-    def _upstream_status(self, name: str, by_name: dict[str, Job]) -> str:
+    def _upstream_status(self, name: str, by_name: dict[str, Job]) -> RunStatus:
         if name in by_name:
             return by_name[name].status
         if name in self.external:
             found = self.store.get(self.external[name])
-            return MLFLOW_TO_STATUS.get(found.info.status, QUEUED) if found else CANCELLED
-        return COMPLETED  # not part of this apply: it exists already (the planner saw to it)
+            return status_from_mlflow(found.info.status) if found else RunStatus.CANCELLED
+        return (
+            RunStatus.COMPLETED
+        )  # not part of this apply: it exists already (the planner saw to it)
 
     def _blocked(self, job: Job, by_name: dict[str, Job]) -> str | None:
         """None: free to start; "wait": upstream still going; else: the upstream that failed."""
         for name in sorted(job.upstream):
             status = self._upstream_status(name, by_name)
-            if status in (FAILED, CANCELLED):
+            if status in UNSUCCESSFUL:
                 return name
-            if status != COMPLETED:
+            if status != RunStatus.COMPLETED:
                 return "wait"
         return None
 
     def _start(self, job: Job) -> None:
         job.output_dir.mkdir(parents=True, exist_ok=True)
-        spec_file = job.output_dir / SPEC_FILE
+        spec_file = job.output_dir / RUN_SPEC_FILE
         spec_file.write_text(job.run.to_json() + "\n", encoding="utf-8")
-        env = {**os.environ, "MLFLOW_RUN_ID": job.run_id, TRACKING_URI_ENV: self.store.uri}
+        env = {
+            **os.environ,
+            "MLFLOW_RUN_ID": job.run_id,
+            TRACKING_URI_ENV: self.store.uri,
+            LOG_CAPTURED_ENV: "1",
+        }
         with (job.output_dir / LOG_FILE).open("ab") as log:
             log.write(f"{job.marker}\n".encode())
             log.flush()
@@ -174,11 +177,13 @@ class Scheduler:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        job.status = RUNNING
+        job.status = RunStatus.RUNNING
         job.started = time.monotonic()
         self.store.set_tags(job.run_id, {TAG_PID: str(job.process.pid)})
         log_path = job.output_dir / LOG_FILE
-        self.progress(Progress(job.name, RUNNING, f"pid {job.process.pid}, log {log_path}"))
+        self.progress(
+            Progress(job.name, RunStatus.RUNNING, f"pid {job.process.pid}, log {log_path}")
+        )
 
     def _finish(self, job: Job) -> None:
         assert job.process is not None
@@ -187,7 +192,7 @@ class Scheduler:
         mlflow_status = found.info.status if found else "FAILED"
         tags = dict(found.data.tags) if found else {}
         elapsed = time.monotonic() - job.started
-        if mlflow_status in ("SCHEDULED", "RUNNING"):
+        if mlflow_status in MLFLOW_ACTIVE:
             mlflow_status = "FINISHED" if code == 0 else "FAILED"
             if code != 0:
                 tail = log_tail(job.output_dir / LOG_FILE, job.marker)
@@ -197,9 +202,9 @@ class Scheduler:
         elif mlflow_status == "FAILED" and not tags.get(TAG_ERROR):
             tail = log_tail(job.output_dir / LOG_FILE, job.marker)
             self.store.set_tags(job.run_id, {TAG_ERROR: tail or f"exit code {code}"})
-        job.status = MLFLOW_TO_STATUS.get(mlflow_status, FAILED)
-        if job.status == COMPLETED:
-            self.progress(Progress(job.name, COMPLETED, f"in {elapsed:.1f} s"))
+        job.status = status_from_mlflow(mlflow_status)
+        if job.status == RunStatus.COMPLETED:
+            self.progress(Progress(job.name, RunStatus.COMPLETED, f"in {elapsed:.1f} s"))
         else:
             found = self.store.get(job.run_id)
             tail = str(found.data.tags.get(TAG_ERROR, "")) if found else ""
@@ -210,8 +215,8 @@ class Scheduler:
         message = f"not started: upstream run {upstream} did not complete"
         self.store.set_tags(job.run_id, {TAG_ERROR: message})
         self.store.terminate(job.run_id, "KILLED")
-        job.status = CANCELLED
-        self.progress(Progress(job.name, CANCELLED, message))
+        job.status = RunStatus.CANCELLED
+        self.progress(Progress(job.name, RunStatus.CANCELLED, message))
 
     def _abort(self, pending: list[Job], running: list[Job]) -> None:
         """The apply is stopping (Ctrl-C, SIGTERM, an error): stop its jobs, end their records."""
@@ -231,6 +236,6 @@ class Scheduler:
         for job in [*running, *pending]:
             with contextlib.suppress(Exception):
                 found = self.store.get(job.run_id)
-                if found is not None and found.info.status in ("SCHEDULED", "RUNNING"):
+                if found is not None and found.info.status in MLFLOW_ACTIVE:
                     self.store.set_tags(job.run_id, {TAG_ERROR: "interrupted: the apply stopped"})
                     self.store.terminate(job.run_id, "KILLED")

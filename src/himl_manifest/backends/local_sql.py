@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from himl_manifest.backends.base import TAG_MANAGED
+from himl_manifest.backends.protocol import TAG_MANAGED
 
 #: The lifecycle stages ``search_runs`` returns with ``ViewType.ALL``.
 ALL_STAGES = ("active", "deleted")

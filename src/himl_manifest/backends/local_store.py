@@ -1,11 +1,13 @@
-"""The MLflow side of the local backend: opening the store, tags in and out, run records.
+"""The MLflow side of the run-store protocol: opening the store, tags in and out, run records.
 
 Everything here talks to MLflow through :class:`mlflow.tracking.MlflowClient`, imported lazily.
 Every MLflow or SQLAlchemy failure leaves this module as a :class:`~himl_manifest.errors.StoreError`
 whose message names the tracking URI.
 
-Tag values are limited to 8000 characters (longer ones are silently truncated by MLflow 3), so
-the RunSpec JSON is stored in ``himl.spec`` when it fits and otherwise split over
+Apply's local backend and the runner inside a job both reach MLflow through :class:`Store`, with
+the tag names and limits of :mod:`.protocol`. Tag values are capped at
+:data:`~.protocol.MAX_TAG_VALUE` characters, so the RunSpec JSON is stored in ``himl.spec``
+when it fits and otherwise split over
 ``himl.spec.0``, ``himl.spec.1``, ... with ``himl.spec.parts`` giving the count: every record
 still comes back in the one bulk ``search_runs``.
 """
@@ -16,26 +18,26 @@ import contextlib
 import functools
 import json
 import logging
+import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
-from himl_manifest.backends.base import (
-    CANCELLED,
-    COMPLETED,
-    FAILED,
-    LIVE,
-    QUEUED,
-    RUNNING,
+from himl_manifest.backends.protocol import (
+    MAX_PARAM_VALUE,
+    MAX_TAG_VALUE,
+    TAG_APPLY_ID,
     TAG_ATTEMPT,
+    TAG_DISPLAY_NAME,
     TAG_ERROR,
     TAG_EXPERIMENT,
     TAG_HOST,
     TAG_MANAGED,
     TAG_MANIFEST,
+    TAG_NOTE,
     TAG_OUTPUT_DIR,
     TAG_PID,
     TAG_PROVENANCE,
@@ -44,35 +46,23 @@ from himl_manifest.backends.base import (
     TAG_SEED,
     TAG_SPEC,
     TAG_SPEC_HASH,
+    TAG_SPEC_PARTS,
     TAG_STATE,
-    RunRecord,
+    TAG_USER_PREFIX,
+    cap,
+    display_name,
+    path_in_run,
+    provenance_tags,
+    status_from_mlflow,
 )
 from himl_manifest.errors import ConfigError, StoreError
+from himl_manifest.model import Lifecycle, RunRecord
 from himl_manifest.spec import RunSpec, canonical_json
 
-#: The apply that created a record (its liveness lock lives in the store's state folder).
-TAG_APPLY_ID = "himl.apply_id"
-#: Number of ``himl.spec.<i>`` parts when the RunSpec JSON is split.
-TAG_SPEC_PARTS = "himl.spec.parts"
-#: MLflow's own tags.
-TAG_MLFLOW_NOTE = "mlflow.note.content"
-TAG_MLFLOW_RUN_NAME = "mlflow.runName"
-#: Cosmetic manifest tags land under this prefix.
-TAG_USER_PREFIX = "himl.tag."
-#: Longest tag value written (MLflow's limit is 8000; stay clear of it).
-MAX_TAG_VALUE = 7900
-#: Where a run's latest checkpoint lives, under its output folder.
-LAST_CKPT = "checkpoints/last.ckpt"
 #: Page size of bulk searches.
 PAGE_SIZE = 1000
-
-MLFLOW_TO_STATUS = {
-    "SCHEDULED": QUEUED,
-    "RUNNING": RUNNING,
-    "FINISHED": COMPLETED,
-    "FAILED": FAILED,
-    "KILLED": CANCELLED,
-}
+#: Metrics per MLflow log_batch call (its limit).
+METRICS_PER_BATCH = 1000
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 T = TypeVar("T")
@@ -184,12 +174,16 @@ def spec_tags(run: RunSpec) -> dict[str, str]:
     return tags
 
 
-def spec_from_tags(tags: Mapping[str, str]) -> RunSpec | None:
+def spec_text(tags: Mapping[str, str]) -> str:
+    """The stored RunSpec JSON ("" when there is none)."""
     if TAG_SPEC_PARTS in tags:
-        count = int(tags[TAG_SPEC_PARTS])
-        text = "".join(tags.get(f"{TAG_SPEC}.{i}", "") for i in range(count))
-    else:
-        text = tags.get(TAG_SPEC, "")
+        count = _int(tags[TAG_SPEC_PARTS]) or 0
+        return "".join(tags.get(f"{TAG_SPEC}.{i}", "") for i in range(count))
+    return tags.get(TAG_SPEC, "")
+
+
+def spec_from_tags(tags: Mapping[str, str]) -> RunSpec | None:
+    text = spec_text(tags)
     if not text:
         return None
     try:
@@ -200,28 +194,14 @@ def spec_from_tags(tags: Mapping[str, str]) -> RunSpec | None:
 
 def cosmetic_tags(run: RunSpec) -> dict[str, str]:
     """Display name, note and user tags: the fields `update` changes in place."""
+    shown = run.spec.get("tracking", {}).get("display_name")
     tags = {
-        TAG_MLFLOW_RUN_NAME: display_name(run),
-        TAG_MLFLOW_NOTE: str(run.spec.get("description", ""))[:MAX_TAG_VALUE],
+        TAG_DISPLAY_NAME: display_name(run.run_name, shown),
+        TAG_NOTE: cap(run.spec.get("description", "")),
     }
     for key, value in (run.spec.get("tags") or {}).items():
-        tags[f"{TAG_USER_PREFIX}{key}"] = str(value)[:MAX_TAG_VALUE]
+        tags[f"{TAG_USER_PREFIX}{key}"] = cap(value)
     return tags
-
-
-def display_name(run: RunSpec) -> str:
-    base = run.spec.get("tracking", {}).get("display_name") or run.run_name
-    return f"{base} seed {run.seed}"
-
-
-def provenance_tags(provenance: Mapping[str, Any]) -> dict[str, str]:
-    out = {}
-    for key, value in provenance.items():
-        if value is None:
-            continue
-        text = str(value).lower() if isinstance(value, bool) else str(value)
-        out[f"{TAG_PROVENANCE}{key}"] = text[:MAX_TAG_VALUE]
-    return out
 
 
 def run_tags(
@@ -235,14 +215,14 @@ def run_tags(
         TAG_SEED: str(run.seed),
         TAG_SPEC_HASH: run.spec_hash,
         TAG_ATTEMPT: str(attempt),
-        TAG_STATE: LIVE,
+        TAG_STATE: Lifecycle.ACTIVE.value,
         TAG_MANIFEST: run.manifest_path,
         TAG_OUTPUT_DIR: str(output_dir),
         TAG_HOST: host,
         TAG_APPLY_ID: apply_id,
         **spec_tags(run),
         **cosmetic_tags(run),
-        **provenance_tags(run.provenance),
+        **provenance_tags({**run.provenance, "conda_sha256": run.conda_sha256 or ""}),
     }
     if run.resume_from:
         tags[TAG_RESUME_FROM] = run.resume_from
@@ -257,40 +237,51 @@ def _int(value: str | None) -> int | None:
 
 
 def to_record(mlflow_run: Any) -> RunRecord | None:
-    """An MLflow run -> a RunRecord (None for a run whose tags are not ours or are damaged)."""
+    """An MLflow run -> a RunRecord (None for a run whose tags are not ours or are damaged).
+
+    Only the tags are read: the stored spec is decoded when something reads ``record.spec``
+    (records written before the conda digest was a tag decode it here, once)."""
     tags: dict[str, str] = dict(mlflow_run.data.tags)
     info = mlflow_run.info
-    run = spec_from_tags(tags)
     name = tags.get(TAG_RUN_NAME)
-    if run is None or not name:
+    text = spec_text(tags)
+    seed = _int(tags.get(TAG_SEED))
+    if not name or not text or seed is None or TAG_SPEC_HASH not in tags:
         return None
-    state = tags.get(TAG_STATE, LIVE)
+    try:
+        state = Lifecycle(tags.get(TAG_STATE, Lifecycle.ACTIVE.value))
+    except ValueError:
+        state = Lifecycle.ACTIVE
     if getattr(info, "lifecycle_stage", "active") == "deleted":
-        state = "archived"
+        state = Lifecycle.ARCHIVED
     output_dir = tags.get(TAG_OUTPUT_DIR)
-    has_checkpoint = bool(output_dir) and (Path(str(output_dir)) / LAST_CKPT).is_file()
+    has_checkpoint = bool(output_dir) and (Path(str(output_dir)) / path_in_run("")).is_file()
     provenance = {
         key[len(TAG_PROVENANCE) :]: value
         for key, value in tags.items()
         if key.startswith(TAG_PROVENANCE)
     }
-    # The conda file digest the run was submitted with, so the planner can tell a conda change
-    # apart from the other run-affecting changes ("" means: no conda file).
-    provenance.setdefault("conda_sha256", run.conda_sha256 or "")
+    if "conda_sha256" not in provenance:
+        # the conda file digest the run was submitted with, so the planner can tell a conda
+        # change apart from the other run-affecting changes ("" means: no conda file)
+        try:
+            provenance["conda_sha256"] = RunSpec.from_json(text).conda_sha256 or ""
+        except ConfigError:
+            return None
     start = info.start_time / 1000.0 if info.start_time else None
     end = info.end_time / 1000.0 if info.end_time else None
     return RunRecord(
         run_name=name,
         run_id=info.run_id,
-        experiment=tags.get(TAG_EXPERIMENT, run.experiment),
-        seed=_int(tags.get(TAG_SEED)) or run.seed,
-        spec_hash=tags.get(TAG_SPEC_HASH, run.spec_hash),
-        status=MLFLOW_TO_STATUS.get(info.status, QUEUED),
-        spec=run.spec,
+        experiment=tags.get(TAG_EXPERIMENT, ""),
+        seed=seed,
+        spec_hash=tags[TAG_SPEC_HASH],
+        status=status_from_mlflow(info.status),
+        spec_source=text,
         attempt=_int(tags.get(TAG_ATTEMPT)) or 1,
         state=state,
-        manifest_path=tags.get(TAG_MANIFEST, run.manifest_path),
-        resume_from=tags.get(TAG_RESUME_FROM) or run.resume_from,
+        manifest_path=tags.get(TAG_MANIFEST, ""),
+        resume_from=tags.get(TAG_RESUME_FROM) or None,
         has_checkpoint=has_checkpoint,
         output_dir=output_dir,
         pid=_int(tags.get(TAG_PID)),
@@ -422,7 +413,7 @@ class Store:
                     return None
                 raise
 
-    def experiment_id(self, name: str, artifact_root: Path | None) -> str:
+    def experiment_id(self, name: str, artifact_root: Path | None = None) -> str:
         """The id of MLflow experiment ``name``, created (and tagged as managed) if needed."""
         with store_errors(self.uri, f"opening experiment {name!r}"):
             found = retrying(lambda: self.client.get_experiment_by_name(name))
@@ -449,7 +440,7 @@ class Store:
         with store_errors(self.uri, "creating a run"):
             created = retrying(
                 lambda: self.client.create_run(
-                    experiment_id, tags=tags, run_name=tags.get(TAG_MLFLOW_RUN_NAME)
+                    experiment_id, tags=tags, run_name=tags.get(TAG_DISPLAY_NAME)
                 )
             )
             run_id = str(created.info.run_id)
@@ -459,7 +450,7 @@ class Store:
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
 
-        batch = [RunTag(k, v) for k, v in tags.items()]
+        batch = [RunTag(k, cap(v)) for k, v in tags.items()]
         with store_errors(self.uri, f"tagging run {run_id}"):
             for start in range(0, len(batch), 100):
                 log = functools.partial(
@@ -475,3 +466,79 @@ class Store:
     def terminate(self, run_id: str, mlflow_status: str) -> None:
         with store_errors(self.uri, f"ending run {run_id}"):
             retrying(lambda: self.client.set_terminated(run_id, status=mlflow_status))
+
+    def mark_running(self, run_id: str) -> None:
+        with store_errors(self.uri, f"starting run {run_id}"):
+            retrying(lambda: self.client.update_run(run_id, status="RUNNING"))
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> list[str]:
+        """Record params (capped); a param already recorded with another value is kept, and
+        its name returned (MLflow params are immutable)."""
+        from mlflow.entities import Param
+
+        found = self.get(run_id)
+        existing: dict[str, str] = dict(found.data.params) if found is not None else {}
+        values = {str(k): cap(v, MAX_PARAM_VALUE) for k, v in params.items()}
+        batch = [Param(k, v) for k, v in values.items() if existing.get(k, v) == v]
+        kept = sorted(k for k, v in values.items() if existing.get(k, v) != v)
+        with store_errors(self.uri, f"recording params of run {run_id}"):
+            for start in range(0, len(batch), 100):
+                chunk = batch[start : start + 100]
+                retrying(functools.partial(self.client.log_batch, run_id, params=chunk))
+        return kept
+
+    def log_metrics(self, run_id: str, entries: Sequence[tuple[Mapping[str, float], int]]) -> None:
+        """Record ``(metrics, step)`` entries, in as few store writes as MLflow allows."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [
+            Metric(metric_key(k), float(v), now, step)
+            for metrics, step in entries
+            for k, v in metrics.items()
+        ]
+        with store_errors(self.uri, f"recording metrics of run {run_id}"):
+            for start in range(0, len(batch), METRICS_PER_BATCH):
+                chunk = batch[start : start + METRICS_PER_BATCH]
+                retrying(functools.partial(self.client.log_batch, run_id, metrics=chunk))
+
+
+def metric_key(key: str) -> str:
+    """A metric name MLflow accepts (other characters become ``_``)."""
+    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", key)
+
+
+def _quoted(value: str) -> str:
+    return value.replace("\\", "").replace("'", "")
+
+
+def find_any(store: Store, reference: str) -> list[Any]:
+    """The MLflow runs ``reference`` names, newest first, managed or not (a one-off
+    ``himl-runner`` run too): by himl run name, else MLflow run id, else MLflow run name."""
+    from mlflow.entities import ViewType
+
+    with store_errors(store.uri, f"finding run {reference!r}"):
+        client = store.client
+        experiments = retrying(lambda: client.search_experiments(view_type=ViewType.ALL))
+        ids = [e.experiment_id for e in experiments]
+        if not ids:
+            return []
+
+        def search(filter_string: str) -> list[Any]:
+            found: list[Any] = retrying(
+                lambda: client.search_runs(
+                    ids,
+                    filter_string,
+                    run_view_type=ViewType.ALL,
+                    order_by=["attributes.start_time DESC"],
+                )
+            )
+            return found
+
+        runs = search(f"tags.`{TAG_RUN_NAME}` = '{_quoted(reference)}'")
+        if not runs and re.fullmatch(r"[0-9a-f]{32}", reference):
+            found = store.get(reference)
+            runs = [found] if found is not None else []
+        if not runs:
+            runs = search(f"attributes.run_name = '{_quoted(reference)}'")
+        return runs

@@ -1,65 +1,68 @@
 """An in-memory backend, shipped for tests and demos (like httpx's ``MockTransport``).
 
-It implements the whole :class:`~himl_manifest.backends.base.Backend` interface over a dict of
-records. Runs do not execute: a submitted run takes its outcome at once, chosen per run name
-(:meth:`MemoryBackend.set_outcome`) or by a default (a status, or a function of the run spec and
-attempt). Every read is counted in :attr:`MemoryBackend.queries`, so tests and benchmarks can
-assert how many times the store was read.
+It plays both roles of :mod:`.base` over a dict of records. Runs do not execute: a submitted run
+is queued, and takes its outcome when it is waited for (:meth:`MemoryBackend.wait`), chosen per
+run name (:meth:`MemoryBackend.set_outcome`) or by a default (a status, or a function of the
+run spec and attempt). Every read is counted in :attr:`MemoryBackend.queries`, so tests and
+benchmarks can assert how many times the store was read. Its state dies with the process, so
+the CLI does not offer it to users.
 
     backend = MemoryBackend(outcome=COMPLETED)
-    backend.set_outcome("hello-world-s1-3fa2c91b", FAILED)
+    backend.set_outcome("hello-world-s1-3fa2c91b", RunStatus.FAILED)
     backend.submit(runs)
-    backend.finish("hello-world-s2-77aa01bc", COMPLETED)  # a run left running ends later
+    backend.wait([run.run_name for run in runs])
+    backend.finish("hello-world-s2-77aa01bc", RunStatus.COMPLETED)  # a run left running ends
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
 
 from himl_manifest.backends.base import (
-    ARCHIVED,
-    CANCELLED,
-    COMPLETED,
-    FAILED,
-    LIVE,
-    QUEUED,
-    RUNNING,
-    SUPERSEDED,
+    Capabilities,
     Progress,
     ProgressCallback,
-    RunRecord,
+    SubmitOutcome,
+    Submitted,
 )
+from himl_manifest.backends.protocol import parse_run_reference, path_in_run
 from himl_manifest.errors import CheckpointError, StoreError
-from himl_manifest.spec import COSMETIC_TOP, COSMETIC_TRACKING, RunSpec
+from himl_manifest.model import (
+    TERMINAL,
+    Lifecycle,
+    RunRecord,
+    RunStatus,
+    parse_enum,
+    with_cosmetic,
+)
+from himl_manifest.spec import RunSpec
 
 #: The outcome of a submitted run: a status, or a function of (run, attempt) giving one.
-Outcome = str | Callable[[RunSpec, int], str]
-
-STATUSES = frozenset({QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED})
-STATES = frozenset({LIVE, SUPERSEDED, ARCHIVED})
-DEFAULT_CHECKPOINT = "outputs/checkpoints/last.ckpt"
+Outcome = RunStatus | str | Callable[[RunSpec, int], RunStatus | str]
 
 
 class MemoryBackend:
     """The run store as a dict of ``(run name, attempt) -> RunRecord``."""
 
     name = "memory"
+    capabilities = Capabilities(waits_locally=True, multi_node=True)
 
     def __init__(
         self,
         records: Iterable[RunRecord] = (),
         *,
-        outcome: Outcome = COMPLETED,
+        outcome: Outcome = RunStatus.COMPLETED,
         checkpoints: bool = True,
         query_cost_s: float = 0.0,
     ) -> None:
         self._records: dict[tuple[str, int], RunRecord] = {}
-        self._outcomes: dict[str, str] = {}
+        self._outcomes: dict[str, RunStatus] = {}
         self._checkpoints: dict[str, bool] = {}
+        self._pending: dict[str, RunSpec] = {}
+        self._files: dict[tuple[str, int], set[str]] = {}
         self.outcome = outcome
         #: Whether runs that end (completed, failed, cancelled) leave a checkpoint.
         self.checkpoints = checkpoints
@@ -78,28 +81,25 @@ class MemoryBackend:
         """Put a record into the store as it is (to set up a history)."""
         self._records[(record.run_name, record.attempt)] = record
 
-    def set_outcome(self, run_name: str, status: str, *, checkpoint: bool | None = None) -> None:
+    def set_outcome(
+        self, run_name: str, status: RunStatus | str, *, checkpoint: bool | None = None
+    ) -> None:
         """Every later attempt of ``run_name`` ends with ``status`` (and a checkpoint or not)."""
-        _check(status, STATUSES, "status")
-        self._outcomes[run_name] = status
+        self._outcomes[run_name] = parse_enum(RunStatus, status, "status")
         if checkpoint is not None:
             self._checkpoints[run_name] = checkpoint
 
-    def finish(self, run_name: str, status: str, *, checkpoint: bool | None = None) -> None:
+    def finish(
+        self, run_name: str, status: RunStatus | str, *, checkpoint: bool | None = None
+    ) -> None:
         """End the latest attempt of ``run_name`` (e.g. one left running) with ``status``."""
-        _check(status, STATUSES, "status")
+        ended: RunStatus = parse_enum(RunStatus, status, "status")
         record = self._latest(run_name)
         leaves = self.checkpoints if checkpoint is None else checkpoint
-        self.add(replace(record, status=status, has_checkpoint=record.has_checkpoint or leaves))
+        self.add(replace(record, status=ended, has_checkpoint=record.has_checkpoint or leaves))
 
     def records(self) -> list[RunRecord]:
         """Every record, without counting a query."""
-        return list(self._records.values())
-
-    # --- the Backend interface --------------------------------------------------------------
-
-    def list_runs(self) -> list[RunRecord]:
-        self._query()
         return list(self._records.values())
 
     def get_run(self, run_name: str) -> list[RunRecord]:
@@ -107,68 +107,90 @@ class MemoryBackend:
         self._query()
         return [record for (name, _), record in self._records.items() if name == run_name]
 
+    # --- the run store ----------------------------------------------------------------------
+
+    def list_runs(self) -> list[RunRecord]:
+        self._query()
+        return list(self._records.values())
+
+    def update_metadata(self, run_name: str, run: RunSpec) -> None:
+        keys = self._keys(run_name)
+        for key in keys:
+            record = self._records[key]
+            spec = with_cosmetic(record.spec, run.spec)
+            self._records[key] = replace(record, spec_source=spec)
+
+    def set_state(self, run_name: str, state: Lifecycle | str) -> None:
+        lifecycle: Lifecycle = parse_enum(Lifecycle, state, "state")
+        for key in self._keys(run_name):
+            self._records[key] = replace(self._records[key], state=lifecycle)
+
+    def find_run(self, reference: str) -> RunRecord | None:
+        found = [r for r in self._records.values() if reference in (r.run_name, r.run_id)]
+        completed = [r for r in found if r.status == RunStatus.COMPLETED]
+        return max(completed or found, key=lambda r: r.attempt, default=None)
+
+    def resolve_checkpoint(self, reference: str) -> str:
+        """The newest attempt's URI of the file: ``checkpoints/last.ckpt`` of a run that left a
+        checkpoint, or a file added with :meth:`add_file`."""
+        name, inside = parse_run_reference(reference)
+        found = self.find_run(name)
+        if found is None:
+            raise CheckpointError(f"checkpoint {reference!r}: no run {name!r} in the memory store")
+        attempts = sorted(self._keys(found.run_name), key=lambda key: -key[1])
+        for key in attempts:
+            record = self._records[key]
+            files = self._files.get(key, set())
+            if str(inside) in files or (record.has_checkpoint and inside == path_in_run("")):
+                return f"{record.output_dir}/{inside}"
+        raise CheckpointError(f"checkpoint {reference!r}: run {found.run_name} has no {inside}")
+
+    def add_file(self, run_name: str, path: str) -> None:
+        """Put a file (e.g. ``checkpoints/best.ckpt``) into the latest attempt's run folder."""
+        record = self._latest(run_name)
+        self._files.setdefault((run_name, record.attempt), set()).add(str(path_in_run(path)))
+
+    # --- the executor -----------------------------------------------------------------------
+
     def submit(
-        self,
-        runs: Sequence[RunSpec],
-        *,
-        attempts: dict[str, int] | None = None,
-        jobs: int = 1,
-        progress: ProgressCallback | None = None,
-    ) -> list[RunRecord]:
-        created = []
+        self, runs: Sequence[RunSpec], *, attempts: Mapping[str, int] | None = None
+    ) -> list[Submitted]:
+        out = []
         for run in runs:
             attempt = (attempts or {}).get(run.run_name, 1)
             existing = self._records.get((run.run_name, attempt))
             if existing is not None:
-                if existing.spec_hash != run.spec_hash:
-                    raise StoreError(
-                        f"{run.run_name} attempt {attempt} exists with another spec hash "
-                        f"({existing.spec_hash}, not {run.spec_hash})"
-                    )
-                created.append(existing)
-                if progress is not None:
-                    progress(Progress(run.run_name, existing.status, "exists already"))
+                same = existing.spec_hash == run.spec_hash
+                outcome = SubmitOutcome.EXISTED if same else SubmitOutcome.CONFLICT
+                message = "" if same else f"exists with spec hash {existing.spec_hash}"
+                out.append(Submitted(run.run_name, attempt, outcome, existing, message))
                 continue
             record = self._record(run, attempt)
             self.add(record)
+            self._pending[run.run_name] = run
             self.submitted += 1
-            created.append(record)
+            out.append(Submitted(run.run_name, attempt, SubmitOutcome.CREATED, record))
+        return out
+
+    def wait(
+        self, run_names: Collection[str], *, progress: ProgressCallback | None = None
+    ) -> list[RunRecord]:
+        """Give each queued run its outcome (runs left running stay so)."""
+        for name in run_names:
+            run = self._pending.pop(name, None)
+            if run is None:
+                continue
+            record = self._latest(name)
+            status = self._status(run, record.attempt)
+            ended = status in TERMINAL
+            checkpoint = ended and self._checkpoints.get(name, self.checkpoints)
+            error = "simulated failure" if status == RunStatus.FAILED else ""
+            record = replace(record, status=status, has_checkpoint=checkpoint, error_tail=error)
+            self.add(record)
             if progress is not None:
-                progress(Progress(run.run_name, record.status, f"attempt {attempt}"))
-        return created
-
-    def update_metadata(self, run_name: str, run: RunSpec) -> None:
-        found = False
-        for key, record in list(self._records.items()):
-            if key[0] == run_name:
-                self._records[key] = replace(record, spec=_with_cosmetic(record.spec, run.spec))
-                found = True
-        if not found:
-            raise StoreError(f"no run named {run_name!r}")
-
-    def set_state(self, run_name: str, state: str) -> None:
-        _check(state, STATES, "state")
-        keys = [key for key in self._records if key[0] == run_name]
-        if not keys:
-            raise StoreError(f"no run named {run_name!r}")
-        for key in keys:
-            self._records[key] = replace(self._records[key], state=state)
-
-    def resolve_checkpoint(self, reference: str) -> str:
-        run_ref, _, path = reference.partition(":")
-        record = next(
-            (r for r in self._by_recency() if run_ref in (r.run_name, r.run_id)),
-            None,
-        )
-        if record is None:
-            raise CheckpointError(f"no run named {run_ref!r} in the memory store")
-        if not record.has_checkpoint:
-            raise CheckpointError(f"run {record.run_name} has no checkpoint")
-        if not path:
-            path = DEFAULT_CHECKPOINT
-        elif "/" not in path:
-            path = f"outputs/checkpoints/{path}"
-        return f"memory://{record.run_name}/{record.attempt}/{path}"
+                progress(Progress(name, status, f"attempt {record.attempt}"))
+        wanted = set(run_names)
+        return [r for r in self._records.values() if r.run_name in wanted]
 
     # --- internals --------------------------------------------------------------------------
 
@@ -177,25 +199,22 @@ class MemoryBackend:
         if self.query_cost_s:
             time.sleep(self.query_cost_s)
 
-    def _latest(self, run_name: str) -> RunRecord:
-        attempts = [r for (name, _), r in self._records.items() if name == run_name]
-        if not attempts:
+    def _keys(self, run_name: str) -> list[tuple[str, int]]:
+        keys = [key for key in self._records if key[0] == run_name]
+        if not keys:
             raise StoreError(f"no run named {run_name!r}")
-        return max(attempts, key=lambda r: r.attempt)
+        return keys
 
-    def _by_recency(self) -> list[RunRecord]:
-        return sorted(self._records.values(), key=lambda r: r.attempt, reverse=True)
+    def _latest(self, run_name: str) -> RunRecord:
+        return max((self._records[k] for k in self._keys(run_name)), key=lambda r: r.attempt)
+
+    def _status(self, run: RunSpec, attempt: int) -> RunStatus:
+        if run.run_name in self._outcomes:
+            return self._outcomes[run.run_name]
+        status = self.outcome(run, attempt) if callable(self.outcome) else self.outcome
+        return parse_enum(RunStatus, status, "outcome")  # type: ignore[no-any-return]
 
     def _record(self, run: RunSpec, attempt: int) -> RunRecord:
-        if run.run_name in self._outcomes:
-            status = self._outcomes[run.run_name]
-        elif callable(self.outcome):
-            status = self.outcome(run, attempt)
-        else:
-            status = self.outcome
-        _check(status, STATUSES, "outcome")
-        ended = status in (COMPLETED, FAILED, CANCELLED)
-        checkpoint = ended and self._checkpoints.get(run.run_name, self.checkpoints)
         provenance = {str(key): str(value) for key, value in run.provenance.items()}
         provenance["conda_sha256"] = run.conda_sha256 or ""  # "": no conda file
         return RunRecord(
@@ -204,39 +223,12 @@ class MemoryBackend:
             experiment=run.experiment,
             seed=run.seed,
             spec_hash=run.spec_hash,
-            status=status,
-            spec=copy.deepcopy(run.spec),
+            status=RunStatus.QUEUED,
+            spec_source=copy.deepcopy(run.spec),
             attempt=attempt,
-            state=LIVE,
+            state=Lifecycle.ACTIVE,
             manifest_path=run.manifest_path,
             resume_from=run.resume_from,
-            has_checkpoint=checkpoint,
             output_dir=f"memory://{run.run_name}/{attempt}",
             provenance=provenance,
-            error_tail="simulated failure" if status == FAILED else "",
         )
-
-
-def _with_cosmetic(spec: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
-    """``spec`` with the cosmetic fields (description, tags, display name) of ``source``."""
-    out = copy.deepcopy(spec)
-    for key in COSMETIC_TOP:
-        if key in source:
-            out[key] = copy.deepcopy(source[key])
-        else:
-            out.pop(key, None)
-    tracking = dict(out.get("tracking") or {})
-    new_tracking = source.get("tracking") or {}
-    for key in COSMETIC_TRACKING:
-        if key in new_tracking:
-            tracking[key] = new_tracking[key]
-        else:
-            tracking.pop(key, None)
-    if tracking or "tracking" in out:
-        out["tracking"] = tracking
-    return out
-
-
-def _check(value: str, allowed: frozenset[str], what: str) -> None:
-    if value not in allowed:
-        raise ValueError(f"unknown {what} {value!r}: expected one of {sorted(allowed)}")

@@ -7,7 +7,6 @@ no machine-readable output. Exit 0 when everything it started completed (or noth
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import time
@@ -18,13 +17,10 @@ from typing import TYPE_CHECKING
 import click
 
 from himl_manifest.cli.options import backend_options
-from himl_manifest.errors import HimlError, UsageError
+from himl_manifest.errors import HimlError
 
 if TYPE_CHECKING:
-    from himl_manifest.backends.base import Backend, Progress
-    from himl_manifest.plan.model import Plan
-
-PLAN_FORMAT = "himl-plan/v1"
+    from himl_manifest.backends.base import Progress
 
 
 @click.command()
@@ -55,72 +51,26 @@ def apply(
     tracking_uri: str | None,
 ) -> int:
     """Submit, resume or retry what changed in PATHS (default: experiments/) or a PLANFILE."""
-    from himl_manifest.apply.execute import execute
     from himl_manifest.backends.registry import open_backend
+    from himl_manifest.operations import apply as operation
     from himl_manifest.plan.render import render_text
 
-    backend = open_backend(backend_name, tracking_uri=tracking_uri)
-    saved = _saved_plan(paths)
-    if saved is not None and (targets or retry_failed):
-        raise UsageError("--target and --retry-failed are fixed by a saved plan: plan again")
-    plan = saved if saved is not None else _make(paths, backend, targets, retry_failed)
-    if saved is not None:
-        from himl_manifest.plan.make import check_fresh
-
-        check_fresh(plan, backend)
+    backend = open_backend(backend_name, tracking_uri=tracking_uri, jobs=jobs)
+    plan = operation.prepare(list(paths), backend, targets=targets, retry_failed=retry_failed)
     click.echo(render_text(plan, color=sys.stderr.isatty()), err=True, color=sys.stderr.isatty())
-    if not _has_work(plan, prune):
+    if not operation.has_work(plan, prune):
         if plan.has_changes:
             click.echo("Nothing to apply: orphans are archived only with --prune.", err=True)
         return 0
     _confirm(yes)
     _stop_on_sigterm()
-    result = execute(
-        plan, backend, prune=prune, jobs=jobs, progress=ProgressPrinter(), allow_dirty=allow_dirty
+    result = operation.apply(
+        plan, backend, prune=prune, allow_dirty=allow_dirty, progress=ProgressPrinter()
     )
+    for conflict in result.conflicts:
+        click.echo(f"conflict: {conflict}: not submitted", err=True)
     click.echo(result.summary_line(), err=True)
     return 0 if result.ok else 1
-
-
-def _make(
-    paths: tuple[Path, ...], backend: Backend, targets: tuple[str, ...], retry_failed: bool
-) -> Plan:
-    from himl_manifest.plan.make import make_plan
-
-    return make_plan(
-        paths or (Path("experiments"),),
-        backend,
-        retry_failed=retry_failed,
-        targets=targets or None,
-    )
-
-
-def _saved_plan(paths: tuple[Path, ...]) -> Plan | None:
-    """The plan in ``paths`` when it is one saved plan file (``himl plan -o``), else None."""
-    if len(paths) != 1 or not paths[0].is_file():
-        return None
-    try:
-        text = paths[0].read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-    if not text.lstrip().startswith("{"):
-        return None
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    found = document.get("format") if isinstance(document, dict) else None
-    if not isinstance(found, str) or not found.startswith("himl-plan/"):
-        return None
-    from himl_manifest.plan.serialize import plan_from_json
-
-    return plan_from_json(text)
-
-
-def _has_work(plan: Plan, prune: bool) -> bool:
-    from himl_manifest.plan.model import CHANGING, ORPHAN
-
-    return any(a.kind in CHANGING or (prune and a.kind == ORPHAN) for a in plan.actions)
 
 
 def _confirm(yes: bool) -> None:

@@ -11,8 +11,8 @@ from himl_manifest.cli.options import backend_options
 from himl_manifest.errors import HimlError, UsageError
 
 if TYPE_CHECKING:
-    from himl_manifest.apply.report import AuditAnswer
-    from himl_manifest.backends.base import RunRecord
+    from himl_manifest.model import RunRecord
+    from himl_manifest.operations.runs import AuditAnswer
 
 
 @click.command()
@@ -35,8 +35,8 @@ def audit(
     tracking_uri: str | None,
 ) -> int:
     """Show the commit, manifest, author and reproduce command of RUN (a run name or id)."""
-    from himl_manifest.apply.report import audit_run, runs_of_commit
     from himl_manifest.backends.registry import open_backend
+    from himl_manifest.operations.runs import audit_run, runs_of_commit
     from himl_manifest.paths import project_root
 
     if (run is None) == (commit is None):
@@ -60,7 +60,7 @@ def audit(
 
 
 def _full_commit(prefix: str) -> str | None:
-    from himl_manifest.apply.provenance import GitProvenance
+    from himl_manifest.operations.provenance import GitProvenance
     from himl_manifest.paths import project_root
 
     return GitProvenance(project_root()).resolve_commit(prefix)
@@ -120,7 +120,7 @@ def _commit_text(commit: str, found: list[tuple[RunRecord, str]]) -> str:
 def _commit_document(
     commit: str, full: str | None, found: list[tuple[RunRecord, str]]
 ) -> dict[str, object]:
-    from himl_manifest.apply.report import AUDIT_FORMAT, record_identity
+    from himl_manifest.operations.runs import AUDIT_FORMAT, record_identity
 
     return {
         "format": AUDIT_FORMAT,

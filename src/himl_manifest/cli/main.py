@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 
 import click
 
 from himl_manifest import __version__
-from himl_manifest.errors import HimlError, UsageError
+from himl_manifest.errors import UsageError, run_command
 
 EXIT_USAGE = UsageError.exit_code
 
@@ -81,50 +80,11 @@ def cli(show_traceback: bool) -> None:
         os.environ["HIML_TRACEBACK"] = "1"
 
 
-def _wants_traceback() -> bool:
-    return os.environ.get("HIML_TRACEBACK", "") not in ("", "0", "false", "False")
-
-
 def run_cli(
     command: click.Command, args: Sequence[str] | None = None, prog_name: str = "himl"
 ) -> int:
     """Run a click command; map every outcome to an exit code (shared by every entry point)."""
-    try:
-        result = command.main(
-            args=list(args) if args is not None else None,
-            prog_name=prog_name,
-            standalone_mode=False,
-        )
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except click.UsageError as exc:
-        exc.show()
-        return EXIT_USAGE
-    except click.Abort:
-        click.echo("Aborted.", err=True)
-        return 130
-    except KeyboardInterrupt:
-        click.echo("Interrupted.", err=True)
-        return 130
-    except HimlError as exc:
-        if _wants_traceback():
-            traceback.print_exc()
-        click.echo(f"error: {exc}", err=True)
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return 1
-    except Exception as exc:  # an internal error: say so, show the trace only on request
-        if _wants_traceback():
-            traceback.print_exc()
-        else:
-            click.echo(
-                f"internal error: {type(exc).__name__}: {exc}\n"
-                "(run with --traceback or HIML_TRACEBACK=1 for details)",
-                err=True,
-            )
-        return 1
-    return int(result) if isinstance(result, int) else 0
+    return run_command(command, args, prog_name)
 
 
 def main(args: Sequence[str] | None = None) -> None:

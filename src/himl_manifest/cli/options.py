@@ -15,12 +15,23 @@ def backend_options(function: F) -> F:
     function = click.option("--tracking-uri", help="MLflow tracking URI of the local run store.")(
         function
     )
+    from himl_manifest.backends.registry import BACKENDS, HIDDEN_BACKENDS
+
     function = click.option(
         "--backend",
         "backend_name",
-        type=click.Choice(["local", "memory", "azureml"]),
+        type=_Backends([*BACKENDS, *HIDDEN_BACKENDS]),
         default="local",
         show_default=True,
         help="Where the runs are recorded (and, for apply, executed).",
     )(function)
     return function
+
+
+class _Backends(click.Choice):  # type: ignore[type-arg]
+    """Accepts every registered backend, lists only those offered to users."""
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        from himl_manifest.backends.registry import BACKENDS
+
+        return "[" + "|".join(BACKENDS) + "]"

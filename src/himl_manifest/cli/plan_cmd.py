@@ -55,7 +55,7 @@ def plan(
     color: bool | None,
 ) -> int:
     """Compare manifests (default: experiments/) with the runs that exist; print the actions."""
-    from himl_manifest.plan.make import make_plan
+    from himl_manifest.operations.plan import make_plan
     from himl_manifest.plan.render import render
 
     backend = open_backend(backend_name, tracking_uri)

@@ -13,7 +13,7 @@ import click
 from himl_manifest.cli.options import backend_options
 
 if TYPE_CHECKING:
-    from himl_manifest.apply.report import RunRow
+    from himl_manifest.operations.runs import RunRow
     from himl_manifest.spec import RunSpec
 
 
@@ -42,13 +42,13 @@ def runs(
     tracking_uri: str | None,
 ) -> int:
     """List managed runs, compared with the manifests in PATHS (default: experiments/)."""
-    from himl_manifest.apply.report import run_rows
     from himl_manifest.backends.registry import open_backend
+    from himl_manifest.operations.runs import run_rows
 
     backend = open_backend(backend_name, tracking_uri=tracking_uri)
     rows = run_rows(backend.list_runs(), _desired(paths), show_all=show_all)
     if output_format == "json":
-        from himl_manifest.apply.report import RUNS_FORMAT
+        from himl_manifest.operations.runs import RUNS_FORMAT
 
         document = {"format": RUNS_FORMAT, "runs": [row.to_dict() for row in rows]}
         click.echo(json.dumps(document, indent=2, sort_keys=True))
@@ -62,7 +62,7 @@ def _desired(paths: tuple[Path, ...]) -> Sequence[RunSpec] | None:
     if not paths and not Path("experiments").exists():
         return None
     from himl_manifest.errors import ManifestError
-    from himl_manifest.plan.make import desired_runs
+    from himl_manifest.operations.plan import desired_runs
 
     try:
         return desired_runs(list(paths) or ["experiments"])
@@ -102,7 +102,7 @@ def _short_path(path: str | None, base: Path) -> str:
 
 def render_rows(rows: Sequence[RunRow], base: Path) -> str:
     """An aligned table, failed runs followed by the last lines of their error tail."""
-    from himl_manifest.apply.report import failed_tail, key_metrics
+    from himl_manifest.operations.runs import failed_tail, key_metrics
 
     if not rows:
         return "No managed runs."

@@ -24,13 +24,9 @@ import click
 def validate(paths: tuple[Path, ...], output_format: str, check_imports: bool) -> int:
     """Check manifests (default: experiments/). Exit 0 when all are valid, 1 when any is not."""
     from himl_manifest.diagnostics import RENDERERS
-    from himl_manifest.manifest.validate import validate_paths
+    from himl_manifest.operations.validate import validate as validate_manifests
 
-    result = validate_paths(paths or (Path("experiments"),))
-    if check_imports and result.ok:
-        from himl_manifest.manifest.imports import check_container_imports
-
-        result.diagnostics.extend(check_container_imports(result.documents))
+    result = validate_manifests(paths, check_imports=check_imports)
     text = RENDERERS[output_format](result.diagnostics, len(result.files))
     if text:
         click.echo(text)

@@ -1,15 +1,56 @@
-"""Validated manifest documents -> :class:`~himl_manifest.spec.Experiment` objects."""
+"""Validated manifest documents -> :class:`~himl_manifest.spec.Experiment` objects.
+
+:func:`normalize` applies the schema's defaults (read from the schema itself, so the format has
+one definition) and spells seeds out as a list."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from himl_manifest.errors import ManifestError
 from himl_manifest.manifest.loader import Document
+from himl_manifest.manifest.schema import resolve, schema
 from himl_manifest.manifest.semantic import find_root
 from himl_manifest.manifest.validate import ValidationResult, validate_paths
-from himl_manifest.spec import Experiment, normalize
+from himl_manifest.model import seed_list
+from himl_manifest.spec import Experiment, plain_copy
+
+
+def _schema_defaults(value: Any, node: Mapping[str, Any]) -> Any:
+    node = resolve(node)
+    if isinstance(value, dict) and "oneOf" in node:
+        for branch in node["oneOf"]:
+            branch = resolve(branch)
+            props = branch.get("properties", {})
+            if all(k in value for k in branch.get("required", [])) and set(value) <= set(props):
+                return _schema_defaults(value, branch)
+        return value
+    if isinstance(value, dict) and "properties" in node:
+        out = dict(value)
+        for key, sub in node["properties"].items():
+            sub = resolve(sub)
+            if key in out:
+                out[key] = _schema_defaults(out[key], sub)
+            elif "default" in sub:
+                out[key] = plain_copy(sub["default"])
+            elif sub.get("type") == "object" and "properties" in sub:
+                filled = _schema_defaults({}, sub)
+                if filled:
+                    out[key] = filled
+        return out
+    if isinstance(value, list) and "items" in node:
+        return [_schema_defaults(item, node["items"]) for item in value]
+    return value
+
+
+def normalize(document: Mapping[str, Any]) -> dict[str, Any]:
+    """A schema-valid manifest with every default applied and seeds as an explicit list."""
+    data: dict[str, Any] = _schema_defaults(plain_copy(dict(document)), schema())
+    data["seeds"] = seed_list(data["seeds"])
+    data["tracking"].setdefault("experiment", data["container"].rsplit(".", 1)[-1])
+    return data
 
 
 def build(documents: Iterable[Document]) -> list[Experiment]:

@@ -4,13 +4,18 @@ Loading is the fast path: libyaml (``CSafeLoader``) builds plain Python data, re
 keys and every tag that is not plain data. Source positions cost a second parse, so they are
 computed only when a diagnostic needs one (:meth:`LoadedFile.position`).
 
-Hostile or broken input never raises: it becomes one :class:`Diagnostic` for the file.
+Hostile or broken input never raises: it becomes one :class:`Diagnostic` for the file. The bounds
+(:data:`MAX_FILE_BYTES`, :data:`MAX_NODES`, :data:`MAX_DEPTH`) are checked before the text is
+composed into nodes, since composing (and, in pure Python, constructing) recurses once per level
+of nesting: whatever the libyaml build, or without libyaml, deep input never reaches it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import re
 import stat
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +31,11 @@ MAX_FILE_BYTES = 256 * 1024
 #: Largest number of values (scalars, lists, mappings) a document may hold, counted once its
 #: aliases are expanded (billion laughs). A real manifest holds a few hundred.
 MAX_NODES = 50_000
-#: Files larger than this are counted (cheaply, by the C parser's events) before they are
+#: Deepest nesting of lists and mappings in a document, counted once its aliases are expanded.
+#: A real manifest nests a handful of levels; composing YAML nodes, and every later check of the
+#: data, recurse once per level, so deeper input is refused before either sees it.
+MAX_DEPTH = 100
+#: Files larger than this are counted (cheaply, by the parser's events) before they are
 #: built into Python data, so a big file is refused in bounded time.
 _PRESCAN_BYTES = 32 * 1024
 #: File name endings of manifests found in a folder.
@@ -36,25 +45,7 @@ _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _TYPE_WORDS = {bool: "a boolean", int: "an integer", float: "a number", type(None): "null"}
 
 
-class _StrictLoader(_Loader):  # type: ignore[misc,valid-type]
-    """Safe loader that rejects duplicate and non-string mapping keys, with a resolver cache."""
-
-    #: Implicit tags of plain scalars seen before (the same keys recur in every manifest).
-    _resolved: dict[str, str] = {}  # noqa: RUF012 (shared on purpose)
-
-    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
-        # For a plain scalar the implicit tag depends on its text alone (no path resolvers).
-        if kind is yaml.ScalarNode and implicit[0] and len(value) <= 64:
-            tag = self._resolved.get(value)
-            if tag is None:
-                tag = super().resolve(kind, value, implicit)
-                if len(self._resolved) < 10_000:
-                    self._resolved[value] = tag
-            return tag
-        return super().resolve(kind, value, implicit)
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     loader.flatten_mapping(node)
     mapping: dict[Any, Any] = {}
     for key_node, value_node in node.value:
@@ -75,17 +66,42 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
     return mapping
 
 
-def _refuse_tag(loader: _StrictLoader, node: yaml.Node) -> Any:
+def _refuse_tag(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
     tag = node.tag.replace("tag:yaml.org,2002:", "!!")
     raise yaml.constructor.ConstructorError(
         None, None, f"unsupported YAML tag {tag!r}: manifests hold plain data only", node.start_mark
     )
 
 
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-# Safe, but not JSON data: bytes, sets, ordered pairs.
-for _tag in ("binary", "set", "omap", "pairs"):
-    _StrictLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refuse_tag)
+def _strict_loader(base: type[yaml.SafeLoader]) -> type[yaml.SafeLoader]:
+    """A safe loader on ``base`` (libyaml's or the pure Python one) that rejects duplicate and
+    non-string mapping keys and every tag that is not plain data, with a resolver cache."""
+
+    class StrictLoader(base):  # type: ignore[misc,valid-type]
+        #: Implicit tags of plain scalars seen before (the same keys recur in every manifest).
+        _resolved: dict[str, str] = {}  # noqa: RUF012 (shared on purpose)
+
+        def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+            # For a plain scalar the implicit tag depends on its text alone (no path resolvers).
+            if kind is yaml.ScalarNode and implicit[0] and len(value) <= 64:
+                tag = self._resolved.get(value)
+                if tag is None:
+                    tag = super().resolve(kind, value, implicit)
+                    if len(self._resolved) < 10_000:
+                        self._resolved[value] = tag
+                return tag
+            return super().resolve(kind, value, implicit)
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+    # Safe, but not JSON data: bytes, sets, ordered pairs.
+    for tag in ("binary", "set", "omap", "pairs"):
+        StrictLoader.add_constructor(f"tag:yaml.org,2002:{tag}", _refuse_tag)
+    return StrictLoader
+
+
+#: The loader of manifests: libyaml's where PyYAML was built with it (tests swap in the pure
+#: Python one, with ``_Loader``, to cover both).
+_StrictLoader = _strict_loader(_Loader)
 
 
 @dataclass
@@ -121,7 +137,7 @@ class LoadedFile:
         if self._nodes is None:
             try:
                 self._nodes = list(yaml.compose_all(self.text, Loader=_Loader))
-            except (yaml.YAMLError, RecursionError):
+            except (yaml.YAMLError, RecursionError, MemoryError):
                 self._nodes = []
         if index >= len(self._nodes) or self._nodes[index] is None:
             return (1, 1)
@@ -240,15 +256,79 @@ def _decode(loaded: LoadedFile, raw: bytes) -> str | None:
     return text.removeprefix("\ufeff")
 
 
-def _count_events(text: str, limit: int) -> int:
-    """Number of values in ``text`` (aliases not expanded), counting at most ``limit + 1``."""
+#: A line start: YAML (libyaml and PyYAML) breaks lines at any of these, not only at "\n".
+_LINE_START = "(?:\\A|[\n\r\x85\u2028\u2029])"
+#: What may stand before the first token of a block list or mapping on its line: indentation
+#: (libyaml also skips tabs and byte order marks there) and compact "- ", "? ", ": " indicators.
+_BLOCK_PREFIX = "[ \t\ufeff?:-]"
+_deep_lines: dict[int, re.Pattern[str]] = {}
+
+
+def _may_nest_deeper(text: str, limit: int) -> bool:
+    """Whether ``text`` could nest lists and mappings over ``limit`` deep: a cheap upper bound,
+    never wrong that way (aliases aside), so only a file it flags needs :func:`_scan`.
+
+    Flow collections on one path open with their own "[" or "{", or are a one-pair mapping right
+    inside a "[": at most 2 * "[" + "{" of them. Block collections come above them on a path,
+    and nest by column: each starts to the right of the one holding it, except a list at the
+    indentation of its mapping's keys, so two at most start at any one column; and one starts only
+    after its line's indentation and compact indicators. So if no line starts with ``k`` of
+    those characters, blocks nest at most 2 * ``k`` deep.
+    """
+    flow = 2 * text.count("[") + text.count("{")
+    columns = (limit - flow) // 2
+    if columns < 1:
+        return True
+    pattern = _deep_lines.get(columns)
+    if pattern is None:
+        pattern = _deep_lines[columns] = re.compile(f"{_LINE_START}{_BLOCK_PREFIX}{{{columns}}}")
+    return pattern.search(text) is not None
+
+
+def _scan(text: str) -> tuple[str, int, int] | None:
+    """The first bound ``text`` breaks, with its 1-based line and column, or None.
+
+    Walks the parser's events, which (unlike composing nodes) takes no recursion: at most
+    :data:`MAX_NODES` values (aliases not expanded: :func:`_expanded_size` counts those) and
+    :data:`MAX_DEPTH` levels of lists and mappings, aliases expanded. Stops at the first excess.
+    """
     count = 0
+    heights: list[int] = []  # per open collection: the height of its tallest child so far
+    open_anchors: list[str | None] = []
+    anchored: dict[str, int] = {}  # height of each anchored collection, for its aliases
     for event in yaml.parse(text, Loader=_Loader):
-        if isinstance(event, (yaml.ScalarEvent, yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+        if isinstance(event, yaml.ScalarEvent):
             count += 1
-            if count > limit:
-                break
-    return count
+        elif isinstance(event, yaml.CollectionStartEvent):
+            count += 1
+            if len(heights) >= MAX_DEPTH:
+                return _too_deep(event, "")
+            heights.append(0)
+            open_anchors.append(event.anchor)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            height = heights.pop() + 1
+            anchor = open_anchors.pop()
+            if anchor is not None:
+                anchored[anchor] = height
+            if heights and height > heights[-1]:
+                heights[-1] = height
+        elif isinstance(event, yaml.AliasEvent):
+            height = anchored.get(event.anchor or "", 0)
+            if len(heights) + height > MAX_DEPTH:
+                return _too_deep(event, " once aliases are expanded")
+            if heights and height > heights[-1]:
+                heights[-1] = height
+        elif isinstance(event, yaml.DocumentStartEvent):
+            anchored.clear()
+        if count > MAX_NODES:
+            return f"too many values: over {MAX_NODES} in one file", 1, 1
+    return None
+
+
+def _too_deep(event: yaml.Event, why: str) -> tuple[str, int, int]:
+    mark = event.start_mark
+    line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+    return f"nesting too deep: over {MAX_DEPTH} levels of lists and mappings{why}", line, column
 
 
 def _read(loaded: LoadedFile) -> bytes | None:
@@ -300,16 +380,36 @@ def load_file(path: Path, display: str | None = None) -> LoadedFile:
         loaded.error("NUL character: not a text file", line, 1, code="encoding")
         return loaded
     try:
-        if len(raw) > _PRESCAN_BYTES and _count_events(text, MAX_NODES) > MAX_NODES:
-            loaded.error(f"too many values: over {MAX_NODES} in one file", 1, 1, code="yaml")
-            return loaded
+        _parse(loaded, big=len(raw) > _PRESCAN_BYTES)
+    except (RecursionError, MemoryError) as exc:  # the bounds should make this unreachable
+        loaded.documents.clear()
+        loaded.diagnostics.clear()
+        why = "nesting too deep" if isinstance(exc, RecursionError) else "too large"
+        loaded.error(f"YAML {why}: the YAML library gave up ({type(exc).__name__})", code="yaml")
+    if not loaded.documents and not loaded.diagnostics:
+        loaded.error("empty file: no manifest in it", 1, 1, code="empty")
+    return loaded
+
+
+def _parse(loaded: LoadedFile, *, big: bool) -> None:
+    """Parse ``loaded.text`` into documents (or one diagnostic), within the bounds."""
+    text = loaded.text
+    try:
+        # Scan the events first where a bound might be broken: a big file, a file that might
+        # nest too deep, or one with aliases (an alias can deepen what holds it).
+        aliases = "*" in text and "&" in text
+        if big or aliases or _may_nest_deeper(text, MAX_DEPTH):
+            # A YAML error found here is left for loading to report, in its words (it stops
+            # there too, so nothing deeper than the bounds is composed).
+            with contextlib.suppress(yaml.YAMLError):
+                refused = _scan(text)
+                if refused is not None:
+                    loaded.error(*refused, code="yaml")
+                    return
         datas = list(yaml.load_all(text, Loader=_StrictLoader))
     except yaml.YAMLError as exc:
         _yaml_error(loaded, exc)
-        return loaded
-    except RecursionError:
-        loaded.error("YAML nesting too deep", code="yaml")
-        return loaded
+        return
     for index, data in enumerate(datas):
         if data is None:
             continue
@@ -324,9 +424,6 @@ def load_file(path: Path, display: str | None = None) -> LoadedFile:
             loaded.error(why, line, column, "yaml")
             continue
         loaded.documents.append(Document(loaded, index, data))
-    if not loaded.documents and not loaded.diagnostics:
-        loaded.error("empty file: no manifest in it", 1, 1, code="empty")
-    return loaded
 
 
 def discover(

@@ -21,16 +21,39 @@ LOCAL_PATH_FIELDS: tuple[tuple[str | int, ...], ...] = (
     ("checkpoint", "source", "path"),
 )
 
+#: Container fields the runner sets from a manifest section of their own (``_spec_overrides``
+#: of :mod:`himl_manifest.runner.settings`; a runner test holds the two equal), each with the
+#: manifest key that sets it. ``params`` may name none of them, nor a trainer option: otherwise
+#: ``params: {max_epochs: 50}`` would silently win over ``trainer: {max_epochs: 2}``.
+WORKFLOW_FIELDS: dict[str, str] = {
+    "random_seed": "seeds",
+    "different_seeds": "seeds",
+    "src_checkpoint": "checkpoint.source",
+    "src_checkpoint_sha256": "checkpoint.source.sha256",
+    "resume_training": "checkpoint.resume",
+    "run_inference_only": "mode: inference",
+    "azure_datasets": "datasets[].azure",
+    "local_datasets": "datasets[].local",
+    "dataset_mountpoints": "datasets[].mountpoint",
+    "experiment": "tracking.experiment",
+    "tag": "tracking.display_name",
+    "log_from_vm": "tracking.log_from_vm",
+}
+
 
 @dataclass(frozen=True)
 class Finding:
-    """A semantic problem: the document, the path in it, the message and a hint."""
+    """A semantic problem: the document, the path in it, the message and a hint.
+
+    With ``key`` the position reported is the mapping key at the end of ``path`` (not its value).
+    """
 
     document: Document
     path: tuple[str | int, ...]
     message: str
     hint: str = ""
     code: str = "semantic"
+    key: bool = False
 
 
 def find_root(start: Path) -> Path:
@@ -52,6 +75,30 @@ def seed_list(seeds: Any) -> list[int]:
     if isinstance(seeds, int):
         return list(range(seeds))
     return list(seeds) if isinstance(seeds, list) else [42]
+
+
+@functools.cache
+def _trainer_options() -> frozenset[str]:
+    from himl_manifest.manifest.schema import resolve, schema
+
+    return frozenset(resolve(schema()["properties"]["trainer"])["properties"])
+
+
+def params_conflict(name: str) -> tuple[str, str] | None:
+    """Why ``params`` may not set container field ``name`` (message, hint), or None when it may.
+
+    A trainer option (the schema's ``trainer`` section) belongs under ``trainer:``, and a field
+    of :data:`WORKFLOW_FIELDS` under its own manifest key. `himl validate` reports this, and the
+    runner refuses a run spec that does it anyway.
+    """
+    if name in _trainer_options():
+        return "set it under `trainer:`", "a Lightning Trainer option, not a container parameter"
+    if name in WORKFLOW_FIELDS:
+        return (
+            f"set it with `{WORKFLOW_FIELDS[name]}`",
+            "the manifest sets this field itself; params may not override it",
+        )
+    return None
 
 
 def _get(data: Any, path: tuple[str | int, ...]) -> Any:
@@ -138,7 +185,16 @@ def _check_one(doc: Document, by_name: dict[str, Document]) -> Iterator[Finding]
             "more than one node needs an Azure ML cluster",
             "set compute.target to the cluster's name",
         )
+    yield from _check_params(doc)
     yield from _check_paths(doc)
+
+
+def _check_params(doc: Document) -> Iterator[Finding]:
+    params = doc.data.get("params")
+    for name in params if isinstance(params, dict) else ():
+        conflict = params_conflict(str(name))
+        if conflict is not None:
+            yield Finding(doc, ("params", name), *conflict, key=True)
 
 
 def _check_paths(doc: Document) -> Iterator[Finding]:

@@ -78,7 +78,12 @@ def validate_paths(paths: Iterable[Path], *, allow_empty: bool = False) -> Valid
     for finding in semantic.check(result.documents):
         result.diagnostics.append(
             _diagnostic(
-                finding.document, list(finding.path), finding.message, finding.hint, finding.code
+                finding.document,
+                list(finding.path),
+                finding.message,
+                finding.hint,
+                finding.code,
+                key=finding.key,
             )
         )
     result.diagnostics.sort(key=lambda d: (d.file, d.line, d.column, d.path))

@@ -1,6 +1,6 @@
 """Plans as values: what should happen to each run, and why.
 
-Action kinds (DESIGN.md decision 3):
+Action kinds (:class:`himl_manifest.model.ActionKind`, DESIGN.md decision 3):
 
 ==========  ======  ==========================================================================
 kind        symbol  meaning
@@ -21,42 +21,33 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from himl_manifest.model import CHANGING, ActionKind, Health, RunStatus
 from himl_manifest.spec import RunSpec
 
 #: Version of the saved-plan / ``plan --format json`` document.
 PLAN_FORMAT_VERSION = 1
 
-CREATE = "create"
-KEEP = "keep"
-UPDATE = "update"
-REPLACE = "replace"
-RESUME = "resume"
-RETRY = "retry"
-WAIT = "wait"
-ORPHAN = "orphan"
-
 SYMBOLS = {
-    CREATE: "+",
-    KEEP: "=",
-    UPDATE: "~",
-    REPLACE: "-/+",
-    RESUME: ">",
-    RETRY: "!",
-    WAIT: "…",
-    ORPHAN: "?",
+    ActionKind.CREATE: "+",
+    ActionKind.KEEP: "=",
+    ActionKind.UPDATE: "~",
+    ActionKind.REPLACE: "-/+",
+    ActionKind.RESUME: ">",
+    ActionKind.RETRY: "!",
+    ActionKind.WAIT: "…",
+    ActionKind.ORPHAN: "?",
 }
-#: Kinds that change something when applied (orphans only with --prune).
-CHANGING = frozenset({CREATE, UPDATE, REPLACE, RESUME, RETRY})
-#: Kinds that submit a run (a new run, or a new attempt of one).
-SUBMITTING = frozenset({CREATE, REPLACE, RESUME, RETRY})
 #: Order of the kinds in summaries.
-KIND_ORDER = (CREATE, REPLACE, RESUME, RETRY, UPDATE, WAIT, ORPHAN, KEEP)
-
-# Health of an experiment (the second axis of ExperimentStatus).
-HEALTHY = "healthy"
-HEALTH_RUNNING = "running"
-HEALTH_FAILED = "failed"
-HEALTH_NONE = "none"
+KIND_ORDER = (
+    ActionKind.CREATE,
+    ActionKind.REPLACE,
+    ActionKind.RESUME,
+    ActionKind.RETRY,
+    ActionKind.UPDATE,
+    ActionKind.WAIT,
+    ActionKind.ORPHAN,
+    ActionKind.KEEP,
+)
 
 
 @dataclass(frozen=True)
@@ -72,7 +63,7 @@ class FieldChange:
 class Action:
     """What to do about one (experiment, seed), and why."""
 
-    kind: str
+    kind: ActionKind
     experiment: str
     seed: int
     run_name: str  # the desired run's name; for an orphan, the orphaned run's name
@@ -84,7 +75,7 @@ class Action:
     depends_on: tuple[str, ...] = ()  # run names whose checkpoints this run needs first
     manifest_path: str = ""
     #: Status of the latest attempt of the observed run this action is about (None: no run).
-    observed_status: str | None = None
+    observed_status: RunStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -93,7 +84,7 @@ class ExperimentStatus:
 
     experiment: str
     in_sync: bool
-    health: str  # "healthy" | "running" | "failed" | "none"
+    health: Health
     manifest_path: str = ""
 
 
@@ -109,9 +100,9 @@ class Plan:
     version: int = PLAN_FORMAT_VERSION
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def count(self, kind: str) -> int:
+    def count(self, kind: ActionKind) -> int:
         return sum(1 for a in self.actions if a.kind == kind)
 
     @property
     def has_changes(self) -> bool:
-        return any(a.kind in CHANGING or a.kind == ORPHAN for a in self.actions)
+        return any(a.kind in CHANGING or a.kind == ActionKind.ORPHAN for a in self.actions)

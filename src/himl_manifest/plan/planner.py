@@ -29,36 +29,18 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from himl_manifest.backends.base import (
-    ACTIVE,
-    CANCELLED,
-    COMPLETED,
-    FAILED,
-    LIVE,
-    RunRecord,
-)
-from himl_manifest.plan.model import (
+from himl_manifest.model import (
     CHANGING,
-    CREATE,
-    HEALTH_FAILED,
-    HEALTH_NONE,
-    HEALTH_RUNNING,
-    HEALTHY,
-    KEEP,
-    ORPHAN,
-    REPLACE,
-    RESUME,
-    RETRY,
-    UPDATE,
-    WAIT,
-    Action,
-    ExperimentStatus,
-    FieldChange,
-    Plan,
+    IN_PROGRESS,
+    ActionKind,
+    Health,
+    Lifecycle,
+    RunRecord,
+    RunStatus,
+    cosmetic_view,
 )
+from himl_manifest.plan.model import Action, ExperimentStatus, FieldChange, Plan
 from himl_manifest.spec import (
-    COSMETIC_TOP,
-    COSMETIC_TRACKING,
     RunSpec,
     canonical_json,
     identity_view,
@@ -69,7 +51,9 @@ FINGERPRINT_VERSION = 1
 #: ``retry.max_attempts`` when a spec does not say (the schema's default).
 DEFAULT_MAX_ATTEMPTS = 3
 #: Upstream actions a dependent run has to wait for (their checkpoint is not there yet).
-_UPSTREAM_PENDING = frozenset({CREATE, REPLACE, RESUME, RETRY, WAIT})
+_UPSTREAM_PENDING = frozenset(
+    {ActionKind.CREATE, ActionKind.REPLACE, ActionKind.RESUME, ActionKind.RETRY, ActionKind.WAIT}
+)
 _MAX_EPOCHS = "trainer.max_epochs"
 
 Key = tuple[str, int]
@@ -112,16 +96,6 @@ def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[FieldChange, .
     return tuple(changes)
 
 
-def cosmetic_view(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The cosmetic fields of a spec: description, tags, tracking.display_name."""
-    view = {key: spec[key] for key in COSMETIC_TOP if key in spec}
-    tracking = spec.get("tracking") or {}
-    shown = {key: tracking[key] for key in COSMETIC_TRACKING if key in tracking}
-    if shown:
-        view["tracking"] = shown
-    return view
-
-
 def record_conda_sha256(record: RunRecord) -> str | None:
     """The conda file digest a record was submitted with (``provenance["conda_sha256"]``)."""
     return record.provenance.get("conda_sha256") or None
@@ -135,7 +109,7 @@ def record_identity(record: RunRecord, conda_hint: str | None = None) -> dict[st
     planner falls back to reporting the spec hash itself as the change.
     """
     spec = {key: value for key, value in record.spec.items() if key != "seed"}
-    conda = record_conda_sha256(record)
+    conda = record.conda_sha256
     if conda is None and "conda_sha256" not in record.provenance:
         conda = conda_hint
     return identity_view(spec, record.seed, conda)
@@ -176,7 +150,7 @@ class Observed:
             name = record.run_name
             if record.attempt > max_attempt.get(name, 0):
                 max_attempt[name] = record.attempt
-            if record.state != LIVE:
+            if record.state != Lifecycle.ACTIVE:
                 continue
             current = latest.get(name)
             if current is None or record.attempt > current.attempt:
@@ -215,7 +189,7 @@ def _base(run: RunSpec, **fields: Any) -> Action:
 
 
 def _failure_note(status: str, attempt: int, max_attempts: int) -> str:
-    what = "failed" if status == FAILED else "was cancelled"
+    what = "failed" if status == RunStatus.FAILED else "was cancelled"
     if attempt >= max_attempts:
         return (
             f"attempt {attempt} {what}; not retried: {attempt} of retry.max_attempts="
@@ -232,19 +206,21 @@ def _existing(run: RunSpec, latest: RunRecord, observed: Observed, retry_failed:
     status = latest.status
     cosmetic = diff(cosmetic_view(latest.spec), cosmetic_view(run.spec))
     current = {"attempt": latest.attempt, "observed_status": status}
-    if status in ACTIVE:
+    if status in IN_PROGRESS:
         later = "; its metadata is updated once it finishes" if cosmetic else ""
         reason = f"attempt {latest.attempt} is {status}: nothing to do until it finishes{later}"
-        return _base(run, kind=WAIT, reason=reason, changes=cosmetic, **current)
-    if status in (FAILED, CANCELLED):
+        return _base(run, kind=ActionKind.WAIT, reason=reason, changes=cosmetic, **current)
+    if status in (RunStatus.FAILED, RunStatus.CANCELLED):
         on_failure, max_attempts = retry_policy(run)
-        retryable = status == CANCELLED or retry_failed or on_failure
+        retryable = status == RunStatus.CANCELLED or retry_failed or on_failure
         if retryable and latest.attempt < max_attempts:
             attempt = observed.next_attempt(run.run_name)
-            why = {CANCELLED: "was cancelled (interrupted)", FAILED: "failed"}[status]
+            why = {RunStatus.CANCELLED: "was cancelled (interrupted)", RunStatus.FAILED: "failed"}[
+                status
+            ]
             switch = (
                 ""
-                if status == CANCELLED
+                if status == RunStatus.CANCELLED
                 else (" (--retry-failed)" if retry_failed else " (retry.on_failure)")
             )
             reason = (
@@ -254,7 +230,7 @@ def _existing(run: RunSpec, latest: RunRecord, observed: Observed, retry_failed:
             retried = replace(run, resume_from=latest.resume_from)
             return _base(
                 retried,
-                kind=RETRY,
+                kind=ActionKind.RETRY,
                 reason=reason,
                 changes=cosmetic,
                 attempt=attempt,
@@ -263,14 +239,16 @@ def _existing(run: RunSpec, latest: RunRecord, observed: Observed, retry_failed:
         note = _failure_note(status, latest.attempt, max_attempts)
         if cosmetic:
             reason = f"cosmetic fields changed ({_paths(cosmetic)}); {note}"
-            return _base(run, kind=UPDATE, reason=reason, changes=cosmetic, **current)
-        return _base(run, kind=KEEP, reason=note, **current)
-    if status != COMPLETED:
-        return _base(run, kind=KEEP, reason=f"unknown status {status!r}: left alone", **current)
+            return _base(run, kind=ActionKind.UPDATE, reason=reason, changes=cosmetic, **current)
+        return _base(run, kind=ActionKind.KEEP, reason=note, **current)
+    if status != RunStatus.COMPLETED:
+        return _base(
+            run, kind=ActionKind.KEEP, reason=f"unknown status {status!r}: left alone", **current
+        )
     if cosmetic:
         reason = f"cosmetic fields changed ({_paths(cosmetic)}): update in place"
-        return _base(run, kind=UPDATE, reason=reason, changes=cosmetic, **current)
-    return _base(run, kind=KEEP, reason="completed and in sync", **current)
+        return _base(run, kind=ActionKind.UPDATE, reason=reason, changes=cosmetic, **current)
+    return _base(run, kind=ActionKind.KEEP, reason="completed and in sync", **current)
 
 
 def _paths(changes: Sequence[FieldChange]) -> str:
@@ -302,31 +280,31 @@ def _changed(run: RunSpec, old: RunRecord, observed: Observed) -> Action:
         "observed_status": old.status,
     }
     resume_only = _is_resume(identity)
-    if old.status in ACTIVE:
+    if old.status in IN_PROGRESS:
         then = "resuming from it" if resume_only and old.has_checkpoint else "replacing it"
         reason = f"waiting for the previous run {old.run_name} ({old.status}) before {then}"
-        return _base(run, kind=WAIT, reason=reason, **common)
+        return _base(run, kind=ActionKind.WAIT, reason=reason, **common)
     if resume_only and old.has_checkpoint:
         epochs = f"{identity[0].old} → {identity[0].new}"
         reason = f"max_epochs raised ({epochs}): continue from the checkpoint of {old.run_name}"
         resumed = replace(run, resume_from=old.run_name)
-        return _base(resumed, kind=RESUME, reason=reason, **common)
+        return _base(resumed, kind=ActionKind.RESUME, reason=reason, **common)
     if resume_only:
         reason = f"max_epochs raised but {old.run_name} has no checkpoint: a new run replaces it"
     else:
         reason = f"run-affecting fields changed ({_paths(identity)}): a new run replaces it"
-    return _base(run, kind=REPLACE, reason=reason, **common)
+    return _base(run, kind=ActionKind.REPLACE, reason=reason, **common)
 
 
 def _finish_interrupted(action: Action, latest: RunRecord, leftover: RunRecord) -> Action:
     """The desired run exists, but an older live run of the same seed was never superseded
     (an apply stopped between submitting the new run and marking the old one)."""
-    if leftover.status in ACTIVE or action.kind == WAIT:
+    if leftover.status in IN_PROGRESS or action.kind == ActionKind.WAIT:
         return action
-    if action.kind in (UPDATE, RETRY):
+    if action.kind in (ActionKind.UPDATE, ActionKind.RETRY):
         return replace(action, previous=leftover.run_name)
     assert action.run is not None
-    kind = RESUME if latest.resume_from == leftover.run_name else REPLACE
+    kind = ActionKind.RESUME if latest.resume_from == leftover.run_name else ActionKind.REPLACE
     reason = (
         f"an earlier apply stopped half way: {leftover.run_name} is still live beside "
         f"{action.run_name}; mark it superseded ({action.reason})"
@@ -352,7 +330,7 @@ def _decide(run: RunSpec, observed: Observed, retry_failed: bool) -> Action:
     attempt = observed.next_attempt(run.run_name)
     earlier = f" (attempts 1-{attempt - 1} are archived or superseded)" if attempt > 1 else ""
     reason = f"no run of {run.experiment} seed {run.seed} exists{earlier}"
-    return _base(run, kind=CREATE, reason=reason, attempt=attempt)
+    return _base(run, kind=ActionKind.CREATE, reason=reason, attempt=attempt)
 
 
 def _orphans(desired: Sequence[RunSpec], observed: Observed) -> list[Action]:
@@ -369,7 +347,7 @@ def _orphans(desired: Sequence[RunSpec], observed: Observed) -> list[Action]:
         for name, record in records.items():
             actions.append(
                 Action(
-                    kind=ORPHAN,
+                    kind=ActionKind.ORPHAN,
                     experiment=experiment,
                     seed=seed,
                     run_name=name,
@@ -428,13 +406,13 @@ def _sort_key(action: Action) -> tuple[str, int, str]:
     return (action.experiment, action.seed, action.run_name)
 
 
-def _health(statuses: Iterable[str | None]) -> str:
+def _health(statuses: Iterable[RunStatus | None]) -> Health:
     seen = {status for status in statuses if status is not None}
-    if seen & {FAILED, CANCELLED}:
-        return HEALTH_FAILED
-    if seen & ACTIVE:
-        return HEALTH_RUNNING
-    return HEALTHY if seen else HEALTH_NONE
+    if seen & {RunStatus.FAILED, RunStatus.CANCELLED}:
+        return Health.FAILED
+    if seen & IN_PROGRESS:
+        return Health.RUNNING
+    return Health.HEALTHY if seen else Health.NONE
 
 
 def experiment_statuses(actions: Sequence[Action]) -> tuple[ExperimentStatus, ...]:
@@ -445,11 +423,11 @@ def experiment_statuses(actions: Sequence[Action]) -> tuple[ExperimentStatus, ..
     statuses = []
     for experiment in sorted(grouped):
         group = grouped[experiment]
-        current = [a for a in group if a.kind != ORPHAN] or group
+        current = [a for a in group if a.kind != ActionKind.ORPHAN] or group
         statuses.append(
             ExperimentStatus(
                 experiment=experiment,
-                in_sync=not any(a.kind in CHANGING or a.kind == ORPHAN for a in group),
+                in_sync=not any(a.kind in CHANGING or a.kind == ActionKind.ORPHAN for a in group),
                 health=_health(a.observed_status for a in current),
                 manifest_path=current[0].manifest_path,
             )
@@ -566,7 +544,6 @@ def plan(
 
 __all__ = [
     "Observed",
-    "cosmetic_view",
     "diff",
     "experiment_statuses",
     "fingerprint",

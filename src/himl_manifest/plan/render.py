@@ -11,23 +11,8 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from himl_manifest.backends.base import CANCELLED, FAILED
-from himl_manifest.plan.model import (
-    CREATE,
-    HEALTHY,
-    KEEP,
-    ORPHAN,
-    REPLACE,
-    RESUME,
-    RETRY,
-    SYMBOLS,
-    UPDATE,
-    WAIT,
-    Action,
-    ExperimentStatus,
-    FieldChange,
-    Plan,
-)
+from himl_manifest.model import ActionKind, Health, RunStatus
+from himl_manifest.plan.model import SYMBOLS, Action, ExperimentStatus, FieldChange, Plan
 from himl_manifest.plan.serialize import plan_document
 
 #: The hidden first line of the Markdown rendering: a workflow finds its earlier comment by it.
@@ -36,24 +21,24 @@ NO_CHANGES = "No changes."
 
 #: Summary phrases, in summary order.
 _PHRASES = (
-    (CREATE, "{} to create"),
-    (REPLACE, "{} to replace"),
-    (RESUME, "{} to resume"),
-    (RETRY, "{} to retry"),
-    (UPDATE, "{} to update"),
-    (WAIT, "{} waiting"),
-    (ORPHAN, "{} orphaned"),
-    (KEEP, "{} unchanged"),
+    (ActionKind.CREATE, "{} to create"),
+    (ActionKind.REPLACE, "{} to replace"),
+    (ActionKind.RESUME, "{} to resume"),
+    (ActionKind.RETRY, "{} to retry"),
+    (ActionKind.UPDATE, "{} to update"),
+    (ActionKind.WAIT, "{} waiting"),
+    (ActionKind.ORPHAN, "{} orphaned"),
+    (ActionKind.KEEP, "{} unchanged"),
 )
 _COLORS = {
-    CREATE: "green",
-    UPDATE: "yellow",
-    REPLACE: "red",
-    RESUME: "cyan",
-    RETRY: "magenta",
-    WAIT: "blue",
-    ORPHAN: "bright_black",
-    KEEP: "bright_black",
+    ActionKind.CREATE: "green",
+    ActionKind.UPDATE: "yellow",
+    ActionKind.REPLACE: "red",
+    ActionKind.RESUME: "cyan",
+    ActionKind.RETRY: "magenta",
+    ActionKind.WAIT: "blue",
+    ActionKind.ORPHAN: "bright_black",
+    ActionKind.KEEP: "bright_black",
 }
 _MAX_VALUE = 80
 
@@ -78,7 +63,10 @@ def format_change(change: FieldChange) -> str:
 
 def _shown(action: Action) -> bool:
     """Unchanged runs are counted, not listed, unless their latest attempt did not succeed."""
-    return action.kind != KEEP or action.observed_status in (FAILED, CANCELLED)
+    return action.kind != ActionKind.KEEP or action.observed_status in (
+        RunStatus.FAILED,
+        RunStatus.CANCELLED,
+    )
 
 
 def _grouped(plan: Plan) -> dict[str, list[Action]]:
@@ -95,7 +83,7 @@ def render_text(plan: Plan, color: bool = False) -> str:
     """Grouped by experiment; experiments in sync and healthy are left out. Ends with the
     summary line."""
 
-    def paint(text: str, kind: str, bold: bool = False) -> str:
+    def paint(text: str, kind: ActionKind, bold: bool = False) -> str:
         if not color:
             return text
         import click
@@ -107,7 +95,7 @@ def render_text(plan: Plan, color: bool = False) -> str:
     for status in plan.experiments:
         actions = groups.get(status.experiment, [])
         shown = [a for a in actions if _shown(a)]
-        if not shown and status.in_sync and status.health in (HEALTHY, "none"):
+        if not shown and status.in_sync and status.health in (Health.HEALTHY, "none"):
             continue
         lines.append(_experiment_header(status))
         for action in shown:
@@ -120,7 +108,8 @@ def render_text(plan: Plan, color: bool = False) -> str:
         unchanged = len(actions) - len(shown)
         if unchanged:
             noun = "run" if unchanged == 1 else "runs"
-            lines.append(f"  {paint(f'{SYMBOLS[KEEP]:<3}', KEEP)} {unchanged} {noun} unchanged")
+            symbol = paint(f"{SYMBOLS[ActionKind.KEEP]:<3}", ActionKind.KEEP)
+            lines.append(f"  {symbol} {unchanged} {noun} unchanged")
         lines.append("")
     lines.append(summary_line(plan))
     return "\n".join(lines)

@@ -12,9 +12,9 @@ import json
 from typing import Any
 
 from himl_manifest.errors import ConfigError
+from himl_manifest.model import ActionKind
 from himl_manifest.plan.model import (
     KIND_ORDER,
-    ORPHAN,
     PLAN_FORMAT_VERSION,
     SYMBOLS,
     Action,
@@ -128,7 +128,7 @@ def _action(item: dict[str, Any]) -> Action:
             "save a plan to apply with `himl plan -o FILE`"
         )
     run = RunSpec.from_json(json.dumps(item["run"])) if item["run"] is not None else None
-    if run is None and kind != ORPHAN:
+    if run is None and kind != ActionKind.ORPHAN:
         raise ValueError(f"{kind} action for {item['run_name']} has no run spec")
     return Action(
         kind=kind,

@@ -4,11 +4,9 @@
 - A URL is downloaded once into ``<project root>/.himl/cache/checkpoints/<sha256 of the URL>/``,
   with a size bound (:data:`MAX_BYTES_ENV`) and, when given, a sha256 check. Only https, except
   plain http to the loopback address when ``HIML_ALLOW_HTTP_LOOPBACK=1`` (tests).
-- ``<run>[:<path>]`` is a run of the run store, found by a :data:`RunFolderFinder` (by default
-  the MLflow store: tag ``himl.run_name``, else the MLflow run id, else the MLflow run name);
-  the run's folder is its ``himl.output_dir`` tag. No path means ``checkpoints/last.ckpt``; a
-  bare file name is looked for in ``checkpoints/``; ``dir/file.ckpt`` is relative to the run
-  folder, a leading ``outputs/`` removed (inside Azure ML the run folder *is* ``outputs/``).
+- ``<run>[:<path>]`` is a run of the run store, resolved by the store itself
+  (:meth:`himl_manifest.backends.base.RunStore.resolve_checkpoint`, the same rules apply uses:
+  :func:`himl_manifest.backends.protocol.path_in_run`).
 
 Anything else is a :class:`~himl_manifest.errors.CheckpointError`.
 """
@@ -26,22 +24,22 @@ from typing import Any
 
 from himl_manifest import paths
 from himl_manifest.errors import CheckpointError
+from himl_manifest.model import DEFAULT_CHECKPOINT_FILE
 
 #: Largest checkpoint downloaded, in bytes (environment override).
 MAX_BYTES_ENV = "HIML_MAX_CHECKPOINT_BYTES"
 DEFAULT_MAX_BYTES = 64 << 30
 #: Allows plain http to 127.0.0.1 / localhost (for tests with a local server).
 ALLOW_LOOPBACK_ENV = "HIML_ALLOW_HTTP_LOOPBACK"
-LAST = "last.ckpt"
 _RUN_REFERENCE = re.compile(r"^[A-Za-z0-9_.-]+(:[^:\s]+)?$")
 _CHUNK = 1 << 20
 
-#: Finds the folders of a run (most recent attempt first) from its name or id.
-RunFolderFinder = Callable[[str], list[Path]]
+#: Resolves a run reference ``<run>[:<dir/>file.ckpt]`` to its checkpoint file (the run store).
+RunResolver = Callable[[str], Path]
 
 
 def resolve_source(
-    source: str, *, sha256: str | None = None, find_run_folders: RunFolderFinder | None = None
+    source: str, *, sha256: str | None = None, resolve_run: RunResolver | None = None
 ) -> Path:
     """The local checkpoint file that ``source`` names (downloading it if it is a URL)."""
     source = source.strip()
@@ -51,46 +49,13 @@ def resolve_source(
     if local.is_file():
         return local.resolve()
     if _RUN_REFERENCE.match(source):
-        if find_run_folders is None:
+        if resolve_run is None:
             raise CheckpointError(f"cannot resolve run reference {source!r}: no run store")
-        return resolve_run_reference(source, find_run_folders)
+        return resolve_run(source)
     raise CheckpointError(
         f"Invalid checkpoint {source!r}: not an existing file, an https URL, or a run reference "
         "<run>[:<dir/>file.ckpt]"
     )
-
-
-def path_in_run(relative: str) -> PurePosixPath:
-    """Where ``<run>:<relative>`` points inside the run folder."""
-    if not relative:
-        return PurePosixPath("checkpoints", LAST)
-    path = PurePosixPath(relative)
-    if path.is_absolute() or ".." in path.parts:
-        raise CheckpointError(f"checkpoint path {relative!r} must be relative, without '..'")
-    if len(path.parts) == 1:
-        return PurePosixPath("checkpoints", path)
-    if path.parts[0] == "outputs":
-        path = PurePosixPath(*path.parts[1:])
-    return path
-
-
-def resolve_run_reference(reference: str, find_run_folders: RunFolderFinder) -> Path:
-    """The checkpoint file of ``<run>[:<path>]``, from the newest attempt that has it."""
-    run, _, relative = reference.partition(":")
-    inside = path_in_run(relative)
-    folders = find_run_folders(run)
-    if not folders:
-        local_hint = "" if relative else f" (and there is no file {reference!r})"
-        raise CheckpointError(
-            f"no run {run!r} with a run folder in the run store{local_hint}; a run is found by "
-            "its himl run name, MLflow run id or MLflow run name"
-        )
-    for folder in folders:
-        candidate = folder / inside
-        if candidate.is_file():
-            return candidate
-    looked = ", ".join(str(f / inside) for f in folders)
-    raise CheckpointError(f"run {run!r} has no checkpoint {inside} (looked for {looked})")
 
 
 def _max_bytes() -> int:
@@ -194,8 +159,8 @@ def recovery_checkpoint(folder: Path) -> Path | None:
     """The newest checkpoint a restarted run left in its own ``checkpoints/`` folder."""
     if not folder.is_dir():
         return None
-    if (folder / LAST).is_file():
-        return folder / LAST
+    if (folder / DEFAULT_CHECKPOINT_FILE).is_file():
+        return folder / DEFAULT_CHECKPOINT_FILE
     found = sorted(folder.glob("*.ckpt"))
     if not found:
         return None

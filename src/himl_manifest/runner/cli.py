@@ -6,7 +6,8 @@ every public field of that container, typed from the field's annotation or value
 ``himl-runner --model=HelloWorld --help`` lists HelloWorld's own fields with their current
 defaults, and an unknown flag is rejected by name.
 
-Errors map to exit codes through :func:`himl_manifest.cli.main.run_cli` (usage errors: 64).
+Errors map to exit codes through :func:`himl_manifest.errors.run_command`, as in `himl` (usage
+errors: 64).
 """
 
 from __future__ import annotations
@@ -21,13 +22,18 @@ from typing import Any, NoReturn
 
 import click
 
-from himl_manifest.errors import UsageError
+from himl_manifest.errors import UsageError, run_command
 from himl_manifest.runner.fields import Field, coerce, container_fields, did_you_mean, is_bool
 from himl_manifest.runner.fields import type_label as label
-from himl_manifest.runner.settings import EVALUATION, TRAIN, RunSettings
+from himl_manifest.runner.seeds import RESULT_FILE_ENV
+from himl_manifest.runner.settings import (
+    EVALUATION,
+    TRAIN,
+    RunSettings,
+    runner_choices,
+    runner_default,
+)
 
-#: Written by a child of `--different_seeds` when its parent asks (JSON of the result).
-RESULT_FILE_ENV = "HIML_RESULT_FILE"
 _FIELD = "field:"
 MODES = ("train", "eval_full")
 _AZURE_ONLY = (
@@ -39,7 +45,8 @@ _AZURE_ONLY = (
     "identity_based_auth",
     "mount_in_azureml",
 )
-# name, type, default, help, choices
+# name, type, default, help, choices (the choices and default of a runner setting such as
+# log_level come from the manifest schema's `runner` section: see runner_choices)
 _RUNNER_FLAGS: list[tuple[str, Any, Any, str, tuple[str, ...] | None]] = [
     ("model", str, None, "Container class: Name, package.Name or package.module.Name.", None),
     ("model_variant", str, None, "Variant passed to the container's set_model_variant.", None),
@@ -48,8 +55,8 @@ _RUNNER_FLAGS: list[tuple[str, Any, Any, str, tuple[str, ...] | None]] = [
     ("tracking_uri", str, None, "Run store (default: mlflow.db in the project; none: off).", None),
     ("output_dir", Path, None, "Run folder (default: outputs/<timestamp>_<model>).", None),
     ("jobs", int, None, "Seeds run at once with --different_seeds (default: CPUs).", None),
-    ("log_level", str, "INFO", "Runner log level.", ("DEBUG", "INFO", "WARNING", "ERROR")),
-    ("debug_ddp", str, "OFF", "torch.distributed debug level.", ("OFF", "INFO", "DETAIL")),
+    ("log_level", str, None, "Runner log level.", None),
+    ("debug_ddp", str, None, "torch.distributed debug level.", None),
     ("cluster", str, "", "Azure ML cluster to submit to (not available yet).", None),
     ("conda_env", str, None, "Conda environment file (Azure ML).", None),
     ("docker_shm_size", str, None, "Shared memory of the job (Azure ML).", None),
@@ -59,6 +66,8 @@ _RUNNER_FLAGS: list[tuple[str, Any, Any, str, tuple[str, ...] | None]] = [
     ("identity_based_auth", bool, False, "Job identity for datastores (Azure ML).", None),
     ("mount_in_azureml", bool, False, "Mount datasets instead of downloading (Azure ML).", None),
 ]
+#: Runner flags that are settings of the manifest's `runner` section.
+_SCHEMA_SETTINGS = ("log_level", "debug_ddp")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -142,13 +151,13 @@ def _add_flag(group: Any, name: str, tp: Any, dest: str, help_text: str, **extra
 
 
 def _group_title(field: Field, container: object) -> str:
-    from himl_manifest.runner.container import TRAINER_FIELDS, LightningContainer
+    from himl_manifest.runner.container import LightningContainer, trainer_options
 
     if field.owner is not LightningContainer:
         return f"{type(container).__name__} fields"
-    return (
-        "trainer fields" if field.name in TRAINER_FIELDS else "workflow, data and tracking fields"
-    )
+    if field.name in trainer_options():
+        return "trainer fields"
+    return "workflow, data and tracking fields"
 
 
 def build_parser(container: object | None) -> _Parser:
@@ -163,6 +172,8 @@ def build_parser(container: object | None) -> _Parser:
     )
     runner = parser.add_argument_group("runner options")
     for name, tp, default, help_text, choices in _RUNNER_FLAGS:
+        if name in _SCHEMA_SETTINGS:
+            choices, default = runner_choices(name), runner_default(name)
         if choices:
             _add(
                 runner,
@@ -321,12 +332,11 @@ def runner_command(args: tuple[str, ...]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from himl_manifest.cli.main import run_cli
     from himl_manifest.runner.outputs import enter_launch_cwd
 
     enter_launch_cwd()
     sys.exit(
-        run_cli(
+        run_command(
             runner_command,
             list(argv) if argv is not None else sys.argv[1:],
             prog_name="himl-runner",

@@ -15,6 +15,7 @@ This module imports neither torch nor Lightning (container lookup must stay ligh
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,34 +24,26 @@ from himl_manifest.errors import ConfigError
 if TYPE_CHECKING:
     from pytorch_lightning import Callback, LightningDataModule, LightningModule
 
-#: Field names grouped for ``--help`` and docs.
-TRAINER_FIELDS = (
-    "max_epochs",
-    "accelerator",
-    "devices",
-    "strategy",
-    "precision",
-    "accumulate_grad_batches",
-    "limit_train_batches",
-    "limit_val_batches",
-    "limit_test_batches",
-    "val_check_interval",
-    "check_val_every_n_epoch",
-    "num_sanity_val_steps",
-    "deterministic",
-    "benchmark",
-    "gradient_clip_val",
-    "gradient_clip_algorithm",
-    "log_every_n_steps",
-    "profiler",
-    "detect_anomaly",
-)
+
+@functools.cache
+def trainer_options() -> tuple[str, ...]:
+    """The Lightning ``Trainer`` options a run takes from its container, in schema order.
+
+    Their one definition is the manifest schema's ``trainer`` section
+    (``schema/experiment.v1.schema.json``, read through :mod:`himl_manifest.manifest.schema`).
+    :class:`LightningContainer` declares a typed field with a default for each (a test holds
+    the two equal), and :mod:`himl_manifest.runner.trainer` passes each one to ``Trainer``.
+    """
+    from himl_manifest.manifest.schema import resolve, schema
+
+    return tuple(resolve(schema()["properties"]["trainer"])["properties"])
 
 
 class LightningContainer:
     """Base class of every model configuration the runner can run (see docs/runner.md)."""
 
-    # Trainer settings (the manifest's `trainer` section; `Trainer(...)` arguments).
+    # Trainer settings: one field per option of the schema's `trainer` section (see
+    # trainer_options(); tests/runner/test_trainer_options.py holds them equal).
     max_epochs: Annotated[int, "Number of epochs to train."] = 100
     accelerator: Annotated[str, "Lightning accelerator: auto, cpu, gpu, cuda, mps."] = "auto"
     devices: Annotated[int | str | list[int], "Devices per node: a count, auto, or indices."] = (

@@ -19,36 +19,29 @@ import logging
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from himl_manifest.backends.base import TAG_RUN_NAME
+from himl_manifest.backends.protocol import (
+    CHECKPOINT_DIR,
+    LOG_FILE,
+    TAG_CONTAINER,
+    TAG_MODE,
+    TAG_RUN_NAME,
+    experiment_name,
+)
 from himl_manifest.errors import BackendUnavailable, CheckpointError, ConfigError
 from himl_manifest.runner import checkpoints, outputs, tracking
 from himl_manifest.runner.container import LightningContainer
 from himl_manifest.runner.fields import apply_overrides, field_values
 from himl_manifest.runner.lookup import find_container
+from himl_manifest.runner.results import RunResult
 from himl_manifest.runner.settings import EVALUATION, INFERENCE, TRAIN, RunSettings
 
 logger = logging.getLogger(__name__)
 
 #: How a run uses its checkpoint.
 RESUME, WEIGHTS, EVALUATE = "resume", "weights", "evaluate"
-
-
-@dataclass
-class RunResult:
-    """What one run produced."""
-
-    output_dir: Path | None
-    mode: str
-    run_id: str | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    checkpoint: str | None = None
-    seconds: float = 0.0
-    ok: bool = True
-    error: str = ""
-    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -146,7 +139,7 @@ def choose_checkpoint(
     """The checkpoint this run starts from, and how it uses it (checked before any work)."""
     inherited = os.environ.get(outputs.CHECKPOINT_ENV) if outputs.is_ddp_child() else None
     if mode == TRAIN and folder is not None and not inherited:
-        recovered = checkpoints.recovery_checkpoint(folder / outputs.CHECKPOINT_DIR)
+        recovered = checkpoints.recovery_checkpoint(folder / CHECKPOINT_DIR)
         if recovered is not None:
             return CheckpointChoice(recovered, RESUME, recovered=True)
     source = container.src_checkpoint
@@ -162,7 +155,7 @@ def choose_checkpoint(
         path = checkpoints.resolve_source(
             source,
             sha256=container.src_checkpoint_sha256,
-            find_run_folders=lambda run: tracking.run_folders(run, uri or _store_uri()),
+            resolve_run=lambda ref: tracking.resolve_run_checkpoint(ref, uri or _store_uri()),
         )
     use = EVALUATE if mode != TRAIN else (RESUME if container.resume_training else WEIGHTS)
     if use == RESUME and not inherited:
@@ -196,7 +189,7 @@ def run_once(settings: RunSettings, container: LightningContainer) -> RunResult:
     explicit = settings.output_dir
     folders = outputs.make_run_folders(_folder_run_name(settings, container), explicit)
     container._outputs_folder = folders.outputs
-    log_file = folders.logs / outputs.LOG_FILE if rank0 else None
+    log_file = folders.logs / LOG_FILE if rank0 else None
     with outputs.run_log(log_file, settings.log_level):
         logger.info("run folder: %s", folders.outputs)
         if choice.recovered:
@@ -257,8 +250,8 @@ def _start_tracking(
     settings: RunSettings, container: LightningContainer, mode: str, folder: Path, uri: str | None
 ) -> tracking.Tracker:
     tags = {
-        "himl.container": f"{type(container).__module__}.{type(container).__qualname__}",
-        "himl.mode": mode,
+        TAG_CONTAINER: f"{type(container).__module__}.{type(container).__qualname__}",
+        TAG_MODE: mode,
         **settings.tags,
         **{str(k): str(v) for k, v in container.get_additional_tags().items()},
     }
@@ -266,8 +259,8 @@ def _start_tracking(
         tags[TAG_RUN_NAME] = settings.run_name
     return tracking.start(
         uri,
-        experiment=container.effective_experiment,
-        display_name=container.tag,
+        experiment=experiment_name(container.experiment, type(container).__name__),
+        name=container.tag or settings.run_name or type(container).__name__,
         params=field_values(container),
         tags=tags,
         output_dir=folder,

@@ -13,15 +13,21 @@ import contextlib
 import json
 import logging
 import os
-import re
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from himl_manifest import paths
+from himl_manifest.backends.protocol import (
+    CHECKPOINT_DIR,
+    LOG_CAPTURED_ENV,
+    OUTPUTS_DIR,
+    RUN_SPEC_FILE,
+    SUMMARY_FILE,
+    run_folder_name,
+)
 
 #: Set by the first process for the DDP processes Lightning launches: the shared run folder.
 RUN_DIR_ENV = "HIML_RUN_DIR"
@@ -29,12 +35,7 @@ RUN_DIR_ENV = "HIML_RUN_DIR"
 LAUNCH_CWD_ENV = "HIML_LAUNCH_CWD"
 #: Set likewise: the resolved checkpoint file (so children do not resolve or download again).
 CHECKPOINT_ENV = "HIML_RESOLVED_CHECKPOINT"
-SUMMARY_FILE = "experiment_summary.txt"
-RUN_SPEC_FILE = "run_spec.json"
-LOG_FILE = "runner.log"
-CHECKPOINT_DIR = "checkpoints"
 _RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 @dataclass(frozen=True)
@@ -69,16 +70,10 @@ def enter_launch_cwd() -> None:
         sys.argv[0] = os.path.abspath(sys.argv[0])
 
 
-def timestamp() -> str:
-    """UTC now, e.g. ``2026-11-27T191203.123456Z`` (sortable, safe in file names)."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H%M%S.%fZ")
-
-
 def _new_folder(parent: Path, name: str) -> Path:
     parent.mkdir(parents=True, exist_ok=True)
-    safe = _SAFE.sub("-", name).strip("-") or "run"
     while True:
-        folder = parent / f"{timestamp()}_{safe}"
+        folder = parent / run_folder_name(name)
         try:
             folder.mkdir()
             return folder
@@ -100,7 +95,7 @@ def make_run_folders(name: str, explicit: Path | None = None) -> RunFolders:
         outputs.mkdir(exist_ok=True)
         logs.mkdir(exist_ok=True)
         return RunFolders(outputs, logs)
-    folder = _new_folder(paths.project_root() / "outputs", name)
+    folder = _new_folder(paths.project_root() / OUTPUTS_DIR, name)
     return RunFolders(folder, folder)
 
 
@@ -153,7 +148,7 @@ def run_log(log_file: Path | None, level: str) -> Iterator[None]:
     numeric = numeric if isinstance(numeric, int) else logging.INFO
     console = logging.StreamHandler(sys.stderr)
     handlers: list[logging.Handler] = [console]
-    if log_file is not None:
+    if log_file is not None and os.environ.get(LOG_CAPTURED_ENV) != "1":
         handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
     for handler in handlers:
         handler.setFormatter(logging.Formatter(_LOG_FORMAT))
@@ -202,6 +197,7 @@ def write_summary(folder: Path, values: Mapping[str, Any], header: Mapping[str, 
 
 
 def write_run_spec(folder: Path, spec: Mapping[str, Any]) -> None:
-    """``run_spec.json``: the resolved settings of the run, beside its outputs."""
+    """``run_spec.json``: the run spec as given, with the resolved settings, beside its outputs
+    (the file a local executor handed the job, rewritten with a ``resolved`` section)."""
     text = json.dumps(spec, indent=2, sort_keys=True, default=str)
     (folder / RUN_SPEC_FILE).write_text(text + "\n", encoding="utf-8")

@@ -17,13 +17,14 @@ import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 from himl_manifest.runner.container import LightningContainer
+from himl_manifest.runner.results import RunResult
 from himl_manifest.runner.settings import RunSettings
 
-if TYPE_CHECKING:
-    from himl_manifest.runner.execute import RunResult
+#: Set for a child of `--different_seeds`: the file it writes its result to (JSON).
+RESULT_FILE_ENV = "HIML_RESULT_FILE"
 
 logger = logging.getLogger(__name__)
 _print_lock = threading.Lock()
@@ -45,9 +46,6 @@ def _relay(stream: IO[str], seed: int) -> None:
 
 
 def _run_child(settings: RunSettings, container: LightningContainer, seed: int) -> RunResult:
-    from himl_manifest.runner.cli import RESULT_FILE_ENV
-    from himl_manifest.runner.execute import RunResult
-
     label = f"seed {seed}"
     with tempfile.TemporaryDirectory(prefix="himl-seed-") as tmp:
         result_file = Path(tmp) / "result.json"

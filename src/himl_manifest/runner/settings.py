@@ -8,6 +8,7 @@ against the container's own field types when the container is built.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,8 +21,24 @@ from himl_manifest.spec import RunSpec
 
 TRAIN, INFERENCE, EVALUATION = "train", "inference", "evaluation"
 MODES = (TRAIN, INFERENCE, EVALUATION)
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-DEBUG_DDP = ("OFF", "INFO", "DETAIL")
+
+
+@functools.cache
+def _runner_option(option: str) -> dict[str, Any]:
+    from himl_manifest.manifest.schema import resolve, schema
+
+    return resolve(resolve(schema()["properties"]["runner"])["properties"][option])
+
+
+def runner_choices(option: str) -> tuple[str, ...]:
+    """The allowed values of a runner setting (``log_level``, ``debug_ddp``) as the manifest
+    schema's ``runner`` section defines them: their one definition, for flags and specs alike."""
+    return tuple(str(value) for value in _runner_option(option)["enum"])
+
+
+def runner_default(option: str) -> str:
+    """The default of a runner setting, from the manifest schema's ``runner`` section."""
+    return str(_runner_option(option)["default"])
 
 
 @dataclass
@@ -34,8 +51,8 @@ class RunSettings:
     mode: str = TRAIN
     cluster: str = ""
     num_nodes: int = 1
-    log_level: str = "INFO"
-    debug_ddp: str = "OFF"
+    log_level: str = field(default_factory=lambda: runner_default("log_level"))
+    debug_ddp: str = field(default_factory=lambda: runner_default("debug_ddp"))
     tracking_uri: str | None = None
     output_dir: Path | None = None
     jobs: int | None = None
@@ -53,10 +70,10 @@ class RunSettings:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
-        if self.log_level.upper() not in LOG_LEVELS:
-            raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
-        if self.debug_ddp.upper() not in DEBUG_DDP:
-            raise ConfigError(f"debug_ddp must be one of {', '.join(DEBUG_DDP)}")
+        for option in ("log_level", "debug_ddp"):
+            choices = runner_choices(option)
+            if str(getattr(self, option)).upper() not in choices:
+                raise ConfigError(f"{option} must be one of {', '.join(choices)}")
         if self.num_nodes < 1:
             raise ConfigError(f"num_nodes must be >= 1, not {self.num_nodes}")
 
@@ -95,10 +112,31 @@ def _dataset_overrides(datasets: list[Mapping[str, Any]], root: Path) -> dict[st
     return out
 
 
+def check_params(params: Mapping[str, Any], origin: str) -> None:
+    """Refuse ``params`` that name a trainer option or a field the manifest sets elsewhere.
+
+    `himl validate` reports the same (the rule is
+    :func:`himl_manifest.manifest.semantic.params_conflict`); this catches a run spec that was
+    written by hand or by an older version.
+    """
+    from himl_manifest.manifest.semantic import params_conflict
+
+    problems = []
+    for name in params:
+        conflict = params_conflict(str(name))
+        if conflict is not None:
+            message, hint = conflict
+            problems.append(f"{origin}: params.{name}: {message} ({hint})")
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
 def _spec_overrides(run: RunSpec, root: Path) -> dict[str, Any]:
     spec = run.spec
+    params = spec.get("params", {})
+    check_params(params, f"run spec {run.run_name}")
     overrides: dict[str, Any] = dict(spec.get("trainer", {}))
-    overrides.update(spec.get("params", {}))
+    overrides.update(params)
     overrides["random_seed"] = run.seed
     overrides.update(_dataset_overrides(spec.get("datasets", []), root))
     checkpoint = spec.get("checkpoint", {})
@@ -146,8 +184,8 @@ def from_run_spec(
         # Inside the job the cluster has already been chosen: nothing to submit.
         cluster="",
         num_nodes=int(compute.get("num_nodes", 1)),
-        log_level=str(runner.get("log_level", "INFO")),
-        debug_ddp=str(runner.get("debug_ddp", "OFF")),
+        log_level=str(runner.get("log_level", runner_default("log_level"))),
+        debug_ddp=str(runner.get("debug_ddp", runner_default("debug_ddp"))),
         tracking_uri=tracking_uri,
         output_dir=output_dir,
         run_name=run.run_name,

@@ -1,35 +1,40 @@
-"""Recording a run in the MLflow run store: params, per-epoch metrics, tags, final status.
+"""Recording a run in the run store: params, per-epoch metrics, tags, final status.
 
 The store is :func:`himl_manifest.paths.tracking_uri` (SQLite ``mlflow.db`` in the project root
 unless ``MLFLOW_TRACKING_URI`` or ``--tracking_uri`` says otherwise). ``--tracking_uri=none`` or
 ``HIML_TRACKING=off`` turns recording off (a GPU machine without MLflow).
 
-When ``MLFLOW_RUN_ID`` is set (apply pre-creates the record and passes its id) the runner logs
-into that run and creates no other. The run ends FINISHED on success; on failure FAILED, with
-the last lines of the runner log in tag ``himl.error_tail``.
+Everything goes through the run-store protocol that apply uses too
+(:class:`himl_manifest.backends.local_store.Store`, tag names and limits of
+:mod:`himl_manifest.backends.protocol`), so a run looks the same whoever wrote it last. When
+``MLFLOW_RUN_ID`` is set (apply pre-creates the record and passes its id) the runner logs into
+that run, creates no other and leaves its name alone. The run ends FINISHED on success; on
+failure FAILED, with the last lines of the runner log in tag ``himl.error_tail``.
 
-MLflow is imported here only, and only when a run is recorded.
+MLflow is imported only when a run is recorded.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from himl_manifest import paths
-from himl_manifest.backends.base import TAG_ERROR, TAG_OUTPUT_DIR, TAG_RUN_NAME
+from himl_manifest.backends.protocol import (
+    TAG_DISPLAY_NAME,
+    TAG_ERROR,
+    TAG_OUTPUT_DIR,
+    cap_tail,
+    display_name,
+)
 from himl_manifest.errors import StoreError
 
 TRACKING_ENV = "HIML_TRACKING"
 RUN_ID_ENV = "MLFLOW_RUN_ID"
 _OFF = frozenset({"none", "off", "0", "false", "no"})
-_MAX_PARAM = 6000
-_MAX_BATCH = 1000  # metrics per MLflow log_batch call
 logger = logging.getLogger(__name__)
 
 
@@ -67,106 +72,74 @@ def resolved_uri(explicit: str | None) -> str | None:
     return paths.tracking_uri(explicit)
 
 
+def _store(uri: str) -> Any:
+    from himl_manifest.backends.local_store import Store
+
+    return Store(uri)
+
+
 class MlflowTracker:
-    """One MLflow run, through ``MlflowClient`` (no global state, no autologging)."""
+    """One run of the store: the one apply created (``MLFLOW_RUN_ID``), else a new one."""
 
-    def __init__(self, uri: str, experiment: str, display_name: str) -> None:
-        from mlflow.tracking import MlflowClient
-
-        self.client = MlflowClient(tracking_uri=uri)
+    def __init__(self, uri: str, experiment: str, name: str) -> None:
         self.uri = uri
         existing = os.environ.get(RUN_ID_ENV)
         try:
+            self.store = _store(uri)
             if existing:
+                if self.store.get(existing) is None:
+                    raise StoreError(f"no run {existing} ({RUN_ID_ENV})")
                 self.run_id: str | None = existing
-                self.client.get_run(existing)
-                self.client.update_run(existing, status="RUNNING")
+                self.store.mark_running(existing)
+                self.created = False
             else:
-                experiment_id = self._experiment_id(experiment)
-                run = self.client.create_run(experiment_id, run_name=display_name or None)
-                self.run_id = run.info.run_id
-        except Exception as exc:
+                experiment_id = self.store.experiment_id(experiment)
+                tags = {TAG_DISPLAY_NAME: display_name(name)}
+                self.run_id = self.store.create_run(experiment_id, tags)
+                self.store.mark_running(self.run_id)
+                self.created = True
+        except StoreError as exc:
             raise StoreError(f"cannot record the run in {uri}: {exc}") from exc
 
-    def _experiment_id(self, name: str) -> str:
-        found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            return str(found.experiment_id)
-        try:
-            return str(self.client.create_experiment(name))
-        except Exception:  # created meanwhile by a parallel run
-            found = self.client.get_experiment_by_name(name)
-            if found is None:
-                raise
-            return str(found.experiment_id)
-
     def log_params(self, params: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param
-
         assert self.run_id is not None
-        existing = self.client.get_run(self.run_id).data.params
-        batch = [
-            Param(k, str(v)[:_MAX_PARAM])
-            for k, v in params.items()
-            if k not in existing or existing[k] == str(v)[:_MAX_PARAM]
-        ]
-        skipped = sorted(k for k, v in params.items() if k in existing and existing[k] != str(v))
-        if skipped:
-            logger.warning("params already recorded with other values, kept: %s", skipped)
-        for start in range(0, len(batch), 100):
-            self.client.log_batch(self.run_id, params=batch[start : start + 100])
+        kept = self.store.log_params(self.run_id, params)
+        if kept:
+            logger.warning("params already recorded with other values, kept: %s", kept)
 
     def log_metrics(self, entries: Sequence[tuple[Mapping[str, float], int]]) -> None:
-        """Record ``(metrics, step)`` entries, in as few store writes as MLflow allows."""
-        from mlflow.entities import Metric
-
-        if self.run_id is None:
-            return
-        now = int(time.time() * 1000)
-        batch = [
-            Metric(_metric_key(k), float(v), now, step)
-            for metrics, step in entries
-            for k, v in metrics.items()
-        ]
-        for start in range(0, len(batch), _MAX_BATCH):
-            self.client.log_batch(self.run_id, metrics=batch[start : start + _MAX_BATCH])
+        if self.run_id is not None:
+            self.store.log_metrics(self.run_id, entries)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        from mlflow.entities import RunTag
-
         if tags and self.run_id is not None:
-            batch = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
-            self.client.log_batch(self.run_id, tags=batch)
+            self.store.set_tags(self.run_id, tags)
 
     def finish(self, status: str, error_tail: str = "") -> None:
         if self.run_id is None:
             return
         if error_tail:
-            self.set_tags({TAG_ERROR: error_tail})
-        self.client.set_terminated(self.run_id, status)
-
-
-def _metric_key(key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", key)
+            self.set_tags({TAG_ERROR: cap_tail(error_tail)})
+        self.store.terminate(self.run_id, status)
 
 
 def start(
     uri: str | None,
     *,
     experiment: str,
-    display_name: str,
+    name: str,
     params: Mapping[str, Any],
     tags: Mapping[str, str],
     output_dir: Path,
 ) -> Tracker:
-    """A tracker for this run, with its params and tags recorded (NullTracker when off)."""
+    """A tracker for this run, with its params and tags recorded (NullTracker when off).
+
+    ``name`` names a run the runner creates itself (a one-off ``himl-runner`` run); a run that
+    apply created keeps the display name apply gave it."""
     if uri is None:
         return NullTracker()
-    tracker = MlflowTracker(uri, experiment, display_name)
-    all_tags = {TAG_OUTPUT_DIR: str(output_dir), **tags}
-    if display_name:
-        all_tags["mlflow.runName"] = display_name
-    tracker.set_tags(all_tags)
+    tracker = MlflowTracker(uri, experiment, name)
+    tracker.set_tags({TAG_OUTPUT_DIR: str(output_dir), **tags})
     tracker.log_params(params)
     logger.info("recording run %s in %s", tracker.run_id, uri)
     return tracker
@@ -179,40 +152,19 @@ def fail_precreated(uri: str | None, error_tail: str) -> None:
     if uri is None or not run_id:
         return
     try:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=uri)
-        client.set_tag(run_id, TAG_ERROR, error_tail[-5000:])
-        client.set_terminated(run_id, "FAILED")
+        store = _store(uri)
+        store.set_tags(run_id, {TAG_ERROR: cap_tail(error_tail)})
+        store.terminate(run_id, "FAILED")
     except Exception as exc:  # the error being reported matters more than this one
         logger.warning("could not mark run %s failed: %s", run_id, exc)
 
 
-def run_folders(reference: str, uri: str | None) -> list[Path]:
-    """Folders of the run ``reference`` (himl run name, MLflow run id or run name), newest
-    first: the default way run references in ``--src_checkpoint`` are resolved."""
+def resolve_run_checkpoint(reference: str, uri: str | None) -> Path:
+    """The checkpoint file of a run reference ``<run>[:<dir/>file.ckpt]``, resolved by the run
+    store (the same rules as apply's backend)."""
+    from himl_manifest.backends.local import LocalStore
+    from himl_manifest.errors import CheckpointError
+
     if uri is None:
-        return []
-    from mlflow.entities import ViewType
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
-    if not ids:
-        return []
-
-    def search(filter_string: str) -> list[Any]:
-        found: list[Any] = client.search_runs(
-            ids, filter_string, run_view_type=ViewType.ALL, order_by=["attributes.start_time DESC"]
-        )
-        return found
-
-    runs = search(f"tags.`{TAG_RUN_NAME}` = '{reference}'")
-    if not runs and re.fullmatch(r"[0-9a-f]{32}", reference):
-        try:
-            runs = [client.get_run(reference)]
-        except Exception:
-            runs = []
-    if not runs:
-        runs = search(f"attributes.run_name = '{reference}'")
-    return [Path(r.data.tags[TAG_OUTPUT_DIR]) for r in runs if TAG_OUTPUT_DIR in r.data.tags]
+        raise CheckpointError(f"cannot resolve run reference {reference!r}: tracking is off")
+    return Path(LocalStore(uri, paths.project_root()).resolve_checkpoint(reference))

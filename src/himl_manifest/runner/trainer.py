@@ -19,7 +19,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from himl_manifest.runner.container import LightningContainer
+from himl_manifest.runner.container import LightningContainer, trainer_options
 from himl_manifest.runner.tracking import Tracker
 
 BEST_NAME = "best_val_loss"
@@ -27,30 +27,6 @@ BEST_MONITOR = "val_loss"
 #: Metrics reach the store at most every this many seconds (and at the end), in one write.
 _FLUSH_SECONDS = 10.0
 _FLUSH_ITEMS = 500
-#: Trainer arguments taken from the container's fields when they are set (not None).
-_OPTIONAL_ARGS = (
-    "limit_train_batches",
-    "limit_val_batches",
-    "limit_test_batches",
-    "val_check_interval",
-    "deterministic",
-    "benchmark",
-    "gradient_clip_val",
-    "gradient_clip_algorithm",
-    "profiler",
-)
-_ALWAYS_ARGS = (
-    "max_epochs",
-    "accelerator",
-    "devices",
-    "strategy",
-    "precision",
-    "accumulate_grad_batches",
-    "check_val_every_n_epoch",
-    "num_sanity_val_steps",
-    "log_every_n_steps",
-    "detect_anomaly",
-)
 
 
 def lightning_namespace(model: object) -> ModuleType:
@@ -164,12 +140,14 @@ def _is_scalar(value: Any) -> bool:
 def trainer_arguments(
     container: LightningContainer, namespace: ModuleType, outputs: Path, tracker: Tracker
 ) -> dict[str, Any]:
-    """Keyword arguments of ``Trainer(...)``: container fields, the runner's own callbacks and
-    loggers, then ``container.get_trainer_arguments()`` (which wins)."""
-    kwargs: dict[str, Any] = {name: getattr(container, name) for name in _ALWAYS_ARGS}
-    kwargs.update(
-        {n: getattr(container, n) for n in _OPTIONAL_ARGS if getattr(container, n) is not None}
-    )
+    """Keyword arguments of ``Trainer(...)``: the container's field of every trainer option
+    (:func:`~himl_manifest.runner.container.trainer_options`) that is set, the runner's own
+    callbacks and loggers, then ``container.get_trainer_arguments()`` (which wins)."""
+    kwargs: dict[str, Any] = {}
+    for name in trainer_options():  # a field left at None leaves Lightning's own default
+        value = getattr(container, name)
+        if value is not None:
+            kwargs[name] = value
     checkpoints = outputs / "checkpoints"
     callbacks = [
         namespace.callbacks.ModelCheckpoint(dirpath=checkpoints, save_last=True, save_top_k=0),

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from himl_manifest.backends.base import ARCHIVED, FAILED, LIVE, SUPERSEDED, RunRecord
+from himl_manifest.model import Lifecycle, RunRecord, RunStatus
 from himl_manifest.spec import RunSpec
 
 IN_SYNC = "in sync"
@@ -55,7 +55,7 @@ class RunRow:
 
 
 def sync_state(record: RunRecord, desired: Sequence[RunSpec] | None) -> str:
-    if record.state in (SUPERSEDED, ARCHIVED):
+    if record.state in (Lifecycle.SUPERSEDED, Lifecycle.ARCHIVED):
         return record.state
     if desired is None:
         return UNKNOWN
@@ -81,7 +81,7 @@ def run_rows(
     chosen = list(records) if show_all else latest_attempts(records)
     rows = []
     for record in chosen:
-        if not show_all and record.state != LIVE:
+        if not show_all and record.state != Lifecycle.ACTIVE:
             continue
         end = record.end_time
         duration = end - record.start_time if end and record.start_time else None
@@ -121,7 +121,7 @@ def key_metrics(metrics: dict[str, float], limit: int = 3) -> dict[str, float]:
 
 
 def failed_tail(row: RunRow, lines: int = 5) -> list[str]:
-    if row.status not in (FAILED, "cancelled") or not row.error_tail.strip():
+    if row.status not in (RunStatus.FAILED, "cancelled") or not row.error_tail.strip():
         return []
     return row.error_tail.strip().splitlines()[-lines:]
 
@@ -188,7 +188,7 @@ def reproduce_command(record: RunRecord) -> str | None:
 
 def audit_run(records: Sequence[RunRecord], reference: str, root: Path) -> AuditAnswer | None:
     """The audit answer for one run (its newest attempt), or None when no such run exists."""
-    from himl_manifest.apply.provenance import GitProvenance
+    from himl_manifest.operations.provenance import GitProvenance
 
     found = find_records(records, reference)
     if not found:

@@ -1,0 +1,169 @@
+"""The run-store protocol, owned once: what a managed run looks like in any store.
+
+Apply's backends and the runner inside a job both read and write runs through the names and
+rules here, so a run looks the same whoever wrote it last:
+
+- tag names (MLflow tags locally, Azure ML properties and tags) and the one length limit;
+- the display name of a run, and the experiment it is filed under;
+- status mapping between the store's words and :class:`~himl_manifest.model.RunStatus`;
+- the run-folder layout: folder name, file names, where checkpoints are inside it, and how a
+  ``<run>[:<dir/>file.ckpt]`` reference maps to a file of that folder.
+
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from pathlib import PurePosixPath
+from typing import Any
+
+from himl_manifest.errors import CheckpointError
+from himl_manifest.model import DEFAULT_CHECKPOINT_FILE, RunStatus, split_run_reference
+
+# --- tags ------------------------------------------------------------------------------------
+
+TAG_PREFIX = "himl."
+TAG_MANAGED = "himl.managed"
+TAG_RUN_NAME = "himl.run_name"
+TAG_EXPERIMENT = "himl.experiment"
+TAG_SEED = "himl.seed"
+TAG_SPEC_HASH = "himl.spec_hash"
+#: The RunSpec JSON; split over ``himl.spec.0``, ``.1``, ... with ``himl.spec.parts`` if long.
+TAG_SPEC = "himl.spec"
+TAG_SPEC_PARTS = "himl.spec.parts"
+TAG_ATTEMPT = "himl.attempt"
+TAG_STATE = "himl.state"
+TAG_RESUME_FROM = "himl.resume_from"
+TAG_MANIFEST = "himl.manifest_path"
+TAG_OUTPUT_DIR = "himl.output_dir"
+TAG_PID = "himl.pid"
+TAG_HOST = "himl.host"
+TAG_ERROR = "himl.error_tail"
+#: The apply that created a record (its liveness lock lives in the store's state folder).
+TAG_APPLY_ID = "himl.apply_id"
+TAG_CONTAINER = "himl.container"
+TAG_MODE = "himl.mode"
+#: Prefix of provenance facts: himl.provenance.commit, .branch, ...
+TAG_PROVENANCE = "himl.provenance."
+#: Cosmetic manifest tags land under this prefix.
+TAG_USER_PREFIX = "himl.tag."
+#: MLflow's own tags: the display name and the description.
+TAG_DISPLAY_NAME = "mlflow.runName"
+TAG_NOTE = "mlflow.note.content"
+
+#: Longest tag value written by anyone (MLflow allows 8000, Azure ML less: stay under both).
+MAX_TAG_VALUE = 5000
+#: Longest parameter value written (MLflow's limit is 6000).
+MAX_PARAM_VALUE = 6000
+
+
+def cap(value: object, limit: int = MAX_TAG_VALUE) -> str:
+    """``value`` as a tag value: text, at most ``limit`` characters (the end is kept for logs)."""
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    return text if len(text) <= limit else text[:limit]
+
+
+def cap_tail(text: str, limit: int = MAX_TAG_VALUE) -> str:
+    """The last ``limit`` characters of ``text`` (an error tail keeps its end)."""
+    return text[-limit:]
+
+
+def provenance_tags(provenance: Mapping[str, Any]) -> dict[str, str]:
+    return {
+        f"{TAG_PROVENANCE}{key}": cap(value)
+        for key, value in provenance.items()
+        if value is not None
+    }
+
+
+# --- names -----------------------------------------------------------------------------------
+
+_UNSAFE_EXPERIMENT = re.compile(r"[^A-Za-z0-9_.\- ]+")
+
+
+def display_name(run_name: str, display: str | None = None) -> str:
+    """What a run is called in the store's UI: the manifest's display name, else its run name
+    (which already carries the seed). The runner never renames a run apply created."""
+    return display or run_name
+
+
+def experiment_name(name: str | None, fallback: str) -> str:
+    """The store experiment a run is filed under: the manifest's ``tracking.experiment`` (or
+    ``--experiment``), else ``fallback`` (the container class), with characters stores refuse
+    (``/`` among them) made safe."""
+    safe = _UNSAFE_EXPERIMENT.sub("_", str(name or fallback)).strip()
+    return safe or "default"
+
+
+# --- statuses --------------------------------------------------------------------------------
+
+#: MLflow run statuses -> ours.
+MLFLOW_TO_STATUS = {
+    "SCHEDULED": RunStatus.QUEUED,
+    "RUNNING": RunStatus.RUNNING,
+    "FINISHED": RunStatus.COMPLETED,
+    "FAILED": RunStatus.FAILED,
+    "KILLED": RunStatus.CANCELLED,
+}
+#: Ours -> MLflow's.
+STATUS_TO_MLFLOW = {status: word for word, status in MLFLOW_TO_STATUS.items()}
+MLFLOW_ACTIVE = frozenset({"SCHEDULED", "RUNNING"})
+
+
+def status_from_mlflow(word: str | None) -> RunStatus:
+    return MLFLOW_TO_STATUS.get(str(word), RunStatus.QUEUED)
+
+
+# --- the run folder --------------------------------------------------------------------------
+
+#: Local run folders live under this folder of the project (inside Azure ML: ``./outputs``).
+OUTPUTS_DIR = "outputs"
+CHECKPOINT_DIR = "checkpoints"
+#: The run spec handed to the job; the runner adds the resolved settings to it.
+RUN_SPEC_FILE = "run_spec.json"
+#: The one log of a run: the runner's log lines, and (local jobs) the process's own output.
+LOG_FILE = "runner.log"
+SUMMARY_FILE = "experiment_summary.txt"
+#: Set by an executor that already writes the job's output into the run's log file, so the
+#: runner does not write its lines there a second time.
+LOG_CAPTURED_ENV = "HIML_LOG_CAPTURED"
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def timestamp(now: dt.datetime | None = None) -> str:
+    """UTC time in run-folder names, e.g. ``2026-11-27T191203.123456Z`` (sortable, file-safe)."""
+    return (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y-%m-%dT%H%M%S.%fZ")
+
+
+def run_folder_name(run_name: str, now: dt.datetime | None = None) -> str:
+    """``<timestamp>_<run name>``: the name of a new local run folder."""
+    safe = _SAFE_NAME.sub("-", run_name).strip("-") or "run"
+    return f"{timestamp(now)}_{safe}"
+
+
+def path_in_run(relative: str) -> PurePosixPath:
+    """Where ``<run>:<relative>`` points inside the run folder: nothing means
+    ``checkpoints/last.ckpt``, a bare file name is in ``checkpoints/``, ``dir/file`` is relative
+    to the run folder, a leading ``outputs/`` removed (inside Azure ML the run folder *is*
+    ``outputs/``)."""
+    if not relative or not relative.strip():
+        return PurePosixPath(CHECKPOINT_DIR, DEFAULT_CHECKPOINT_FILE)
+    path = PurePosixPath(relative.strip())
+    if path.is_absolute() or ".." in path.parts:
+        raise CheckpointError(f"checkpoint path {relative!r} must be relative, without '..'")
+    if len(path.parts) == 1:
+        return PurePosixPath(CHECKPOINT_DIR, path)
+    if path.parts[0] == OUTPUTS_DIR:
+        path = PurePosixPath(*path.parts[1:])
+    return path
+
+
+def parse_run_reference(reference: str) -> tuple[str, PurePosixPath]:
+    """``<run>[:<dir/>file.ckpt]`` -> ``(run name or id, path inside its run folder)``."""
+    run, relative = split_run_reference(reference)
+    if not run:
+        raise CheckpointError(f"checkpoint reference {reference!r} names no run")
+    return run, path_in_run(relative)

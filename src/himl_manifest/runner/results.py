@@ -1,0 +1,25 @@
+"""What a run produced: :class:`RunResult`, shared by the run itself and the seed sweep.
+
+A module of its own, below both :mod:`himl_manifest.runner.execute` and
+:mod:`himl_manifest.runner.seeds`, so neither has to import the other to name it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class RunResult:
+    """What one run produced."""
+
+    output_dir: Path | None
+    mode: str
+    run_id: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    checkpoint: str | None = None
+    seconds: float = 0.0
+    ok: bool = True
+    error: str = ""
+    label: str = ""

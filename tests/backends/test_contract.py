@@ -1,0 +1,244 @@
+"""The backend contract: every backend (run store + executor) behaves the same.
+
+Parametrized over every backend: the in-memory one and the local one (a real MLflow SQLite store
+and real worker processes). A new backend joins by adding one entry to :data:`BACKENDS` (a
+function building a :class:`Harness` for it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from backend_helpers import MakeRuns, fake_command
+
+from himl_manifest.backends.base import Backend, Progress, SubmitOutcome
+from himl_manifest.backends.local import LocalBackend
+from himl_manifest.backends.memory import MemoryBackend
+from himl_manifest.errors import CheckpointError, StoreError
+from himl_manifest.model import TERMINAL, Lifecycle, RunStatus
+from himl_manifest.spec import RunSpec
+
+
+@dataclass
+class Harness:
+    backend: Backend
+    #: Another handle on the same store (a second apply racing the first).
+    second: Callable[[], Backend]
+
+
+def _memory(project: Path) -> Harness:
+    def outcome(run: RunSpec, attempt: int) -> RunStatus:
+        failing = run.spec.get("params", {}).get("behaviour") == "fail"
+        return RunStatus.FAILED if failing else RunStatus.COMPLETED
+
+    backend = MemoryBackend(outcome=outcome)
+    return Harness(backend, lambda: backend)
+
+
+def _local(project: Path) -> Harness:
+    def make() -> Backend:
+        uri = f"sqlite:///{project / 'mlflow.db'}"
+        return LocalBackend(uri, project, jobs=2, job_command=fake_command, poll_s=0.05)
+
+    return Harness(make(), make)
+
+
+BACKENDS = {"memory": _memory, "local": _local}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def harness(request: pytest.FixtureRequest, project: Path) -> Harness:
+    return BACKENDS[request.param](project)
+
+
+def names(runs: list[RunSpec]) -> list[str]:
+    return [run.run_name for run in runs]
+
+
+def test_an_empty_store_lists_nothing(harness: Harness) -> None:
+    assert harness.backend.list_runs() == []
+
+
+def test_submit_returns_once_accepted_and_wait_runs_them(
+    harness: Harness, make_runs: MakeRuns
+) -> None:
+    backend = harness.backend
+    runs = make_runs(seeds=[0, 1], description="two seeds", tags={"team": "x"})
+    submitted = backend.submit(runs)
+    assert [(s.run_name, s.attempt, s.outcome) for s in submitted] == [
+        (run.run_name, 1, SubmitOutcome.CREATED) for run in runs
+    ]
+    accepted = {r.run_name: r for r in backend.list_runs()}
+    assert set(accepted) == set(names(runs))
+    assert all(r.status not in TERMINAL for r in accepted.values())
+
+    events: list[Progress] = []
+    records = backend.wait(names(runs), progress=events.append)
+    assert {r.run_name for r in records} == set(names(runs))
+    assert {e.run_name for e in events} == set(names(runs))
+    listed = {r.run_name: r for r in backend.list_runs()}
+    for run in runs:
+        record = listed[run.run_name]
+        assert record.status == RunStatus.COMPLETED
+        assert (record.experiment, record.seed, record.attempt) == (run.experiment, run.seed, 1)
+        assert record.spec_hash == run.spec_hash
+        assert record.spec == run.spec
+        assert record.state == Lifecycle.ACTIVE
+        assert record.manifest_path == run.manifest_path
+        assert record.has_checkpoint
+
+
+def test_a_failed_run_is_failed_with_an_error_tail(harness: Harness, make_runs: MakeRuns) -> None:
+    (run,) = make_runs(params={"behaviour": "fail"})
+    harness.backend.submit([run])
+    (record,) = harness.backend.wait([run.run_name])
+    assert record.status == RunStatus.FAILED
+    assert record.error_tail
+
+
+def test_submitting_again_is_idempotent(harness: Harness, make_runs: MakeRuns) -> None:
+    backend = harness.backend
+    runs = make_runs()
+    backend.submit(runs)
+    backend.wait(names(runs))
+    again = backend.submit(runs)
+    assert [s.outcome for s in again] == [SubmitOutcome.EXISTED]
+    assert again[0].record is not None and again[0].record.status == RunStatus.COMPLETED
+    backend.wait(names(runs))
+    assert len(backend.list_runs()) == 1
+
+
+def test_racing_creation_creates_one_record(harness: Harness, make_runs: MakeRuns) -> None:
+    runs = make_runs(seeds=[0, 1])
+    first = harness.backend.submit(runs)
+    other = harness.second()
+    second = other.submit(runs)
+    assert {s.outcome for s in first} == {SubmitOutcome.CREATED}
+    assert {s.outcome for s in second} == {SubmitOutcome.EXISTED}
+    harness.backend.wait(names(runs))
+    other.wait(names(runs))
+    records = harness.backend.list_runs()
+    assert sorted(r.run_name for r in records) == sorted(names(runs))
+
+
+def test_another_identity_under_the_same_name_is_a_conflict(
+    harness: Harness, make_runs: MakeRuns
+) -> None:
+    (run,) = make_runs()
+    harness.backend.submit([run])
+    impostor = RunSpec(**{**run.__dict__, "spec_hash": "v1:" + "0" * 64})
+    (outcome,) = harness.backend.submit([impostor])
+    assert outcome.outcome == SubmitOutcome.CONFLICT
+    assert run.spec_hash in outcome.message
+    harness.backend.wait([run.run_name])
+    assert [r.spec_hash for r in harness.backend.list_runs()] == [run.spec_hash]
+
+
+def test_attempts_are_records_of_one_run(harness: Harness, make_runs: MakeRuns) -> None:
+    backend = harness.backend
+    (run,) = make_runs(params={"behaviour": "fail"})
+    backend.submit([run])
+    backend.wait([run.run_name])
+    (second,) = backend.submit([run], attempts={run.run_name: 2})
+    assert (second.attempt, second.outcome) == (2, SubmitOutcome.CREATED)
+    records = backend.wait([run.run_name])
+    assert sorted(r.attempt for r in records) == [1, 2]
+    assert sorted(r.attempt for r in backend.list_runs()) == [1, 2]
+
+
+def test_metadata_update_in_place(harness: Harness, make_runs: MakeRuns) -> None:
+    backend = harness.backend
+    (run,) = make_runs(description="before", tags={"a": "1"})
+    backend.submit([run])
+    backend.wait([run.run_name])
+    (edited,) = make_runs(description="after", tracking={"display_name": "Nice"})
+    assert edited.run_name == run.run_name  # cosmetic: same identity
+    backend.update_metadata(run.run_name, edited)
+    (record,) = backend.list_runs()
+    assert record.spec["description"] == "after"
+    assert "tags" not in record.spec
+    assert record.spec["tracking"]["display_name"] == "Nice"
+    assert record.spec_hash == run.spec_hash
+    with pytest.raises(StoreError):
+        backend.update_metadata("no-such-run", edited)
+
+
+def test_supersede_and_archive_every_attempt(harness: Harness, make_runs: MakeRuns) -> None:
+    backend = harness.backend
+    (run,) = make_runs(params={"behaviour": "fail"})
+    backend.submit([run])
+    backend.submit([run], attempts={run.run_name: 2})
+    backend.wait([run.run_name])
+    backend.set_state(run.run_name, Lifecycle.SUPERSEDED)
+    assert {r.state for r in backend.list_runs()} == {Lifecycle.SUPERSEDED}
+    backend.set_state(run.run_name, Lifecycle.ARCHIVED)
+    assert {r.state for r in backend.list_runs()} == {Lifecycle.ARCHIVED}
+    with pytest.raises(StoreError):
+        backend.set_state("no-such-run", Lifecycle.ARCHIVED)
+    with pytest.raises(ValueError, match="state"):
+        backend.set_state(run.run_name, "deleted")
+
+
+def test_find_run_by_name_and_by_id(harness: Harness, make_runs: MakeRuns) -> None:
+    backend = harness.backend
+    (run,) = make_runs()
+    backend.submit([run])
+    backend.wait([run.run_name])
+    found = backend.find_run(run.run_name)
+    assert found is not None and found.run_name == run.run_name
+    by_id = backend.find_run(found.run_id)
+    assert by_id is not None and by_id.run_name == run.run_name
+    assert backend.find_run("no-such-run") is None
+
+
+@pytest.mark.parametrize(
+    ("suffix", "inside"),
+    [
+        ("", "checkpoints/last.ckpt"),
+        (":last.ckpt", "checkpoints/last.ckpt"),
+        (":checkpoints/last.ckpt", "checkpoints/last.ckpt"),
+        (":outputs/checkpoints/last.ckpt", "checkpoints/last.ckpt"),
+    ],
+)
+def test_checkpoint_references_resolve_alike(
+    harness: Harness, make_runs: MakeRuns, suffix: str, inside: str
+) -> None:
+    backend = harness.backend
+    (run,) = make_runs()
+    backend.submit([run])
+    backend.wait([run.run_name])
+    resolved = backend.resolve_checkpoint(run.run_name + suffix)
+    assert resolved.endswith(f"/{inside}")
+    (record,) = backend.list_runs()
+    assert resolved.startswith(str(record.output_dir))
+
+
+@pytest.mark.parametrize("reference", ["no-such-run", "RUN:../escape.ckpt", "RUN:/abs.ckpt"])
+def test_bad_checkpoint_references_are_refused(
+    harness: Harness, make_runs: MakeRuns, reference: str
+) -> None:
+    (run,) = make_runs()
+    harness.backend.submit([run])
+    harness.backend.wait([run.run_name])
+    with pytest.raises(CheckpointError):
+        harness.backend.resolve_checkpoint(reference.replace("RUN", run.run_name))
+
+
+def test_a_missing_checkpoint_file_is_refused(harness: Harness, make_runs: MakeRuns) -> None:
+    (run,) = make_runs()
+    harness.backend.submit([run])
+    harness.backend.wait([run.run_name])
+    with pytest.raises(CheckpointError):
+        harness.backend.resolve_checkpoint(f"{run.run_name}:no/such.ckpt")
+
+
+def test_statuses_and_states_are_typed(harness: Harness, make_runs: MakeRuns) -> None:
+    (run,) = make_runs()
+    harness.backend.submit([run])
+    harness.backend.wait([run.run_name])
+    (record,) = harness.backend.list_runs()
+    assert type(record.status) is RunStatus
+    assert type(record.state) is Lifecycle
