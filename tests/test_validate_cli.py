@@ -113,7 +113,7 @@ def test_internal_error_without_and_with_traceback(
     def boom(paths: object) -> None:
         raise ValueError("boom")
 
-    monkeypatch.setattr("himl_manifest.manifest.validate.validate_paths", boom)
+    monkeypatch.setattr("himl_manifest.operations.validate.validate_paths", boom)
     monkeypatch.delenv("HIML_TRACEBACK", raising=False)
     code, _, err = _run(capsys, "validate")
     assert code == 1

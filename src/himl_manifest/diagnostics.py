@@ -29,6 +29,27 @@ class Diagnostic:
         return self.file
 
 
+def close_matches(word: str, candidates: Iterable[str], *, n: int = 1) -> list[str]:
+    """Up to ``n`` of ``candidates`` close to ``word``, closest first (difflib, cutoff 0.6);
+    failing those, the one that differs from ``word`` in case only."""
+    import difflib  # not needed on start-up
+
+    choices = list(candidates)
+    close = difflib.get_close_matches(word, choices, n=n, cutoff=0.6)
+    if not close:
+        lowered = {c.lower(): c for c in choices}
+        if word.lower() in lowered:
+            close = [lowered[word.lower()]]
+    return close
+
+
+def did_you_mean(word: str, candidates: Iterable[str], *, n: int = 1) -> str:
+    """``did you mean 'x'?`` (``'x', 'y'?`` with ``n`` > 1) for the candidates closest to
+    ``word``, or an empty string: the one spelling hint of every command."""
+    close = close_matches(word, candidates, n=n)
+    return f"did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
 def render_text(diagnostics: Sequence[Diagnostic], files_checked: int) -> str:
     lines = []
     for d in diagnostics:

@@ -118,7 +118,7 @@ class RunRecord:
     seed: int
     spec_hash: str
     status: RunStatus
-    spec_source: Mapping[str, Any] | str = field(repr=False, compare=False)
+    spec_source: Mapping[str, Any] | str = field(repr=False)
     attempt: int = 1
     state: Lifecycle = Lifecycle.ACTIVE
     manifest_path: str = ""

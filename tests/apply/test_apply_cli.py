@@ -48,7 +48,9 @@ def test_dirty_manifests_are_refused_by_the_cli(repo: Path) -> None:
     assert allowed.returncode == 0, allowed.stderr
 
 
-def test_the_azureml_backend_is_not_there_yet(repo: Path) -> None:
+def test_only_backends_that_exist_are_offered(repo: Path) -> None:
     done = himl(repo, "apply", "--backend", "azureml", "--yes")
-    assert done.returncode == 1
-    assert "Azure ML backend is not available yet" in done.stderr
+    assert done.returncode == 64
+    assert "'azureml' is not one of" in done.stderr
+    helped = himl(repo, "apply", "--help")
+    assert "[local]" in helped.stdout and "memory" not in helped.stdout

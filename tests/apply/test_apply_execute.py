@@ -7,17 +7,17 @@ from pathlib import Path
 import pytest
 from apply_helpers import TINY_TRAINER, commit, write_manifest
 
-from himl_manifest.apply.execute import execute
 from himl_manifest.backends.base import Progress
 from himl_manifest.backends.memory import MemoryBackend
 from himl_manifest.errors import ConfigError
 from himl_manifest.model import Lifecycle, RunStatus
+from himl_manifest.operations.apply import apply as apply_plan
 from himl_manifest.operations.plan import make_plan
 
 
 def apply(repo: Path, backend: MemoryBackend, **options: object) -> str:
     plan = make_plan([repo / "experiments"], backend)
-    result = execute(plan, backend, root=repo, **options)  # type: ignore[arg-type]
+    result = apply_plan(plan, backend, root=repo, **options)  # type: ignore[arg-type]
     return result.summary_line()
 
 

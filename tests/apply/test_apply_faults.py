@@ -112,7 +112,7 @@ def test_a_crashing_run_is_failed_with_its_log_tail(repo: Path) -> None:
     assert listing.returncode == 0, listing.stderr
     assert "failed" in listing.stdout
     assert "| RuntimeError: boom in training_step" in listing.stdout
-    assert Path(run["output_dir"], "job.log").is_file()
+    assert Path(run["output_dir"], "runner.log").is_file()
 
 
 def test_a_corrupt_store_is_a_clear_error_and_changes_nothing(repo: Path) -> None:

@@ -9,9 +9,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from backend_helpers import MakeRuns
+from backend_helpers import MakeRuns, run_all
 
-from himl_manifest.backends.base import Progress
+from himl_manifest.backends.base import Progress, SubmitOutcome
 from himl_manifest.backends.local import LocalBackend
 from himl_manifest.backends.local_lock import LivenessLock
 from himl_manifest.backends.local_store import run_tags
@@ -42,7 +42,7 @@ def test_submit_creates_tagged_records_and_runs_them(
         seeds=[0, 1], description="two seeds", tags={"team": "x"}, params={"behaviour": "mlflow"}
     )
     events: list[Progress] = []
-    records = backend.submit(runs, jobs=2, progress=events.append)
+    records = run_all(backend, runs, progress=events.append)
 
     assert {r.run_name for r in records} == {r.run_name for r in runs}
     assert all(r.status == RunStatus.COMPLETED and r.attempt == 1 for r in records)
@@ -58,12 +58,12 @@ def test_submit_creates_tagged_records_and_runs_them(
         folder = Path(record.output_dir)
         assert folder.parent == project / "outputs"
         assert folder.name.endswith("_" + run.run_name)
-        assert json.loads((folder / "runspec.json").read_text())["run_name"] == run.run_name
-        assert "attempt 1" in (folder / "job.log").read_text()
+        assert json.loads((folder / "run_spec.json").read_text())["run_name"] == run.run_name
+        assert "attempt 1" in (folder / "runner.log").read_text()
     tags = next(t for t in mlflow_runs(backend) if t["himl.seed"] == "0")
     assert tags["himl.managed"] == "true"
     assert tags["himl.state"] == "active"
-    assert tags["mlflow.runName"].endswith(" seed 0")
+    assert tags["mlflow.runName"] == tags["himl.run_name"]  # the run name carries the seed
     assert tags["mlflow.note.content"] == "two seeds"
     assert tags["himl.tag.team"] == "x"
     assert tags[TAG_PID].isdigit()
@@ -75,17 +75,20 @@ def test_submit_creates_tagged_records_and_runs_them(
 
 def test_submit_twice_creates_nothing_more(backend: LocalBackend, make_runs: MakeRuns) -> None:
     runs = make_runs()
-    backend.submit(runs)
-    events: list[Progress] = []
-    backend.submit(runs, progress=events.append)
+    (first,) = backend.submit(runs)
+    (again,) = backend.submit(runs)
+    assert (first.outcome, again.outcome) == (SubmitOutcome.CREATED, SubmitOutcome.EXISTED)
+    assert again.record is not None and first.record is not None
+    assert again.record.run_id == first.record.run_id
+    backend.wait([r.run_name for r in runs])
     assert len(mlflow_runs(backend)) == 1
-    assert [e.message for e in events] == ["exists already: not created again"]
 
 
 def test_jobs_run_at_once(backend: LocalBackend, make_runs: MakeRuns) -> None:
     runs = make_runs(seeds=[0, 1], params={"sleep": 1})
+    backend.jobs = 2
     events: list[Progress] = []
-    backend.submit(runs, jobs=2, progress=events.append)
+    run_all(backend, runs, progress=events.append)
     order = [e.status for e in events if e.status in (RunStatus.RUNNING, RunStatus.COMPLETED)]
     assert order[:2] == [RunStatus.RUNNING, RunStatus.RUNNING]
 
@@ -96,7 +99,7 @@ def test_long_spec_is_split_over_tags_and_read_back(
     runs = make_runs(description="x" * 9500)
     backend.submit(runs)
     tags = mlflow_runs(backend)[0]
-    assert "himl.spec" not in tags and int(tags["himl.spec.parts"]) == 2
+    assert "himl.spec" not in tags and int(tags["himl.spec.parts"]) == 3  # 5000 a tag
     (record,) = backend.list_runs()
     assert record.spec["description"] == "x" * 9500
 
@@ -106,7 +109,7 @@ def test_a_crash_is_recorded_failed_with_the_log_tail(
 ) -> None:
     runs = make_runs(params={"behaviour": "crash"})
     events: list[Progress] = []
-    (record,) = backend.submit(runs, progress=events.append)
+    (record,) = run_all(backend, runs, progress=events.append)
     assert record.status == RunStatus.FAILED
     assert "RuntimeError: boom in training_step" in record.error_tail
     assert events[-1].status == RunStatus.FAILED and "boom" in events[-1].message
@@ -115,7 +118,7 @@ def test_a_crash_is_recorded_failed_with_the_log_tail(
 def test_a_failure_marked_by_the_runner_keeps_its_error(
     backend: LocalBackend, make_runs: MakeRuns
 ) -> None:
-    (record,) = backend.submit(make_runs(params={"behaviour": "fail"}))
+    (record,) = run_all(backend, make_runs(params={"behaviour": "fail"}))
     assert record.status == RunStatus.FAILED
     assert record.error_tail == "ValueError: the runner marked it failed"
 
@@ -132,7 +135,7 @@ def test_a_retry_reuses_the_output_folder_and_ends_the_interrupted_attempt(
     assert before.status == RunStatus.CANCELLED
     assert before.error_tail.startswith("interrupted: process")
 
-    records = backend.submit([run], attempts={run.run_name: 2})
+    records = run_all(backend, [run], attempts={run.run_name: 2})
     assert sorted((r.attempt, r.status) for r in records) == [
         (1, RunStatus.CANCELLED),
         (2, RunStatus.COMPLETED),
@@ -176,7 +179,8 @@ def test_dependents_wait_for_their_upstream_and_are_skipped_when_it_fails(
     (child,) = make_runs("finetune", checkpoint={"source": {"run": upstream.run_name}})
     (other,) = make_runs("finetune-ok", checkpoint={"source": {"run": ok_upstream.run_name}})
     events: list[Progress] = []
-    records = backend.submit([upstream, ok_upstream, child, other], jobs=4, progress=events.append)
+    backend.jobs = 4
+    records = run_all(backend, [upstream, ok_upstream, child, other], progress=events.append)
     status = {r.run_name: r for r in records}
     assert status[upstream.run_name].status == RunStatus.FAILED
     assert status[child.run_name].status == RunStatus.CANCELLED
@@ -203,7 +207,7 @@ def test_update_metadata_changes_cosmetic_fields_in_place(
     assert record.spec["tracking"]["display_name"] == "nice"
     tags = mlflow_runs(backend)[0]
     assert tags["mlflow.note.content"] == "new"
-    assert tags["mlflow.runName"] == "nice seed 0"
+    assert tags["mlflow.runName"] == "nice"
     assert tags["himl.tag.a"] == "3" and "himl.tag.b" not in tags
 
 
@@ -221,7 +225,7 @@ def test_set_state_marks_every_attempt(backend: LocalBackend, make_runs: MakeRun
 
 def test_resolve_checkpoint(backend: LocalBackend, make_runs: MakeRuns) -> None:
     (run,) = make_runs()
-    (record,) = backend.submit([run])
+    (record,) = run_all(backend, [run])
     assert record.output_dir is not None
     folder = Path(record.output_dir)
     (folder / "checkpoints" / "best.ckpt").write_text("w")
@@ -234,15 +238,16 @@ def test_resolve_checkpoint(backend: LocalBackend, make_runs: MakeRuns) -> None:
     assert backend.resolve_checkpoint(f"{run.run_name}:outputs/other/x.ckpt") == str(
         folder / "other" / "x.ckpt"
     )
-    with pytest.raises(CheckpointError, match="does not exist"):
+    with pytest.raises(CheckpointError, match="has no checkpoints/missing.ckpt"):
         backend.resolve_checkpoint(f"{run.run_name}:missing.ckpt")
     with pytest.raises(CheckpointError, match="no run"):
         backend.resolve_checkpoint("nope-s0-00000000")
 
 
-def test_a_name_collision_is_an_error(backend: LocalBackend, make_runs: MakeRuns) -> None:
+def test_a_name_collision_is_a_conflict(backend: LocalBackend, make_runs: MakeRuns) -> None:
     (run,) = make_runs()
     backend.submit([run])
     impostor = replace(run, spec_hash="v1:" + "0" * 64)
-    with pytest.raises(StoreError, match="collision"):
-        backend.submit([impostor])
+    (outcome,) = backend.submit([impostor])
+    assert outcome.outcome == SubmitOutcome.CONFLICT
+    assert len(mlflow_runs(backend)) == 1

@@ -70,7 +70,7 @@ def record(
         seed=run.seed,
         spec_hash=run.spec_hash,
         status=status,
-        spec=dict(run.spec),
+        spec_source=dict(run.spec),
         attempt=attempt,
         state=state,
         manifest_path=run.manifest_path,
@@ -87,6 +87,7 @@ def apply_plan(plan: Plan, backend: MemoryBackend, *, prune: bool = True) -> Non
         if action.kind in SUBMITTING:
             assert action.run is not None
             backend.submit([action.run], attempts={action.run_name: action.attempt})
+            backend.wait([action.run_name])
         elif action.kind == ActionKind.UPDATE:
             assert action.run is not None
             backend.update_metadata(action.run_name, action.run)

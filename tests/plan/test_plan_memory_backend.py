@@ -1,4 +1,5 @@
-"""The in-memory backend: the whole Backend interface, outcomes, idempotency, query counting."""
+"""The in-memory backend's own helpers: outcomes, checkpoint files, query counting (the shared
+behaviour is held by tests/backends/test_contract.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import dataclasses
 import pytest
 from plan_helpers import run_of
 
-from himl_manifest.backends.base import Backend, Progress
+from himl_manifest.backends.base import Backend, Progress, SubmitOutcome
 from himl_manifest.backends.memory import MemoryBackend
-from himl_manifest.errors import CheckpointError, StoreError
+from himl_manifest.errors import CheckpointError
 from himl_manifest.model import Lifecycle, RunStatus
 
 
@@ -18,11 +19,14 @@ def test_it_is_a_backend() -> None:
     assert backend.name == "memory"
 
 
-def test_submit_records_the_run_and_its_outcome() -> None:
+def test_submit_queues_and_wait_gives_the_outcome() -> None:
     run = dataclasses.replace(run_of("exp", description="d"), provenance={"commit": "abc"})
     events: list[Progress] = []
     backend = MemoryBackend()
-    (record,) = backend.submit([run], progress=events.append)
+    (submitted,) = backend.submit([run])
+    assert submitted.outcome == SubmitOutcome.CREATED
+    assert submitted.record is not None and submitted.record.status == RunStatus.QUEUED
+    (record,) = backend.wait([run.run_name], progress=events.append)
     assert (record.run_name, record.attempt, record.status, record.state) == (
         run.run_name,
         1,
@@ -33,19 +37,7 @@ def test_submit_records_the_run_and_its_outcome() -> None:
     assert record.has_checkpoint and record.provenance["commit"] == "abc"
     assert record.provenance["conda_sha256"] == ""
     assert [e.status for e in events] == [RunStatus.COMPLETED]
-
-
-def test_submit_is_idempotent_by_name_and_attempt() -> None:
-    run = run_of("exp")
-    backend = MemoryBackend()
-    first = backend.submit([run])
-    assert backend.submit([run]) == first
-    assert backend.submitted == 1 and len(backend.records()) == 1
-    backend.submit([run], attempts={run.run_name: 2})
-    assert sorted(r.attempt for r in backend.records()) == [1, 2]
-    clash = dataclasses.replace(run, spec_hash="v1:other")
-    with pytest.raises(StoreError, match="another spec hash"):
-        backend.submit([clash])
+    assert backend.submitted == 1
 
 
 def test_outcomes_per_run_and_by_function() -> None:
@@ -55,65 +47,36 @@ def test_outcomes_per_run_and_by_function() -> None:
     )
     backend.set_outcome(b.run_name, RunStatus.RUNNING)
     backend.set_outcome(c.run_name, RunStatus.COMPLETED, checkpoint=False)
-    records = {r.run_name: r for r in backend.submit([a, b, c])}
+    backend.submit([a, b, c])
+    records = {r.run_name: r for r in backend.wait([a.run_name, b.run_name, c.run_name])}
     assert records[a.run_name].status == RunStatus.FAILED and records[a.run_name].error_tail
-    assert (
-        records[b.run_name].status == RunStatus.RUNNING and not records[b.run_name].has_checkpoint
-    )
-    assert (
-        records[c.run_name].status == RunStatus.COMPLETED and not records[c.run_name].has_checkpoint
-    )
-    assert backend.submit([a], attempts={a.run_name: 2})[0].status == RunStatus.COMPLETED
+    assert records[b.run_name].status == RunStatus.RUNNING
+    assert not records[b.run_name].has_checkpoint
+    assert records[c.run_name].status == RunStatus.COMPLETED
+    assert not records[c.run_name].has_checkpoint
+    backend.submit([a], attempts={a.run_name: 2})
+    latest = max(backend.wait([a.run_name]), key=lambda r: r.attempt)
+    assert latest.status == RunStatus.COMPLETED
     backend.finish(b.run_name, RunStatus.CANCELLED)
     assert {r.run_name: r.status for r in backend.records()}[b.run_name] == RunStatus.CANCELLED
     with pytest.raises(ValueError, match="unknown status"):
         backend.set_outcome(a.run_name, "exploded")
 
 
-def test_update_metadata_copies_cosmetic_fields_to_every_attempt() -> None:
-    old = run_of("exp", description="old", tags={"a": "1"}, tracking={"display_name": "x"})
-    new = run_of("exp", tags={"b": "2"})
-    backend = MemoryBackend()
-    backend.submit([old])
-    backend.submit([old], attempts={old.run_name: 2})
-    backend.update_metadata(old.run_name, new)
-    for record in backend.records():
-        assert "description" not in record.spec
-        assert record.spec["tags"] == {"b": "2"}
-        assert "display_name" not in record.spec["tracking"]
-        assert record.spec["trainer"] == old.spec["trainer"]
-    with pytest.raises(StoreError):
-        backend.update_metadata("nope", new)
-
-
-def test_set_state_marks_every_attempt() -> None:
-    run = run_of("exp")
-    backend = MemoryBackend()
-    backend.submit([run])
-    backend.submit([run], attempts={run.run_name: 2})
-    backend.set_state(run.run_name, Lifecycle.SUPERSEDED)
-    assert {r.state for r in backend.records()} == {Lifecycle.SUPERSEDED}
-    backend.set_state(run.run_name, Lifecycle.ARCHIVED)
-    assert {r.state for r in backend.records()} == {Lifecycle.ARCHIVED}
-    with pytest.raises(ValueError):
-        backend.set_state(run.run_name, "deleted")
-    with pytest.raises(StoreError):
-        backend.set_state("nope", Lifecycle.ARCHIVED)
-
-
-def test_resolve_checkpoint() -> None:
+def test_checkpoint_files_of_the_memory_store() -> None:
     run, bare = run_of("exp"), run_of("bare")
     backend = MemoryBackend()
     backend.set_outcome(bare.run_name, RunStatus.COMPLETED, checkpoint=False)
     backend.submit([run, bare])
-    prefix = f"memory://{run.run_name}/1/outputs/checkpoints"
+    backend.wait([run.run_name, bare.run_name])
+    prefix = f"memory://{run.run_name}/1/checkpoints"
     assert backend.resolve_checkpoint(run.run_name) == f"{prefix}/last.ckpt"
+    with pytest.raises(CheckpointError, match=r"no checkpoints/best.ckpt"):
+        backend.resolve_checkpoint(f"{run.run_name}:best.ckpt")
+    backend.add_file(run.run_name, "best.ckpt")
     assert backend.resolve_checkpoint(f"{run.run_name}:best.ckpt") == f"{prefix}/best.ckpt"
-    assert backend.resolve_checkpoint(f"{run.run_name}:x/y.ckpt").endswith("/1/x/y.ckpt")
-    with pytest.raises(CheckpointError, match="no checkpoint"):
+    with pytest.raises(CheckpointError, match="has no"):
         backend.resolve_checkpoint(bare.run_name)
-    with pytest.raises(CheckpointError, match="no run"):
-        backend.resolve_checkpoint("missing")
 
 
 def test_reads_are_counted() -> None:

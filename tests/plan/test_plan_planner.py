@@ -520,7 +520,7 @@ def test_the_planner_is_deterministic_and_leaves_its_inputs_alone() -> None:
         record(r, random.Random(i).choice([RunStatus.COMPLETED, RunStatus.FAILED]))
         for i, r in enumerate(desired)
     ]
-    snapshot = [dataclasses.replace(r, spec=dict(r.spec)) for r in observed]
+    snapshot = [dataclasses.replace(r, spec_source=dict(r.spec)) for r in observed]
     first = plan(desired, observed)
     assert first == plan(desired[::-1], observed[::-1])
     assert observed == snapshot

@@ -105,3 +105,10 @@ def test_params_of_the_container_itself_still_become_overrides(tmp_path: Path) -
     run = run_spec(trainer={"max_epochs": 2}, params={"learning_rate": 0.1})
     overrides = from_run_spec(run, root=tmp_path).overrides
     assert (overrides["max_epochs"], overrides["learning_rate"]) == (2, 0.1)
+
+
+def test_the_manifest_docs_name_every_reserved_field() -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs" / "manifest.md"
+    section = docs.read_text(encoding="utf-8").split("## What `params` may set", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    assert [name for name in WORKFLOW_FIELDS if f"`{name}`" not in section] == []

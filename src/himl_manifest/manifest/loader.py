@@ -256,12 +256,12 @@ def _decode(loaded: LoadedFile, raw: bytes) -> str | None:
     return text.removeprefix("\ufeff")
 
 
-#: A line start: YAML (libyaml and PyYAML) breaks lines at any of these, not only at "\n".
-_LINE_START = "(?:\\A|[\n\r\x85\u2028\u2029])"
+#: YAML (libyaml and PyYAML) breaks lines at any of these, not only at "\n".
+_BREAK = "[\n\r\x85\u2028\u2029]"
 #: What may stand before the first token of a block list or mapping on its line: indentation
 #: (libyaml also skips tabs and byte order marks there) and compact "- ", "? ", ": " indicators.
 _BLOCK_PREFIX = "[ \t\ufeff?:-]"
-_deep_lines: dict[int, re.Pattern[str]] = {}
+_deep_lines: dict[int, tuple[re.Pattern[str], re.Pattern[str]]] = {}
 
 
 def _may_nest_deeper(text: str, limit: int) -> bool:
@@ -279,10 +279,12 @@ def _may_nest_deeper(text: str, limit: int) -> bool:
     columns = (limit - flow) // 2
     if columns < 1:
         return True
-    pattern = _deep_lines.get(columns)
-    if pattern is None:
-        pattern = _deep_lines[columns] = re.compile(f"{_LINE_START}{_BLOCK_PREFIX}{{{columns}}}")
-    return pattern.search(text) is not None
+    patterns = _deep_lines.get(columns)
+    if patterns is None:
+        prefix = f"{_BLOCK_PREFIX}{{{columns}}}"
+        # The first line, and the others (faster than one pattern with "\A|").
+        patterns = _deep_lines[columns] = (re.compile(prefix), re.compile(_BREAK + prefix))
+    return bool(patterns[0].match(text) or patterns[1].search(text))
 
 
 def _scan(text: str) -> tuple[str, int, int] | None:
@@ -292,17 +294,34 @@ def _scan(text: str) -> tuple[str, int, int] | None:
     :data:`MAX_NODES` values (aliases not expanded: :func:`_expanded_size` counts those) and
     :data:`MAX_DEPTH` levels of lists and mappings, aliases expanded. Stops at the first excess.
     """
+    try:
+        return _scan_events(text, _Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        if mark is None or "maximum nesting depth" not in str(getattr(exc, "problem", "")):
+            raise
+    # libyaml (0.2.5 on) refuses 1000 open flow levels while it looks ahead for a key, before
+    # it hands over their events: the pure Python parser finds the same first level too deep in
+    # the text up to there, so every build reports one place.
+    with contextlib.suppress(yaml.YAMLError):
+        found = _scan_events(text[: mark.index], yaml.SafeLoader)
+        if found is not None:
+            return found
+    return _too_deep(mark, "")
+
+
+def _scan_events(text: str, loader: type[yaml.SafeLoader]) -> tuple[str, int, int] | None:
     count = 0
     heights: list[int] = []  # per open collection: the height of its tallest child so far
     open_anchors: list[str | None] = []
     anchored: dict[str, int] = {}  # height of each anchored collection, for its aliases
-    for event in yaml.parse(text, Loader=_Loader):
+    for event in yaml.parse(text, Loader=loader):
         if isinstance(event, yaml.ScalarEvent):
             count += 1
         elif isinstance(event, yaml.CollectionStartEvent):
             count += 1
             if len(heights) >= MAX_DEPTH:
-                return _too_deep(event, "")
+                return _too_deep(event.start_mark, "")
             heights.append(0)
             open_anchors.append(event.anchor)
         elif isinstance(event, yaml.CollectionEndEvent):
@@ -315,7 +334,7 @@ def _scan(text: str) -> tuple[str, int, int] | None:
         elif isinstance(event, yaml.AliasEvent):
             height = anchored.get(event.anchor or "", 0)
             if len(heights) + height > MAX_DEPTH:
-                return _too_deep(event, " once aliases are expanded")
+                return _too_deep(event.start_mark, " once aliases are expanded")
             if heights and height > heights[-1]:
                 heights[-1] = height
         elif isinstance(event, yaml.DocumentStartEvent):
@@ -325,8 +344,7 @@ def _scan(text: str) -> tuple[str, int, int] | None:
     return None
 
 
-def _too_deep(event: yaml.Event, why: str) -> tuple[str, int, int]:
-    mark = event.start_mark
+def _too_deep(mark: Any, why: str) -> tuple[str, int, int]:
     line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
     return f"nesting too deep: over {MAX_DEPTH} levels of lists and mappings{why}", line, column
 

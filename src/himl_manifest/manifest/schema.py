@@ -7,7 +7,6 @@ shape; the wheel carries an identical copy under ``himl_manifest/_schema/``.
 from __future__ import annotations
 
 import datetime
-import difflib
 import functools
 import json
 from collections.abc import Iterator, Sequence
@@ -15,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from himl_manifest.diagnostics import did_you_mean
 from himl_manifest.manifest.fastcheck import Check, Unsupported, compile_schema
 
 if TYPE_CHECKING:  # jsonschema is imported where validation happens, not on start-up
@@ -59,15 +59,6 @@ def format_path(path: Sequence[str | int]) -> str:
         else:
             out += f".{step}" if out else str(step)
     return out
-
-
-def did_you_mean(word: str, candidates: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    if not close:
-        lowered = {c.lower(): c for c in candidates}
-        if word.lower() in lowered:
-            close = [lowered[word.lower()]]
-    return f"did you mean {close[0]!r}?" if close else ""
 
 
 class Problem:

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from himl_manifest.diagnostics import did_you_mean
 from himl_manifest.manifest.loader import Document
-from himl_manifest.manifest.schema import did_you_mean
 from himl_manifest.paths import project_root
 
 #: Manifest fields holding a path that must stay inside the repository.

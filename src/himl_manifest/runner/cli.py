@@ -22,8 +22,9 @@ from typing import Any, NoReturn
 
 import click
 
+from himl_manifest.diagnostics import did_you_mean
 from himl_manifest.errors import UsageError, run_command
-from himl_manifest.runner.fields import Field, coerce, container_fields, did_you_mean, is_bool
+from himl_manifest.runner.fields import Field, coerce, container_fields, is_bool
 from himl_manifest.runner.fields import type_label as label
 from himl_manifest.runner.seeds import RESULT_FILE_ENV
 from himl_manifest.runner.settings import (
@@ -243,7 +244,8 @@ def _reject_unknown(parser: _Parser, unknown: list[str]) -> None:
         if not flag.startswith("-"):
             problems.append(f"unexpected argument {arg!r}")
             continue
-        problems.append(f"unknown flag {flag}{did_you_mean(flag, known)}")
+        hint = did_you_mean(flag, known)
+        problems.append(f"unknown flag {flag}" + (f" ({hint})" if hint else ""))
     raise UsageError("; ".join(problems))
 
 

@@ -9,7 +9,6 @@ Path, Enum and Literal (case-insensitive), lists (comma-separated text), Optiona
 
 from __future__ import annotations
 
-import difflib
 import enum
 import types
 import typing
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from himl_manifest.diagnostics import did_you_mean
 from himl_manifest.errors import ConfigError
 
 _TRUE = frozenset({"true", "yes", "1", "on", "y", "t"})
@@ -226,12 +226,6 @@ def coerce(value: Any, tp: Any) -> Any:
     return _coerce_scalar(value, tp)
 
 
-def did_you_mean(name: str, candidates: list[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest candidate, or an empty string."""
-    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def apply_overrides(container: object, overrides: Mapping[str, Any], *, source: str) -> None:
     """Set fields of ``container`` from ``overrides`` (text or JSON values), all checked first."""
     fields = container_fields(container)
@@ -240,7 +234,7 @@ def apply_overrides(container: object, overrides: Mapping[str, Any], *, source: 
     for name, raw in overrides.items():
         field = fields.get(name)
         if field is None:
-            hint = did_you_mean(name, list(fields))
+            hint = f" ({close})" if (close := did_you_mean(name, fields)) else ""
             problems.append(f"{source}: {type(container).__name__} has no field {name!r}{hint}")
             continue
         try:

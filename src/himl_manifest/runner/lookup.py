@@ -16,7 +16,6 @@ are found. Importing this module does not import torch or Lightning (user module
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.util
 import inspect
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
+from himl_manifest.diagnostics import close_matches
 from himl_manifest.errors import LookupFailed
 from himl_manifest.runner.container import LightningContainer
 
@@ -154,7 +154,7 @@ def _verdict(search: _Search, namespace: str, full_name: str) -> type[LightningC
             raise LookupFailed(f"cannot look for {full_name!r}: {errors}")
         logger.warning("while looking for %s: %s", full_name, errors)
     if not search.found:
-        close = difflib.get_close_matches(name, sorted(search.defined), n=3, cutoff=0.6)
+        close = close_matches(name, sorted(search.defined), n=3)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise LookupFailed(f"no class {name!r} found in {namespace!r} or its modules.{hint}")
     module, found = next(iter(search.found.items()))
