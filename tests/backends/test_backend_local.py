@@ -238,7 +238,7 @@ def test_resolve_checkpoint(backend: LocalBackend, make_runs: MakeRuns) -> None:
     assert backend.resolve_checkpoint(f"{run.run_name}:outputs/other/x.ckpt") == str(
         folder / "other" / "x.ckpt"
     )
-    with pytest.raises(CheckpointError, match="has no checkpoints/missing.ckpt"):
+    with pytest.raises(CheckpointError, match=r"has no checkpoints/missing\.ckpt"):
         backend.resolve_checkpoint(f"{run.run_name}:missing.ckpt")
     with pytest.raises(CheckpointError, match="no run"):
         backend.resolve_checkpoint("nope-s0-00000000")

@@ -11,6 +11,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 from runner_helpers import TrainedRun, run_flags
 
+from himl_manifest.backends.protocol import path_in_run
 from himl_manifest.errors import CheckpointError
 from himl_manifest.runner import checkpoints, tracking
 
@@ -92,28 +93,28 @@ def test_url_limits(project: Path, server: str, monkeypatch: pytest.MonkeyPatch)
     ],
 )
 def test_paths_inside_a_run(relative: str, expected: str) -> None:
-    assert checkpoints.path_in_run(relative) == PurePosixPath(expected)
+    assert path_in_run(relative) == PurePosixPath(expected)
 
 
 def test_paths_inside_a_run_stay_inside() -> None:
     with pytest.raises(CheckpointError):
-        checkpoints.path_in_run("../elsewhere.ckpt")
+        path_in_run("../elsewhere.ckpt")
 
 
 def test_run_references_resolve_through_the_run_store(trained: TrainedRun, project: Path) -> None:
-    def find(run: str) -> list[Path]:
-        return tracking.run_folders(run, trained.uri)
+    def find(reference: str) -> Path:
+        return tracking.resolve_run_checkpoint(reference, trained.uri)
 
-    by_id = checkpoints.resolve_source(trained.run_id, find_run_folders=find)
+    by_id = checkpoints.resolve_source(trained.run_id, resolve_run=find)
     assert by_id == trained.last
-    by_name = checkpoints.resolve_source("upstream:best_val_loss.ckpt", find_run_folders=find)
+    by_name = checkpoints.resolve_source("upstream:best_val_loss.ckpt", resolve_run=find)
     assert by_name == trained.output_dir / "checkpoints" / "best_val_loss.ckpt"
     with pytest.raises(CheckpointError, match="no run 'nobody'"):
-        checkpoints.resolve_source("nobody", find_run_folders=find)
-    with pytest.raises(CheckpointError, match=r"has no checkpoint checkpoints/none\.ckpt"):
-        checkpoints.resolve_source("upstream:none.ckpt", find_run_folders=find)
+        checkpoints.resolve_source("nobody", resolve_run=find)
+    with pytest.raises(CheckpointError, match=r"has no checkpoints/none\.ckpt"):
+        checkpoints.resolve_source("upstream:none.ckpt", resolve_run=find)
     with pytest.raises(CheckpointError, match="Invalid checkpoint"):
-        checkpoints.resolve_source("no/such/file.ckpt", find_run_folders=find)
+        checkpoints.resolve_source("no/such/file.ckpt", resolve_run=find)
 
 
 def test_inference_from_a_run_reference(project: Path, trained: TrainedRun) -> None:
