@@ -29,6 +29,7 @@ lint: setup
 
 typecheck: setup
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 unit: setup
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)

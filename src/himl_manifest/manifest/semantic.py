@@ -11,6 +11,7 @@ from typing import Any
 
 from himl_manifest.diagnostics import did_you_mean
 from himl_manifest.manifest.loader import Document
+from himl_manifest.model import checkpoint_source, seed_list
 from himl_manifest.paths import project_root
 
 #: Manifest fields holding a path that must stay inside the repository.
@@ -68,13 +69,6 @@ def find_root(start: Path) -> Path:
 @functools.lru_cache(maxsize=256)
 def _find_root(start: Path) -> Path:
     return project_root(start)
-
-
-def seed_list(seeds: Any) -> list[int]:
-    """The seeds a manifest asks for: a count N means 0..N-1."""
-    if isinstance(seeds, int):
-        return list(range(seeds))
-    return list(seeds) if isinstance(seeds, list) else [42]
 
 
 @functools.cache
@@ -151,23 +145,24 @@ def _check_one(doc: Document, by_name: dict[str, Document]) -> Iterator[Finding]
             yield Finding(
                 doc, ("checkpoint", "resume"), f"resume only applies to mode 'train', not {mode!r}"
             )
-    if isinstance(source, dict) and "experiment" in source:
-        target = by_name.get(source["experiment"])
+    parsed = checkpoint_source(data)
+    if parsed is not None and parsed.experiment is not None:
+        target = by_name.get(parsed.experiment)
         if target is None:
-            hint = did_you_mean(source["experiment"], sorted(by_name))
+            hint = did_you_mean(parsed.experiment, sorted(by_name))
             yield Finding(
                 doc,
                 ("checkpoint", "source", "experiment"),
-                f"no experiment named {source['experiment']!r} in the manifests given",
+                f"no experiment named {parsed.experiment!r} in the manifests given",
                 hint,
             )
-        elif "seed" in source:
-            seeds = seed_list(target.data.get("seeds", [42]))
-            if source["seed"] not in seeds:
+        elif parsed.seed is not None:
+            seeds = seed_list(target.data.get("seeds"))
+            if parsed.seed not in seeds:
                 yield Finding(
                     doc,
                     ("checkpoint", "source", "seed"),
-                    f"experiment {source['experiment']!r} has no seed {source['seed']}",
+                    f"experiment {parsed.experiment!r} has no seed {parsed.seed}",
                     "its seeds: " + ", ".join(map(str, seeds[:20])),
                 )
     seeds = data.get("seeds")
@@ -221,8 +216,8 @@ def _check_paths(doc: Document) -> Iterator[Finding]:
 
 def _check_cycles(by_name: dict[str, Document]) -> Iterator[Finding]:
     def parent(name: str) -> str | None:
-        source = by_name[name].data.get("checkpoint", {}).get("source", {})
-        target = source.get("experiment") if isinstance(source, dict) else None
+        source = checkpoint_source(by_name[name].data)
+        target = source.experiment if source is not None else None
         return target if target in by_name else None
 
     reported: set[str] = set()

@@ -37,6 +37,7 @@ from himl_manifest.model import (
     Lifecycle,
     RunRecord,
     RunStatus,
+    checkpoint_source,
     cosmetic_view,
 )
 from himl_manifest.plan.model import Action, ExperimentStatus, FieldChange, Plan
@@ -125,10 +126,8 @@ def retry_policy(run: RunSpec) -> tuple[bool, int]:
 
 def upstream_run(run: RunSpec) -> str | None:
     """The run whose checkpoint ``run`` starts from, when its source is another experiment."""
-    source = (run.spec.get("checkpoint") or {}).get("source")
-    if isinstance(source, Mapping) and source.get("experiment") and source.get("run"):
-        return str(source["run"])
-    return None
+    source = checkpoint_source(run.spec)
+    return source.run if source is not None and source.kind == "experiment" else None
 
 
 # --- the observed side, indexed once ----------------------------------------------------------
@@ -494,9 +493,9 @@ def scope(desired: Sequence[RunSpec], targets: Collection[str] | None) -> frozen
         return None
     sources: dict[str, set[str]] = defaultdict(set)
     for run in desired:
-        source = (run.spec.get("checkpoint") or {}).get("source")
-        if isinstance(source, Mapping) and source.get("experiment"):
-            sources[run.experiment].add(str(source["experiment"]))
+        source = checkpoint_source(run.spec)
+        if source is not None and source.experiment:
+            sources[run.experiment].add(source.experiment)
     covered: set[str] = set()
     todo = list(targets)
     while todo:

@@ -19,7 +19,6 @@ import logging
 import os
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 from himl_manifest.backends.protocol import (
@@ -35,20 +34,10 @@ from himl_manifest.runner import checkpoints, outputs, tracking
 from himl_manifest.runner.container import LightningContainer
 from himl_manifest.runner.fields import apply_overrides, field_values
 from himl_manifest.runner.lookup import find_container
-from himl_manifest.runner.results import RunResult
+from himl_manifest.runner.results import EVALUATE, RESUME, WEIGHTS, CheckpointChoice, RunResult
 from himl_manifest.runner.settings import EVALUATION, INFERENCE, TRAIN, RunSettings
 
 logger = logging.getLogger(__name__)
-
-#: How a run uses its checkpoint.
-RESUME, WEIGHTS, EVALUATE = "resume", "weights", "evaluate"
-
-
-@dataclass(frozen=True)
-class CheckpointChoice:
-    path: Path | None = None
-    use: str | None = None  # RESUME, WEIGHTS, EVALUATE, or None
-    recovered: bool = False
 
 
 def build_container(settings: RunSettings) -> LightningContainer:

@@ -1,4 +1,5 @@
-"""What a run produced: :class:`RunResult`, shared by the run itself and the seed sweep.
+"""What a run starts from and what it produced: :class:`CheckpointChoice` and
+:class:`RunResult`, shared by the run, its training loop and the seed sweep.
 
 A module of its own, below both :mod:`himl_manifest.runner.execute` and
 :mod:`himl_manifest.runner.seeds`, so neither has to import the other to name it.
@@ -23,3 +24,16 @@ class RunResult:
     ok: bool = True
     error: str = ""
     label: str = ""
+
+
+#: How a run uses its checkpoint.
+RESUME, WEIGHTS, EVALUATE = "resume", "weights", "evaluate"
+
+
+@dataclass(frozen=True)
+class CheckpointChoice:
+    """The checkpoint a run starts from, and how it uses it."""
+
+    path: Path | None = None
+    use: str | None = None  # RESUME, WEIGHTS, EVALUATE, or None
+    recovered: bool = False

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from himl_manifest import paths
+from himl_manifest.backends.protocol import display_name
 from himl_manifest.errors import ConfigError
+from himl_manifest.model import checkpoint_source
 from himl_manifest.spec import RunSpec
 
 TRAIN, INFERENCE, EVALUATION = "train", "inference", "evaluation"
@@ -78,23 +80,22 @@ class RunSettings:
             raise ConfigError(f"num_nodes must be >= 1, not {self.num_nodes}")
 
 
-def checkpoint_source(source: Mapping[str, Any], root: Path) -> tuple[str, str | None]:
-    """A manifest ``checkpoint.source`` as a `--src_checkpoint` value and an optional sha256."""
-    if "path" in source:
-        return str((root / source["path"]).resolve()), None
-    if "url" in source:
-        return str(source["url"]), source.get("sha256")
-    if "experiment" in source:
-        run = source.get("run")
-        if not run:
-            raise ConfigError(
-                f"checkpoint source experiment {source['experiment']!r} was not resolved to a "
-                "run (run specs written by apply name the upstream run)"
-            )
-        return f"{run}:{source.get('file', 'last.ckpt')}", None
-    if "run" in source:
-        return str(source["run"]), None
-    raise ConfigError(f"unknown checkpoint source {dict(source)!r}")
+def src_checkpoint(spec: Mapping[str, Any], root: Path) -> tuple[str, str | None] | None:
+    """A spec's ``checkpoint.source`` as a `--src_checkpoint` value and an optional sha256."""
+    source = checkpoint_source(spec)
+    if source is None:
+        return None
+    if source.path is not None:
+        return str((root / source.path).resolve()), None
+    if source.url is not None:
+        return source.url, source.sha256
+    reference = source.run_reference()
+    if reference is None:
+        raise ConfigError(
+            f"checkpoint source experiment {source.experiment!r} was not resolved to a "
+            "run (run specs written by apply name the upstream run)"
+        )
+    return reference, None
 
 
 def _dataset_overrides(datasets: list[Mapping[str, Any]], root: Path) -> dict[str, Any]:
@@ -140,8 +141,9 @@ def _spec_overrides(run: RunSpec, root: Path) -> dict[str, Any]:
     overrides["random_seed"] = run.seed
     overrides.update(_dataset_overrides(spec.get("datasets", []), root))
     checkpoint = spec.get("checkpoint", {})
-    if checkpoint.get("source"):
-        src, sha = checkpoint_source(checkpoint["source"], root)
+    resolved = src_checkpoint(spec, root)
+    if resolved is not None:
+        src, sha = resolved
         overrides["src_checkpoint"] = src
         if sha:
             overrides["src_checkpoint_sha256"] = sha
@@ -156,7 +158,7 @@ def _spec_overrides(run: RunSpec, root: Path) -> dict[str, Any]:
     if tracking.get("experiment"):
         overrides["experiment"] = tracking["experiment"]
     display = tracking.get("display_name")
-    overrides["tag"] = f"{display} seed {run.seed}" if display else run.run_name
+    overrides["tag"] = display_name(run.run_name, display)
     if tracking.get("log_from_vm"):
         overrides["log_from_vm"] = True
     return overrides

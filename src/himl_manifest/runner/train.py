@@ -24,7 +24,7 @@ from himl_manifest.runner.trainer import (
 )
 
 if TYPE_CHECKING:
-    from himl_manifest.runner.execute import CheckpointChoice
+    from himl_manifest.runner.results import CheckpointChoice
 
 logger = logging.getLogger(__name__)
 
