@@ -49,7 +49,9 @@ def test_spec_fields_become_overrides(project: Path) -> None:
     settings = from_run_spec(run, root=project)
     o = settings.overrides
     assert (o["max_epochs"], o["devices"], o["learning_rate"], o["random_seed"]) == (4, 1, 0.05, 3)
-    assert o["experiment"] == "exp" and o["tag"] == "base seed 3"
+    assert (
+        o["experiment"] == "exp" and o["tag"] == "base"
+    )  # the display name: run names carry the seed
     assert o["local_datasets"] == [str(project / "data" / "x")]
     assert o["azure_datasets"] == ["panda:3"] and o["dataset_mountpoints"] == ["/mnt/p"]
     assert o["src_checkpoint"] == "https://e.org/m.ckpt" and o["src_checkpoint_sha256"] == "a" * 64
