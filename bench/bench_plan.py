@@ -18,7 +18,13 @@ some with an older attempt), older superseded versions, and runs of deleted expe
 The SQLite store is filled by copying one real MLflow run's rows in bulk (creating 10,000 runs
 through the MLflow client would take minutes).
 
+Then (unless ``--scale ''``) the issue's targets, side by side in one run: the real
+``himl plan`` CLI as a subprocess (median wall time of ``--repeats`` runs, peak RSS from the
+child's own rusage) on stores of each ``--scale`` size (the same live runs; the rest superseded
+or archived history), against ``python -c "import mlflow"`` measured the same way.
+
     .venv/bin/python bench/bench_plan.py [--manifests 1000] [--records 10000] [--no-mlflow]
+        [--scale 10000,50000] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import dataclasses
 import os
 import random
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -196,7 +203,7 @@ def search_runs_records(backend: Any) -> list[RunRecord]:
     from himl_manifest.backends import local_sql
 
     fast = local_sql.read_managed_runs
-    local_sql.read_managed_runs = lambda db: None
+    local_sql.read_managed_runs = lambda db, full=True: None
     try:
         return list(backend.list_runs())
     finally:
@@ -241,7 +248,18 @@ def main() -> int:
     parser.add_argument("--no-mlflow", action="store_true", help="only the MemoryBackend")
     parser.add_argument("--naive-sample", type=int, default=100)
     parser.add_argument("--naive-all", action="store_true", help="time every naive query")
+    parser.add_argument(
+        "--scale",
+        default="10000,50000",
+        help="store sizes for the `himl plan` vs `import mlflow` table ('' to skip)",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="subprocess runs per figure")
     args = parser.parse_args()
+    scales = [int(n) for n in args.scale.split(",") if n.strip()]
+    if scales and not args.no_mlflow:
+        for line in scale_rows(args.manifests, scales, args.repeats):
+            print(line, flush=True)
+        print()
 
     rows: list[tuple[str, str, str, str]] = []
     with tempfile.TemporaryDirectory(prefix="himl-bench-plan-") as tmp:
@@ -369,14 +387,82 @@ def main() -> int:
 
 
 def run_cli(root: Path) -> float:
+    return timed_process(himl_plan(root), root)[0]
+
+
+def himl_plan(root: Path) -> list[str]:
+    """The real `himl plan` command line (the console script of this venv)."""
     himl = Path(sys.executable).with_name("himl")
-    command = [str(himl), "plan", "--no-color", "--tracking-uri", f"sqlite:///{root / 'mlflow.db'}"]
-    start = time.perf_counter()
-    done = subprocess.run(command, cwd=root, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if done.returncode != 0:
-        print(done.stderr[-2000:], file=sys.stderr)
-    return elapsed
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    return [str(himl), "plan", "experiments/", "--no-color", "--tracking-uri", uri]
+
+
+#: Runs a command (output discarded) and prints its wall time and peak RSS (KiB), measured by
+#: a small parent: rusage taken in the bench itself would count the bench's own memory, as
+#: the child is forked from it before it execs.
+MEASURE = (
+    "import resource, subprocess, sys, time; start = time.perf_counter(); "
+    "code = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+    "print(time.perf_counter() - start, "
+    "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, code)"
+)
+
+
+def timed_process(command: list[str], cwd: Path) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) of one run of ``command``."""
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, *command], cwd=cwd, capture_output=True, text=True
+    )
+    wall, peak_kib, code = done.stdout.split()
+    if code not in ("0", "2"):  # 2: the plan has changes
+        print(f"{command} exited {code}", file=sys.stderr)
+    return float(wall), int(peak_kib) / 1024
+
+
+def median_process(command: list[str], cwd: Path, repeats: int) -> tuple[float, float]:
+    """The median wall time and the highest peak RSS of ``repeats`` runs of ``command``."""
+    runs = [timed_process(command, cwd) for _ in range(repeats)]
+    return statistics.median(r[0] for r in runs), max(r[1] for r in runs)
+
+
+def scale_rows(manifests: int, scales: list[int], repeats: int) -> list[str]:
+    """The issue's targets, side by side in one run: `himl plan` (the real CLI, a subprocess)
+    at each store size against ``python -c "import mlflow"``."""
+    mlflow_s, mlflow_mb = median_process([sys.executable, "-c", "import mlflow"], HERE, repeats)
+    lines = [
+        f"| what | wall time (s), median of {repeats} | peak RSS (MB) | ratio | target | met |",
+        "|---|---|---|---|---|---|",
+        f'| `python -c "import mlflow"` | {mlflow_s:.2f} | {mlflow_mb:.0f} | 1.00 | | |',
+    ]
+    figures: dict[int, tuple[float, float]] = {}
+    for records in scales:
+        with tempfile.TemporaryDirectory(prefix=f"himl-bench-plan-{records}-") as tmp:
+            root = Path(tmp)
+            write_manifests(manifests, root)
+            os.chdir(root)
+            desired = desired_runs(["experiments"])
+            # the same live runs at every size (same seed): the rest is superseded/archived
+            fill_sqlite(root, history(desired, records))
+            os.chdir(HERE)
+            wall_s, peak_mb = median_process(himl_plan(root), root, repeats)
+        figures[records] = (wall_s, peak_mb)
+        what = f"`himl plan`: {manifests} manifests x {records} stored runs"
+        lines.append(
+            f"| {what} | {wall_s:.2f} | {peak_mb:.0f} | {wall_s / mlflow_s:.2f}x import mlflow"
+            f" | <= 1.0x | {'yes' if wall_s <= mlflow_s else '**no**'} |"
+        )
+    if len(scales) > 1:
+        small, large = figures[scales[0]], figures[scales[-1]]
+        ratio = large[0] / small[0]
+        lines.append(
+            f"| {scales[-1]} vs {scales[0]} stored runs | | | {ratio:.2f}x | <= 1.3x"
+            f" | {'yes' if ratio <= 1.3 else '**no**'} |"
+        )
+        lines.append(
+            f"| peak RSS at {scales[-1]} stored runs | | {large[1]:.0f} | | < 250 MB"
+            f" | {'yes' if large[1] < 250 else '**no**'} |"
+        )
+    return lines
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from backend_helpers import MakeRuns
 
 from himl_manifest.backends import local_sql
 from himl_manifest.backends.local import LocalBackend
-from himl_manifest.backends.local_store import run_tags
+from himl_manifest.backends.local_store import run_tags, to_record
 from himl_manifest.backends.protocol import TAG_ERROR, TAG_PID
 from himl_manifest.errors import StoreError
 from himl_manifest.model import Lifecycle, RunRecord
@@ -29,7 +29,7 @@ def dead_pid() -> int:
 def search_path(backend: LocalBackend, monkeypatch: pytest.MonkeyPatch) -> list[RunRecord]:
     """``list_runs`` through MLflow's ``search_runs`` (the fast read switched off)."""
     with monkeypatch.context() as patch:
-        patch.setattr(local_sql, "read_managed_runs", lambda db: None)
+        patch.setattr(local_sql, "read_managed_runs", lambda db, full=True: None)
         return backend.list_runs()
 
 
@@ -143,20 +143,9 @@ def test_a_nan_metric_reads_back_as_nan(backend: LocalBackend, make_runs: MakeRu
 
 
 def count_queries(db: Path) -> int:
-    import sqlalchemy
-    from sqlalchemy import event
-
-    statements: list[str] = []
-
-    def count(*args: Any) -> None:
-        statements.append(args[2])
-
-    event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", count)
-    try:
-        assert local_sql.read_managed_runs(db) is not None
-    finally:
-        event.remove(sqlalchemy.engine.Engine, "before_cursor_execute", count)
-    return len(statements)
+    before = local_sql.executed
+    assert local_sql.read_managed_runs(db) is not None
+    return local_sql.executed - before
 
 
 def test_the_number_of_queries_does_not_grow_with_the_runs(
@@ -209,3 +198,48 @@ def test_a_store_damaged_after_opening_still_gives_a_store_error(backend: LocalB
     db.write_bytes(b"SQLite format 3\x00" + b"\xff" * 100)
     with pytest.raises(StoreError, match="run store"):
         fresh.list_runs()
+
+
+def test_a_light_read_skips_what_history_does_not_need(
+    backend: LocalBackend, make_runs: MakeRuns
+) -> None:
+    """``full=False``: live records exactly as the full read; history (superseded, archived,
+    deleted) without spec, metrics, provenance, error tail or checkpoint look-up."""
+    populate(backend, make_runs)
+    db = Path(backend.store.db or "")
+    before = local_sql.executed
+    light = local_sql.read_managed_runs(db, full=False)
+    assert light is not None
+    assert local_sql.executed - before == local_sql.QUERIES + 1
+    full = {run.info.run_id: run for run in local_sql.read_managed_runs(db) or []}
+    assert [run.info.run_id for run in light] == list(full)  # same runs, same order
+    history = 0
+    for run in light:
+        whole = to_record(full[run.info.run_id])
+        record = to_record(run)
+        if whole is None:  # not ours (a live run without a spec): dropped either way
+            assert record is None and not run.light
+            continue
+        assert record is not None
+        if whole.state == Lifecycle.ACTIVE:
+            assert not run.light
+            assert record == whole
+            continue
+        history += 1
+        assert run.light and not run.data.metrics
+        assert set(run.data.tags) <= set(local_sql.LIGHT_TAGS)
+        assert (record.run_name, record.attempt, record.state, record.status) == (
+            whole.run_name,
+            whole.attempt,
+            whole.state,
+            whole.status,
+        )
+        assert (record.experiment, record.seed, record.spec_hash, record.run_id) == (
+            whole.experiment,
+            whole.seed,
+            whole.spec_hash,
+            whole.run_id,
+        )
+        assert record.spec == {} and record.metrics == {} and record.provenance == {}
+        assert not record.has_checkpoint
+    assert history == 4  # two superseded attempts, one archived, one deleted

@@ -85,8 +85,12 @@ class RunStore(Protocol):
 
     name: str
 
-    def list_runs(self) -> list[RunRecord]:
-        """Every managed run record (all attempts, all states), in one bulk read."""
+    def list_runs(self, *, full: bool = True) -> list[RunRecord]:
+        """Every managed run record (all attempts, all states), in one bulk read.
+
+        ``full=False`` lets a store read history (superseded and archived records) light: the
+        fields the planner uses for it (name, attempt, state, status, spec hash) and no spec,
+        metrics or provenance."""
         ...
 
     def update_metadata(self, run_name: str, run: RunSpec) -> None:

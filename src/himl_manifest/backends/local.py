@@ -104,10 +104,11 @@ class LocalStore:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def list_runs(self) -> list[RunRecord]:
-        """Every managed run record (all attempts, all states), in one bulk read."""
+    def list_runs(self, *, full: bool = True) -> list[RunRecord]:
+        """Every managed run record (all attempts, all states), in one bulk read (history read
+        light unless ``full``)."""
         records = []
-        for found in self.store.managed_runs():
+        for found in self.store.managed_runs(full=full):
             record = to_record(found)
             if record is not None:
                 records.append(self._liveness(record, apply_id_of(found)))

@@ -240,14 +240,21 @@ def to_record(mlflow_run: Any) -> RunRecord | None:
     """An MLflow run -> a RunRecord (None for a run whose tags are not ours or are damaged).
 
     Only the tags are read: the stored spec is decoded when something reads ``record.spec``
-    (records written before the conda digest was a tag decode it here, once)."""
+    (records written before the conda digest was a tag decode it here, once).
+
+    A light history run of :func:`.local_sql.read_managed_runs` (``full=False``) gives a light
+    record: identity, attempt, state, status and times as usual; an empty spec, no metrics, no
+    provenance, no error tail, and ``has_checkpoint`` False (the disk is not looked at)."""
     tags: dict[str, str] = dict(mlflow_run.data.tags)
     info = mlflow_run.info
     name = tags.get(TAG_RUN_NAME)
+    light = getattr(mlflow_run, "light", False)
     text = spec_text(tags)
     seed = _int(tags.get(TAG_SEED))
-    if not name or not text or seed is None or TAG_SPEC_HASH not in tags:
+    if not name or not (text or light) or seed is None or TAG_SPEC_HASH not in tags:
         return None
+    if light:
+        return _light_record(mlflow_run, tags, name, seed)
     try:
         state = Lifecycle(tags.get(TAG_STATE, Lifecycle.ACTIVE.value))
     except ValueError:
@@ -291,6 +298,33 @@ def to_record(mlflow_run: Any) -> RunRecord | None:
         metrics={k: float(v) for k, v in mlflow_run.data.metrics.items()},
         provenance=provenance,
         error_tail=tags.get(TAG_ERROR, ""),
+    )
+
+
+def _light_record(mlflow_run: Any, tags: dict[str, str], name: str, seed: int) -> RunRecord:
+    info = mlflow_run.info
+    try:
+        state = Lifecycle(tags.get(TAG_STATE, Lifecycle.ACTIVE.value))
+    except ValueError:
+        state = Lifecycle.ACTIVE
+    if getattr(info, "lifecycle_stage", "active") == "deleted":
+        state = Lifecycle.ARCHIVED
+    return RunRecord(
+        run_name=name,
+        run_id=info.run_id,
+        experiment=tags.get(TAG_EXPERIMENT, ""),
+        seed=seed,
+        spec_hash=tags[TAG_SPEC_HASH],
+        status=status_from_mlflow(info.status),
+        spec_source={},
+        attempt=_int(tags.get(TAG_ATTEMPT)) or 1,
+        state=state,
+        manifest_path=tags.get(TAG_MANIFEST, ""),
+        output_dir=tags.get(TAG_OUTPUT_DIR),
+        pid=_int(tags.get(TAG_PID)),
+        host=tags.get(TAG_HOST),
+        start_time=info.start_time / 1000.0 if info.start_time else None,
+        end_time=info.end_time / 1000.0 if info.end_time else None,
     )
 
 
@@ -340,14 +374,15 @@ class Store:
 
         return ViewType.ALL
 
-    def managed_runs(self) -> list[Any]:
+    def managed_runs(self, full: bool = True) -> list[Any]:
         """Every managed run, as :meth:`search` gives them: read straight from SQLite when the
         store is an SQLite file (three queries, no MLflow), else (or if that read fails) by
-        ``search_runs``."""
+        ``search_runs``. ``full=False``: history runs may come back light (see
+        :func:`.local_sql.read_managed_runs`; what a plan needs of them, no more)."""
         if self.db is not None:
             from himl_manifest.backends.local_sql import read_managed_runs
 
-            found = read_managed_runs(self.db)
+            found = read_managed_runs(self.db, full=full)
             if found is not None:
                 self.fast_reads += 1
                 return found

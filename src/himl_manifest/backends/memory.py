@@ -109,7 +109,7 @@ class MemoryBackend:
 
     # --- the run store ----------------------------------------------------------------------
 
-    def list_runs(self) -> list[RunRecord]:
+    def list_runs(self, *, full: bool = True) -> list[RunRecord]:
         self._query()
         return list(self._records.values())
 

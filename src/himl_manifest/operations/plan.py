@@ -46,7 +46,7 @@ def make_plan(
     """
     paths = [str(p) for p in (paths or DEFAULT_PATHS)]
     desired = desired_runs(paths)
-    observed = backend.list_runs()
+    observed = backend.list_runs(full=False)
     if targets is not None:
         _check_targets(targets, desired, [r.experiment for r in observed])
     result = plan_runs(desired, observed, retry_failed=retry_failed, targets=targets)

@@ -48,7 +48,7 @@ from himl_manifest.spec import (
 )
 
 #: Version of the fingerprint's payload; bump it when what the fingerprint covers changes.
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2
 #: ``retry.max_attempts`` when a spec does not say (the schema's default).
 DEFAULT_MAX_ATTEMPTS = 3
 #: Upstream actions a dependent run has to wait for (their checkpoint is not there yet).
@@ -437,6 +437,22 @@ def experiment_statuses(actions: Sequence[Action]) -> tuple[ExperimentStatus, ..
 # --- fingerprint and scope --------------------------------------------------------------------
 
 
+def _observed_facts(record: RunRecord) -> list[Any]:
+    """What the planner reads of a record: all it uses of an active one; of history
+    (superseded, archived) only what counts for attempt numbers, so history is never decoded."""
+    if record.state != Lifecycle.ACTIVE:
+        return [record.run_name, record.attempt, record.state, record.spec_hash]
+    return [
+        record.run_name,
+        record.attempt,
+        record.status,
+        record.state,
+        record.spec_hash,
+        record.has_checkpoint,
+        cosmetic_view(record.spec),
+    ]
+
+
 def fingerprint(
     desired: Iterable[RunSpec],
     observed: Iterable[RunRecord],
@@ -458,20 +474,7 @@ def fingerprint(
         )
         for run in desired
     )
-    seen = sorted(
-        _canonical(
-            [
-                record.run_name,
-                record.attempt,
-                record.status,
-                record.state,
-                record.spec_hash,
-                record.has_checkpoint,
-                cosmetic_view(record.spec),
-            ]
-        )
-        for record in observed
-    )
+    seen = sorted(_canonical(_observed_facts(record)) for record in observed)
     header = canonical_json(
         {
             "fingerprint": FINGERPRINT_VERSION,
