@@ -1,8 +1,10 @@
 """Benchmark `himl validate` on N generated manifests against check-jsonschema and a naive
 PyYAML + jsonschema loop, each a fresh subprocess, several repetitions, medians side by side;
-plus `himl --help` start-up. Prints a Markdown table and the machine.
+plus `himl --help` start-up, and one file with many problems (every problem needs a source
+position: this row shows that locating them stays linear). Prints a Markdown table and the
+machine.
 
-    python bench/bench_validate.py [--files 1000] [--repeat 5]
+    python bench/bench_validate.py [--files 1000] [--repeat 5] [--problems 10000]
 """
 
 from __future__ import annotations
@@ -47,10 +49,25 @@ def _time(command: list[str], cwd: Path, repeat: int) -> tuple[float, int]:
     return statistics.median(samples), code
 
 
+def _many_problems(root: Path, problems: int) -> Path:
+    """One manifest with ``problems`` unknown keys (one diagnostic each), under ``root``."""
+    (root / ".git").mkdir()
+    folder = root / "experiments"
+    folder.mkdir()
+    lines = ["apiVersion: himl/v1", "kind: Experiment", "name: many", "container: HelloWorld"]
+    lines += [f"unknown_key_{i}: {i}" for i in range(problems)]
+    path = folder / "many.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--problems", type=int, default=10_000, help="Problems in the one-bad-file row (0: none)."
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -72,6 +89,14 @@ def main() -> None:
                 continue
             median, code = _time(command, root, args.repeat)
             rows.append((label, median, code))
+    if args.problems:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            path = _many_problems(root, args.problems)
+            size = path.stat().st_size // 1024
+            label = f"himl validate: one {size} KB file with {args.problems:,} problems"
+            median, code = _time([str(BIN / "himl"), "validate", "experiments"], root, args.repeat)
+            rows.append((label, median, code))
     himl_median = rows[0][1] or 0.0
     print(
         f"Validating {args.files} generated manifests; median of {args.repeat} runs, "
@@ -83,7 +108,8 @@ def main() -> None:
         if median is None:
             print(f"| {label} | not installed | | |")
             continue
-        ratio = f"{median / himl_median:.1f}x" if "help" not in label and himl_median else ""
+        compared = "help" not in label and "problems" not in label
+        ratio = f"{median / himl_median:.1f}x" if compared and himl_median else ""
         print(f"| {label} | {median:.3f} | {code} | {ratio} |")
     print(
         f"\nMachine: {platform.platform()}, {platform.processor() or platform.machine()}, "

@@ -11,7 +11,6 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from jsonschema import Draft202012Validator
 
 from himl_manifest.manifest import schema as schema_module
 from himl_manifest.manifest.validate import validate_paths
@@ -117,7 +116,7 @@ def test_random_text_edits_never_crash(
     _check_diagnostics(folder, parsed=False)
 
 
-_jsonschema = Draft202012Validator(schema_module.schema())
+_jsonschema = schema_module.validator()
 
 
 @settings(max_examples=300, deadline=None)

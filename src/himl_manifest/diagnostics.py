@@ -21,6 +21,7 @@ class Diagnostic:
     message: str
     hint: str = ""
     code: str = "schema"
+    #: "error" (the manifest is invalid) or "warning" (valid, but worth a look: exit 0).
     severity: str = "error"
 
     def location(self) -> str:
@@ -50,28 +51,36 @@ def did_you_mean(word: str, candidates: Iterable[str], *, n: int = 1) -> str:
     return f"did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 
+def errors_of(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
+    """The diagnostics that make a manifest invalid (warnings do not)."""
+    return [d for d in diagnostics if d.severity != "warning"]
+
+
 def render_text(diagnostics: Sequence[Diagnostic], files_checked: int) -> str:
     lines = []
     for d in diagnostics:
         where = f"{d.path}: " if d.path else ""
         hint = f" ({d.hint})" if d.hint else ""
-        lines.append(f"{d.location()}: {where}{d.message}{hint}")
-    n = len(diagnostics)
-    bad_files = len({d.file for d in diagnostics})
+        level = "warning: " if d.severity == "warning" else ""
+        lines.append(f"{d.location()}: {level}{where}{d.message}{hint}")
+    errors = errors_of(diagnostics)
+    n, warnings = len(errors), len(diagnostics) - len(errors)
+    bad_files = len({d.file for d in errors})
+    also = f", {warnings} warning{'s' if warnings != 1 else ''}" if warnings else ""
     if n:
         lines.append(
             f"{n} problem{'s' if n != 1 else ''} in {bad_files} of {files_checked} "
-            f"file{'s' if files_checked != 1 else ''}."
+            f"file{'s' if files_checked != 1 else ''}{also}."
         )
     else:
-        lines.append(f"{files_checked} file{'s' if files_checked != 1 else ''} valid.")
+        lines.append(f"{files_checked} file{'s' if files_checked != 1 else ''} valid{also}.")
     return "\n".join(lines)
 
 
 def render_json(diagnostics: Sequence[Diagnostic], files_checked: int) -> str:
     payload = {
         "version": JSON_FORMAT_VERSION,
-        "valid": not diagnostics,
+        "valid": not errors_of(diagnostics),
         "files_checked": files_checked,
         "diagnostics": [asdict(d) for d in diagnostics],
     }

@@ -49,6 +49,20 @@ class ConfigError(HimlError):
     """Invalid runner flags, run specs or settings."""
 
 
+class ContainerError(HimlError):
+    """User code (a container, its model or its data) raised an exception.
+
+    Reported as the run's own error, naming the container (exit code 1), never as an internal
+    error of the runner; the original exception is chained (``--traceback``) and, once a run
+    folder exists, its traceback is in ``runner.log``.
+    """
+
+    def __init__(self, container: str, where: str, error: BaseException, note: str = "") -> None:
+        message = f"{container}: {where} raised {type(error).__name__}: {error}"
+        super().__init__(message + (f" ({note})" if note else ""))
+        self.container = container
+
+
 class CheckpointError(HimlError):
     """A checkpoint source could not be resolved, downloaded or used."""
 

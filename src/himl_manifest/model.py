@@ -103,6 +103,9 @@ def parse_enum(kind: type[_StrEnum], value: object, what: str) -> Any:
 
 # --- run records ----------------------------------------------------------------------------------
 
+#: The error tail an executor gives an attempt whose process could not be started.
+NEVER_STARTED = "never started: "
+
 
 @dataclass(frozen=True)
 class RunRecord:
@@ -151,6 +154,11 @@ class RunRecord:
     @property
     def in_progress(self) -> bool:
         return self.status in IN_PROGRESS
+
+    @property
+    def never_started(self) -> bool:
+        """The attempt ended before its process started: it spends no ``retry.max_attempts``."""
+        return self.status == RunStatus.CANCELLED and self.error_tail.startswith(NEVER_STARTED)
 
 
 # --- cosmetic fields ------------------------------------------------------------------------------
@@ -240,6 +248,8 @@ class CheckpointSource:
     path: str | None = None
     url: str | None = None
     sha256: str | None = None
+    #: ``url`` only: the user marked it trusted (unpickled in full, which can run code).
+    trusted: bool = False
     run: str | None = None
     experiment: str | None = None
     seed: int | None = None
@@ -279,7 +289,10 @@ def checkpoint_source(spec: Mapping[str, Any]) -> CheckpointSource | None:
     if isinstance(source.get("url"), str):
         sha = source.get("sha256")
         return CheckpointSource(
-            "url", url=source["url"], sha256=sha if isinstance(sha, str) else None
+            "url",
+            url=source["url"],
+            sha256=sha if isinstance(sha, str) else None,
+            trusted=source.get("trusted") is True,
         )
     if isinstance(source.get("run"), str):
         return CheckpointSource("run", run=source["run"])

@@ -28,9 +28,13 @@ RUNSPEC_FORMAT = "himl-runspec/v1"
 DEFAULT_CONDA_FILE = "environment.yml"
 
 
+#: One encoder, made once (``json.dumps`` with options builds a new one on every call).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(value: Any) -> str:
     """Key-sorted, whitespace-free JSON: equal data gives equal text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(value)
 
 
 def plain_copy(value: Any) -> Any:
@@ -180,6 +184,7 @@ def expand(experiments: Iterable[Experiment]) -> list[RunSpec]:
     ordered: list[RunSpec] = []
     visiting: set[str] = set()
     done: set[str] = set()
+    conda_digests: dict[tuple[Path, Any, Any], str | None] = {}
 
     def visit(exp: Experiment) -> None:
         if exp.name in done:
@@ -197,7 +202,10 @@ def expand(experiments: Iterable[Experiment]) -> list[RunSpec]:
             source = spec["checkpoint"]["source"]
             seed = source.setdefault("seed", upstream.seeds[0])
             source["run"] = runs[(upstream_name, seed)].run_name
-        conda = file_sha256(find_conda_file(exp.root, spec))
+        conda_key = (exp.root, spec.get("code_root"), spec.get("environment", {}).get("conda_file"))
+        if conda_key not in conda_digests:  # experiments of one repository share a conda file
+            conda_digests[conda_key] = file_sha256(find_conda_file(exp.root, spec))
+        conda = conda_digests[conda_key]
         for seed in exp.seeds:
             view = identity_view(spec, seed, conda)
             hash_ = spec_hash(view)

@@ -242,3 +242,11 @@ def test_statuses_and_states_are_typed(harness: Harness, make_runs: MakeRuns) ->
     (record,) = harness.backend.list_runs()
     assert type(record.status) is RunStatus
     assert type(record.state) is Lifecycle
+
+
+def test_a_fresh_store_needs_no_confirmation(harness: Harness, make_runs: MakeRuns) -> None:
+    assert harness.backend.check_continuity(confirmed=False) == []
+    runs = make_runs()
+    harness.backend.submit(runs)
+    harness.backend.wait(names(runs))
+    assert harness.backend.check_continuity(confirmed=False) == []

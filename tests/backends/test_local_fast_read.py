@@ -29,7 +29,7 @@ def dead_pid() -> int:
 def search_path(backend: LocalBackend, monkeypatch: pytest.MonkeyPatch) -> list[RunRecord]:
     """``list_runs`` through MLflow's ``search_runs`` (the fast read switched off)."""
     with monkeypatch.context() as patch:
-        patch.setattr(local_sql, "read_managed_runs", lambda db, full=True: None)
+        patch.setattr(local_sql, "read_managed_runs", lambda db, full=True, history_of=None: None)
         return backend.list_runs()
 
 
@@ -243,3 +243,19 @@ def test_a_light_read_skips_what_history_does_not_need(
         assert record.spec == {} and record.metrics == {} and record.provenance == {}
         assert not record.has_checkpoint
     assert history == 4  # two superseded attempts, one archived, one deleted
+
+
+def test_a_plan_reads_history_only_of_the_runs_it_may_submit(
+    backend: LocalBackend, make_runs: MakeRuns
+) -> None:
+    """``history_of``: every active record, and the superseded/archived ones of those names."""
+    old, kept = make_runs("old")[0], make_runs("kept")[0]
+    backend.submit([old, kept])
+    backend.wait([old.run_name, kept.run_name])
+    backend.set_state(old.run_name, Lifecycle.SUPERSEDED)
+    backend.set_state(kept.run_name, Lifecycle.ARCHIVED)
+    assert {r.run_name for r in backend.list_runs(full=False, history_of=set())} == set()
+    assert {r.run_name for r in backend.list_runs(full=False, history_of={kept.run_name})} == {
+        kept.run_name
+    }
+    assert len(backend.list_runs(full=False)) == 2

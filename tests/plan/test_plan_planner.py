@@ -118,11 +118,11 @@ CASES: list[tuple[str, dict[str, Any], History, dict[str, Any], str, list[str]]]
         [],
     ),
     (
-        "failed at max_attempts, even with the flag",
+        "failed at max_attempts: --retry-failed still retries",
         {"retry": {"max_attempts": 2}},
         [({}, RunStatus.FAILED, 1, False), ({}, RunStatus.FAILED, 2, False)],
         {"retry_failed": True},
-        ActionKind.KEEP,
+        ActionKind.RETRY,
         [],
     ),
     (
@@ -292,8 +292,10 @@ def test_failed_and_not_retried_says_how_to_retry() -> None:
     action = only(plan([BASE], [record(BASE, RunStatus.FAILED)]))
     assert action.kind == ActionKind.KEEP and action.observed_status == RunStatus.FAILED
     assert "--retry-failed" in action.reason and "retry.on_failure" in action.reason
-    exhausted = only(plan([BASE], [record(BASE, RunStatus.FAILED, attempt=3)], retry_failed=True))
+    exhausted = only(plan([BASE], [record(BASE, RunStatus.FAILED, attempt=3)]))
     assert exhausted.kind == ActionKind.KEEP and "max_attempts" in exhausted.reason
+    forced = only(plan([BASE], [record(BASE, RunStatus.FAILED, attempt=3)], retry_failed=True))
+    assert (forced.kind, forced.attempt) == (ActionKind.RETRY, 4)
     assert plan([BASE], [record(BASE, RunStatus.FAILED)]).experiments[0].health == Health.FAILED
 
 

@@ -81,7 +81,7 @@ def test_workflow_fields_are_container_fields() -> None:
 
 
 def test_container_parameters_stay_allowed() -> None:
-    for name in ("learning_rate", "batch_size", "crossval_count", "crossval_index"):
+    for name in ("learning_rate", "batch_size"):
         assert params_conflict(name) is None
 
 
@@ -112,3 +112,14 @@ def test_the_manifest_docs_name_every_reserved_field() -> None:
     section = docs.read_text(encoding="utf-8").split("## What `params` may set", 1)[1]
     section = section.split("\n## ", 1)[0]
     assert [name for name in WORKFLOW_FIELDS if f"`{name}`" not in section] == []
+
+
+@pytest.mark.parametrize("name", ["crossval_count", "crossval_index"])
+def test_params_may_not_ask_for_cross_validation_yet(name: str, tmp_path: Path) -> None:
+    assert params_conflict(name) == (
+        "cross-validation is not available yet",
+        "the runner refuses it too, rather than ignore it",
+    )
+    run = run_spec(trainer={"max_epochs": 2}, params={name: 2})
+    with pytest.raises(ConfigError, match=rf"params\.{name}: cross-validation is not available"):
+        from_run_spec(run, root=tmp_path)

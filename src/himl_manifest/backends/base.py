@@ -85,12 +85,16 @@ class RunStore(Protocol):
 
     name: str
 
-    def list_runs(self, *, full: bool = True) -> list[RunRecord]:
+    def list_runs(
+        self, *, full: bool = True, history_of: Collection[str] | None = None
+    ) -> list[RunRecord]:
         """Every managed run record (all attempts, all states), in one bulk read.
 
-        ``full=False`` lets a store read history (superseded and archived records) light: the
-        fields the planner uses for it (name, attempt, state, status, spec hash) and no spec,
-        metrics or provenance."""
+        What a plan needs, and no more: ``full=False`` lets a store read history (superseded
+        and archived records) light: the fields the planner uses of it (name, attempt, state,
+        status, spec hash), no spec, metrics or provenance; ``history_of`` limits history to
+        the records of these run names (the attempts of the runs a plan may submit). Active
+        records are always all read, whole."""
         ...
 
     def update_metadata(self, run_name: str, run: RunSpec) -> None:
@@ -99,6 +103,12 @@ class RunStore(Protocol):
 
     def set_state(self, run_name: str, state: Lifecycle) -> None:
         """Mark every attempt of ``run_name`` superseded, archived (or active again)."""
+        ...
+
+    def check_continuity(self, *, confirmed: bool) -> list[str]:
+        """Before changing anything: refuse, unless ``confirmed``, a store that looks lost or
+        replaced (e.g. empty while the project has run outputs); return the warnings to show
+        when confirmed."""
         ...
 
     def find_run(self, reference: str) -> RunRecord | None:

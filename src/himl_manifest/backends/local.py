@@ -17,6 +17,7 @@ Docs: ``docs/store.md``.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
@@ -57,6 +58,7 @@ from himl_manifest.backends.local_store import (
 )
 from himl_manifest.backends.protocol import (
     OUTPUTS_DIR,
+    RUN_SPEC_FILE,
     TAG_ERROR,
     TAG_OUTPUT_DIR,
     TAG_SPEC,
@@ -64,6 +66,7 @@ from himl_manifest.backends.protocol import (
     TAG_STATE,
     TAG_USER_PREFIX,
     experiment_name,
+    listed,
     parse_run_reference,
     run_folder_name,
 )
@@ -74,6 +77,8 @@ from himl_manifest.spec import RunSpec
 
 STATE_DIR = ".himl"
 LOCK_FILE = "apply.lock"
+#: The id of the store this project's applies wrote to (``.himl/store_id``).
+STORE_ID_FILE = "store_id"
 
 
 def absolute_uri(uri: str, root: Path) -> str:
@@ -84,8 +89,32 @@ def absolute_uri(uri: str, root: Path) -> str:
     return f"sqlite:///{(root / db).resolve()}"
 
 
+def earlier_run_folders(root: Path) -> list[Path]:
+    """Run folders under ``outputs/`` (each holds the run spec its job was given)."""
+    outputs = root / OUTPUTS_DIR
+    if not outputs.is_dir():
+        return []
+    return sorted(p for p in outputs.iterdir() if (p / RUN_SPEC_FILE).is_file())
+
+
 def new_output_dir(root: Path, run_name: str) -> Path:
     return root / OUTPUTS_DIR / run_folder_name(run_name)
+
+
+def writable_folder(folder: Path) -> None:
+    """Create ``folder`` (a run folder) if needed and prove it can be written (a real write:
+    permission bits say nothing to root, and a path through a file fails only when used)."""
+    probe = folder / f".himl-write-probe-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise StoreError(
+            f"cannot write the run folder {folder}: {reason}; nothing was submitted (fix the "
+            "folder, then apply again)"
+        ) from exc
 
 
 class LocalStore:
@@ -101,16 +130,66 @@ class LocalStore:
         self.state_dir = (db.parent if db else self.root) / STATE_DIR
         self.artifact_root = db.parent / "mlartifacts" if db else None
         self.host = this_host()
+        self._writable = False
+
+    def _before_change(self) -> None:
+        """Before the first change a command makes: the store can be written, and is still
+        the one it opened."""
+        if not self._writable:
+            self.store.check_writable()
+            self._writable = True
+        self.store.check_same()
+
+    def check_continuity(self, *, confirmed: bool) -> list[str]:
+        """Refuse (unless ``confirmed``) to run in a store that looks lost or replaced: one
+        whose id is not the one ``.himl/store_id`` remembers, or one without a managed run
+        while ``outputs/`` holds run folders. Returns the warnings to show when confirmed."""
+        problems = []
+        remembered = self._remembered_store_id()
+        current = self.store.store_id()
+        if remembered and current != remembered:
+            problems.append(
+                f"the run store {self.uri} is not the store this project's applies wrote to "
+                f"(its id is {current or 'unset: a new store'}, {STATE_DIR}/{STORE_ID_FILE} "
+                f"says {remembered})"
+            )
+        folders = earlier_run_folders(self.root)
+        if folders and not self.store.managed_runs(full=False):
+            problems.append(
+                f"the run store {self.uri} holds no runs, but {self.root / OUTPUTS_DIR} holds "
+                f"{len(folders)} run folder(s) of earlier runs: was the store deleted or replaced?"
+            )
+        if problems and not confirmed:
+            raise StoreError(
+                "; ".join(problems) + ". Restore the store, or pass --yes to go on with this one "
+                "(every run it does not hold trains again)"
+            )
+        return problems
+
+    def _remembered_store_id(self) -> str | None:
+        try:
+            text = (self.state_dir / STORE_ID_FILE).read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+        return text or None
+
+    def _remember_store_id(self) -> None:
+        store_id = self.store.ensure_store_id()
+        if store_id and self._remembered_store_id() != store_id:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            (self.state_dir / STORE_ID_FILE).write_text(f"{store_id}\n", encoding="utf-8")
 
     # -- reading ---------------------------------------------------------------------------
 
-    def list_runs(self, *, full: bool = True) -> list[RunRecord]:
+    def list_runs(
+        self, *, full: bool = True, history_of: Collection[str] | None = None
+    ) -> list[RunRecord]:
         """Every managed run record (all attempts, all states), in one bulk read (history read
-        light unless ``full``)."""
+        light unless ``full``, and only of ``history_of`` when given)."""
         records = []
-        for found in self.store.managed_runs(full=full):
+        for found in self.store.managed_runs(full=full, history_of=history_of):
             record = to_record(found)
-            if record is not None:
+            if record is not None and listed(record, history_of):
                 records.append(self._liveness(record, apply_id_of(found)))
         records.sort(key=lambda r: (r.experiment, r.seed, r.run_name, r.attempt))
         return records
@@ -141,6 +220,7 @@ class LocalStore:
 
     def update_metadata(self, run_name: str, run: RunSpec) -> None:
         """Copy description, tags and display name of ``run`` onto every attempt of the run."""
+        self._before_change()
         records = self._records(run_name)
         if not records:
             raise StoreError(f"no run named {run_name} in {self.uri}")
@@ -163,6 +243,7 @@ class LocalStore:
     def set_state(self, run_name: str, state: Lifecycle | str) -> None:
         """Mark every attempt of ``run_name`` superseded, archived (or active again)."""
         lifecycle: Lifecycle = parse_enum(Lifecycle, state, "run state")
+        self._before_change()
         records = self._records(run_name)
         if not records:
             raise StoreError(f"no run named {run_name} in {self.uri}")
@@ -234,12 +315,14 @@ class LocalBackend(LocalStore):
 
         Until then this process holds a liveness lock: if it dies first, the next reader sees
         the records' apply gone and reports them cancelled, so the next apply retries them."""
+        self._before_change()
         if self._liveness_lock is None:
             self._apply_id = uuid.uuid4().hex[:16]
             self._liveness_lock = LivenessLock(self.state_dir / "applies", self._apply_id)
             self._liveness_lock.acquire()
         try:
             with exclusive(self.state_dir / LOCK_FILE):
+                self._remember_store_id()
                 batch, outcomes = self._create(runs, attempts or {})
         except BaseException:
             if not self._pending:
@@ -272,6 +355,7 @@ class LocalBackend(LocalStore):
             scheduler.run(batch)
         finally:
             self._release()
+        self.store.check_same()  # what the runs recorded is in the store this apply opened
         names = set(run_names)
         return [r for r in self.list_runs() if r.run_name in names]
 
@@ -292,6 +376,7 @@ class LocalBackend(LocalStore):
         experiment_ids: dict[str, str] = {}
         batch: list[Job] = []
         outcomes: list[Submitted] = []
+        creating: list[tuple[RunSpec, int, list[tuple[RunRecord, Any]], Path]] = []
         for run in runs:
             attempt = attempts.get(run.run_name, 1)
             previous = existing.get(run.run_name, [])
@@ -308,10 +393,15 @@ class LocalBackend(LocalStore):
                 self._external[run.run_name] = record.run_id
                 outcomes.append(Submitted(run.run_name, attempt, SubmitOutcome.EXISTED, record))
                 continue
-            self._end_interrupted(previous)
             dirs = [r.output_dir for r, _ in sorted(previous, key=lambda p: p[0].attempt)]
             output_dir = Path(dirs[-1]) if dirs and dirs[-1] else None
-            output_dir = output_dir or new_output_dir(self.root, run.run_name)
+            creating.append(
+                (run, attempt, previous, output_dir or new_output_dir(self.root, run.run_name))
+            )
+        for folder in {output_dir for *_, output_dir in creating}:
+            writable_folder(folder)  # before any record: a run that can't start spends nothing
+        for run, attempt, previous, output_dir in creating:
+            self._end_interrupted(previous)
             experiment = experiment_name(
                 run.spec.get("tracking", {}).get("experiment"), run.experiment
             )

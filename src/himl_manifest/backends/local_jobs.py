@@ -31,7 +31,7 @@ from himl_manifest.backends.protocol import (
     TAG_PID,
     status_from_mlflow,
 )
-from himl_manifest.model import UNSUCCESSFUL, RunStatus, checkpoint_source
+from himl_manifest.model import NEVER_STARTED, UNSUCCESSFUL, RunStatus, checkpoint_source
 from himl_manifest.paths import TRACKING_URI_ENV
 from himl_manifest.spec import RunSpec
 
@@ -42,6 +42,8 @@ TAIL_LINES = 40
 TAIL_CHARS = 4000
 #: Grace period between SIGTERM and SIGKILL when an apply is interrupted.
 TERM_GRACE_S = 10.0
+#: The error tail of a run whose apply stopped it (Ctrl-C, SIGTERM, an error).
+INTERRUPTED = "interrupted: the apply stopped"
 
 
 def himl_run_command(spec_file: Path, output_dir: Path) -> list[str]:
@@ -122,8 +124,9 @@ class Scheduler:
                         continue
                     pending.remove(job)
                     if blocked is None:
-                        self._start(job)
-                        running.append(job)
+                        self.check_store()
+                        if self._start(job):
+                            running.append(job)
                     else:
                         self._skip(job, blocked)
                 for job in list(running):
@@ -156,10 +159,26 @@ class Scheduler:
                 return "wait"
         return None
 
-    def _start(self, job: Job) -> None:
-        job.output_dir.mkdir(parents=True, exist_ok=True)
-        spec_file = job.output_dir / RUN_SPEC_FILE
-        spec_file.write_text(job.run.to_json() + "\n", encoding="utf-8")
+    def check_store(self) -> None:
+        """Refuse to go on when the store vanished or was replaced under this apply."""
+        self.store.check_same()
+
+    def _start(self, job: Job) -> bool:
+        """Start the job's process; False (its record ended as never started, no attempt
+        spent) when its run folder cannot be written."""
+        try:
+            job.output_dir.mkdir(parents=True, exist_ok=True)
+            spec_file = job.output_dir / RUN_SPEC_FILE
+            spec_file.write_text(job.run.to_json() + "\n", encoding="utf-8")
+            with (job.output_dir / LOG_FILE).open("ab") as log:
+                log.write(f"{job.marker}\n".encode())
+        except OSError as exc:
+            message = f"{NEVER_STARTED}cannot write its run folder {job.output_dir}: {exc}"
+            self.store.set_tags(job.run_id, {TAG_ERROR: message})
+            self.store.terminate(job.run_id, "KILLED")
+            job.status = RunStatus.CANCELLED
+            self.progress(Progress(job.name, RunStatus.CANCELLED, message))
+            return False
         env = {
             **os.environ,
             "MLFLOW_RUN_ID": job.run_id,
@@ -167,8 +186,6 @@ class Scheduler:
             LOG_CAPTURED_ENV: "1",
         }
         with (job.output_dir / LOG_FILE).open("ab") as log:
-            log.write(f"{job.marker}\n".encode())
-            log.flush()
             job.process = subprocess.Popen(
                 self.command(spec_file, job.output_dir),
                 cwd=job.cwd,
@@ -184,6 +201,7 @@ class Scheduler:
         self.progress(
             Progress(job.name, RunStatus.RUNNING, f"pid {job.process.pid}, log {log_path}")
         )
+        return True
 
     def _finish(self, job: Job) -> None:
         assert job.process is not None
@@ -236,6 +254,13 @@ class Scheduler:
         for job in [*running, *pending]:
             with contextlib.suppress(Exception):
                 found = self.store.get(job.run_id)
-                if found is not None and found.info.status in MLFLOW_ACTIVE:
-                    self.store.set_tags(job.run_id, {TAG_ERROR: "interrupted: the apply stopped"})
-                    self.store.terminate(job.run_id, "KILLED")
+                # a job stopped by the signal may have ended its own record FAILED (Lightning
+                # raises on SIGTERM): a run this apply stopped is cancelled, retried next apply
+                # (or KILLED, with its own log tail): the apply's stopping is the reason given
+                ended_by_signal = found is not None and found.info.status in ("FAILED", "KILLED")
+                stopped = job in running and ended_by_signal
+                if found is not None and (found.info.status in MLFLOW_ACTIVE or stopped):
+                    self.store.set_tags(job.run_id, {TAG_ERROR: INTERRUPTED})
+                    if found.info.status != "KILLED":
+                        self.store.terminate(job.run_id, "KILLED")
+                    job.status = RunStatus.CANCELLED

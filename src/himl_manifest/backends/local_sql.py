@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,18 +76,25 @@ JOIN tags AS t
   ON t.run_uuid = r.run_uuid AND t.key = '{TAG_MANAGED}' AND t.value = 'true'
 LEFT JOIN tags AS s
   ON s.run_uuid = r.run_uuid AND s.key = '{TAG_STATE}'
+LEFT JOIN tags AS n
+  ON n.run_uuid = r.run_uuid AND n.key = '{TAG_RUN_NAME}'
 WHERE r.lifecycle_stage IN ({_STAGES})
+  AND (?1 IS NULL
+       OR (r.lifecycle_stage = 'active' AND COALESCE(s.value, '') NOT IN ({_HISTORY_STATES}))
+       OR n.value IN (SELECT value FROM json_each(?1)))
 ORDER BY r.start_time DESC, r.run_uuid
 """
 
 #: Every tag of the runs ``?1`` (a JSON list of ids: the live runs, or all of them when
-#: ``full``), and when ``?2`` (not ``full``) the :data:`LIGHT_TAGS` of every run (those of
-#: unmanaged runs are skipped). One sequential scan: faster than the indexes here, as the rows
-#: hold the big spec values.
+#: ``full``), and the :data:`LIGHT_TAGS` of the runs ``?2`` (the history runs read light), by
+#: the run_uuid index: only the runs asked for are touched.
 TAGS = f"""
-SELECT run_uuid, key, value FROM tags NOT INDEXED
+SELECT run_uuid, key, value FROM tags
 WHERE run_uuid IN (SELECT value FROM json_each(?1))
-   OR (?2 AND key IN ({", ".join(f"'{key}'" for key in LIGHT_TAGS)}))
+UNION ALL
+SELECT run_uuid, key, value FROM tags
+WHERE run_uuid IN (SELECT value FROM json_each(?2))
+  AND key IN ({", ".join(f"'{key}'" for key in LIGHT_TAGS)})
 """
 #: The latest metrics of the runs ``?1`` (a JSON list of ids).
 LATEST_METRICS = """
@@ -135,11 +143,15 @@ def read_only_uri(db: Path) -> str:
     return f"{db.resolve().as_uri()}?mode=ro"
 
 
-def read_managed_runs(db: Path, full: bool = True) -> list[Run] | None:
+def read_managed_runs(
+    db: Path, full: bool = True, history_of: Collection[str] | None = None
+) -> list[Run] | None:
     """Every managed run of the MLflow SQLite store ``db``; None: use ``search_runs`` instead.
 
     ``full=False`` reads history runs (superseded, archived, deleted) light: only the tags a
-    plan needs of them (:data:`LIGHT_TAGS`), no metrics; live runs are read whole either way."""
+    plan needs of them (:data:`LIGHT_TAGS`), no metrics; live runs are read whole either way.
+    ``history_of``: read only the history runs with these run names (what a plan needs of
+    history: the attempts of the runs it may submit); live runs are all read."""
     if not db.is_file():
         return None
     try:
@@ -147,7 +159,7 @@ def read_managed_runs(db: Path, full: bool = True) -> list[Run] | None:
     except sqlite3.Error:
         return None
     try:
-        return _read(connection, full)
+        return _read(connection, full, history_of)
     except sqlite3.Error:
         return None
     finally:
@@ -160,19 +172,23 @@ def _execute(connection: sqlite3.Connection, query: str, *args: object) -> sqlit
     return connection.execute(query, args)
 
 
-def _read(connection: sqlite3.Connection, full: bool) -> list[Run] | None:
+def _read(
+    connection: sqlite3.Connection, full: bool, history_of: Collection[str] | None
+) -> list[Run] | None:
     found = _execute(connection, "SELECT name FROM sqlite_master WHERE type = 'table'")
     if not {row[0] for row in found}.issuperset(REQUIRED_TABLES):
         return None  # an empty or new store: MLflow initializes it
     runs: dict[str, Run] = {}
-    for run_id, status, start, end, stage, live in _execute(connection, MANAGED_RUNS):
+    names = None if history_of is None else json.dumps(sorted(history_of))
+    for run_id, status, start, end, stage, live in _execute(connection, MANAGED_RUNS, names):
         runs[run_id] = Run(
             RunInfo(run_id, status, start, end, stage), RunData(), light=not (full or live)
         )
     if not runs:
         return []
     whole = json.dumps([run_id for run_id, run in runs.items() if not run.light])
-    for run_id, key, value in _execute(connection, TAGS, whole, not full):
+    light = json.dumps([run_id for run_id, run in runs.items() if run.light])
+    for run_id, key, value in _execute(connection, TAGS, whole, light):
         run = runs.get(run_id)
         if run is not None:
             run.data.tags[key] = value

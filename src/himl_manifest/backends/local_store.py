@@ -21,7 +21,7 @@ import logging
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
@@ -64,6 +64,10 @@ PAGE_SIZE = 1000
 #: Metrics per MLflow log_batch call (its limit).
 METRICS_PER_BATCH = 1000
 SQLITE_MAGIC = b"SQLite format 3\x00"
+#: Experiment tag (on MLflow's Default experiment, id 0) holding the store's identity, made
+#: when himl first writes to the store; ``.himl/store_id`` beside it remembers it.
+TAG_STORE_ID = "himl.store_id"
+_READ_ONLY = ("attempt to write a readonly database", "readonly database")
 
 T = TypeVar("T")
 
@@ -133,6 +137,10 @@ def is_store_failure(exc: BaseException) -> bool:
     return module.startswith(("mlflow", "sqlalchemy", "sqlite3", "requests", "urllib3"))
 
 
+def is_read_only(exc: BaseException) -> bool:
+    return any(text in str(exc) for text in _READ_ONLY)
+
+
 def is_busy(exc: BaseException) -> bool:
     return "database is locked" in str(exc) or "database is busy" in str(exc)
 
@@ -148,6 +156,9 @@ def store_errors(uri: str, doing: str) -> Iterator[None]:
         if not is_store_failure(exc) and not isinstance(exc, OSError):
             raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if is_read_only(exc):
+            where = sqlite_path(uri)
+            raise StoreError(f"the run store {where or uri} is read-only: {doing} failed") from None
         raise StoreError(f"run store {uri}: {doing} failed: {message}") from exc
 
 
@@ -349,6 +360,98 @@ class Store:
         self.fast_reads = 0
         if self.db is None or not is_initialized_sqlite(self.db):
             self._open()
+        #: What the SQLite file was when opened: (device, inode), and its store id.
+        self.opened = (self.file_identity(), self.store_id())
+
+    # -- identity: the store this command opened is the store it ends with -------------------
+
+    def file_identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the SQLite file; None when it is gone (or not SQLite)."""
+        if self.db is None:
+            return None
+        try:
+            found = self.db.stat()
+        except FileNotFoundError:
+            return None
+        return (found.st_dev, found.st_ino)
+
+    def store_id(self) -> str | None:
+        """The store's identity (the ``himl.store_id`` tag), None before himl first wrote."""
+        if self.db is None or not self.db.is_file():
+            return None
+        try:
+            connection = sqlite3.connect(f"{self.db.resolve().as_uri()}?mode=ro", uri=True)
+        except sqlite3.Error:
+            return None
+        try:
+            row = connection.execute(
+                "SELECT value FROM experiment_tags WHERE key = ? ORDER BY experiment_id LIMIT 1",
+                (TAG_STORE_ID,),
+            ).fetchone()
+        except sqlite3.Error:
+            return None
+        finally:
+            connection.close()
+        return str(row[0]) if row else None
+
+    def ensure_store_id(self) -> str | None:
+        """The store's id, made now (on the Default experiment) if it has none."""
+        found = self.store_id()
+        if found or self.db is None:
+            return found
+        import uuid
+
+        new = uuid.uuid4().hex
+        with store_errors(self.uri, "recording the store id"):
+            retrying(lambda: self.client.set_experiment_tag("0", TAG_STORE_ID, new))
+        self.opened = (self.opened[0] or self.file_identity(), new)
+        return new
+
+    def check_same(self) -> None:
+        """Raise when the SQLite file this store opened vanished or was replaced since."""
+        if self.db is None or self.opened[0] is None:
+            return
+        now = self.file_identity()
+        if now is None:
+            raise StoreError(
+                f"the run store {self.db} vanished while this command was using it: what it "
+                "recorded since is lost (restore the file; the next apply retries what is missing)"
+            )
+        pinned = self.opened[1]
+        if now != self.opened[0] or (pinned is not None and self.store_id() != pinned):
+            raise StoreError(
+                f"the run store {self.db} was replaced by another file while this command was "
+                "using it: what it recorded since went to the old file"
+            )
+
+    def check_writable(self) -> None:
+        """Before a command changes anything: prove the SQLite store can be written (a real
+        write, rolled back: permission bits say nothing to root, and a read-only file or
+        folder shows only when SQLite writes)."""
+        if self.db is None or not self.db.is_file():
+            return
+        try:
+            connection = sqlite3.connect(
+                f"{self.db.resolve().as_uri()}?mode=rw", uri=True, timeout=30
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"run store {self.uri}: cannot open {self.db}: {exc}") from None
+        try:
+            connection.isolation_level = None
+            connection.execute("BEGIN IMMEDIATE")
+            connection.execute("CREATE TABLE himl_write_probe (x)")
+            connection.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            if is_busy(exc):
+                return  # another writer holds it: writable, and the writes will wait
+            if is_read_only(exc) or "unable to open" in str(exc):
+                raise StoreError(
+                    f"the run store {self.db} is read-only (the file or its folder "
+                    f"{self.db.parent}): nothing was changed"
+                ) from None
+            raise StoreError(f"run store {self.uri}: test write failed: {exc}") from None
+        finally:
+            connection.close()
 
     def _open(self) -> Any:
         quiet_mlflow_logs()
@@ -374,7 +477,9 @@ class Store:
 
         return ViewType.ALL
 
-    def managed_runs(self, full: bool = True) -> list[Any]:
+    def managed_runs(
+        self, full: bool = True, history_of: Collection[str] | None = None
+    ) -> list[Any]:
         """Every managed run, as :meth:`search` gives them: read straight from SQLite when the
         store is an SQLite file (three queries, no MLflow), else (or if that read fails) by
         ``search_runs``. ``full=False``: history runs may come back light (see
@@ -382,7 +487,7 @@ class Store:
         if self.db is not None:
             from himl_manifest.backends.local_sql import read_managed_runs
 
-            found = read_managed_runs(self.db, full=full)
+            found = read_managed_runs(self.db, full=full, history_of=history_of)
             if found is not None:
                 self.fast_reads += 1
                 return found

@@ -28,7 +28,7 @@ from himl_manifest.backends.base import (
     SubmitOutcome,
     Submitted,
 )
-from himl_manifest.backends.protocol import parse_run_reference, path_in_run
+from himl_manifest.backends.protocol import listed, parse_run_reference, path_in_run
 from himl_manifest.errors import CheckpointError, StoreError
 from himl_manifest.model import (
     TERMINAL,
@@ -109,9 +109,11 @@ class MemoryBackend:
 
     # --- the run store ----------------------------------------------------------------------
 
-    def list_runs(self, *, full: bool = True) -> list[RunRecord]:
+    def list_runs(
+        self, *, full: bool = True, history_of: Collection[str] | None = None
+    ) -> list[RunRecord]:
         self._query()
-        return list(self._records.values())
+        return [r for r in self._records.values() if listed(r, history_of)]
 
     def update_metadata(self, run_name: str, run: RunSpec) -> None:
         keys = self._keys(run_name)
@@ -124,6 +126,10 @@ class MemoryBackend:
         lifecycle: Lifecycle = parse_enum(Lifecycle, state, "state")
         for key in self._keys(run_name):
             self._records[key] = replace(self._records[key], state=lifecycle)
+
+    def check_continuity(self, *, confirmed: bool) -> list[str]:
+        """A memory store is never lost under a running process."""
+        return []
 
     def find_run(self, reference: str) -> RunRecord | None:
         found = [r for r in self._records.values() if reference in (r.run_name, r.run_id)]

@@ -16,12 +16,18 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
 from himl_manifest.errors import CheckpointError
-from himl_manifest.model import DEFAULT_CHECKPOINT_FILE, RunStatus, split_run_reference
+from himl_manifest.model import (
+    DEFAULT_CHECKPOINT_FILE,
+    Lifecycle,
+    RunRecord,
+    RunStatus,
+    split_run_reference,
+)
 
 # --- tags ------------------------------------------------------------------------------------
 
@@ -167,3 +173,13 @@ def parse_run_reference(reference: str) -> tuple[str, PurePosixPath]:
     if not run:
         raise CheckpointError(f"checkpoint reference {reference!r} names no run")
     return run, path_in_run(relative)
+
+
+# --- listing ---------------------------------------------------------------------------------
+
+
+def listed(record: RunRecord, history_of: Collection[str] | None) -> bool:
+    """Whether ``list_runs(history_of=...)`` returns ``record``: every active record does; a
+    history record (superseded, archived) when ``history_of`` is None or names its run."""
+    active = record.state == Lifecycle.ACTIVE
+    return active or history_of is None or record.run_name in history_of

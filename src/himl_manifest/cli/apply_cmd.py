@@ -55,13 +55,19 @@ def apply(
     from himl_manifest.operations import apply as operation
     from himl_manifest.plan.render import render_text
 
-    backend = open_backend(backend_name, tracking_uri=tracking_uri, jobs=jobs)
-    plan = operation.prepare(list(paths), backend, targets=targets, retry_failed=retry_failed)
+    plan, backend = operation.prepare(
+        list(paths),
+        lambda: open_backend(backend_name, tracking_uri=tracking_uri, jobs=jobs),
+        targets=targets,
+        retry_failed=retry_failed,
+    )
     click.echo(render_text(plan, color=sys.stderr.isatty()), err=True, color=sys.stderr.isatty())
     if not operation.has_work(plan, prune):
         if plan.has_changes:
             click.echo("Nothing to apply: orphans are archived only with --prune.", err=True)
         return 0
+    for warning in backend.check_continuity(confirmed=yes):
+        click.echo(f"warning: {warning}", err=True)
     _confirm(yes)
     _stop_on_sigterm()
     result = operation.apply(
@@ -85,12 +91,19 @@ def _confirm(yes: bool) -> None:
 
 
 def _stop_on_sigterm() -> None:
-    """SIGTERM (a CI job cancelled) stops the runs and ends their records, like Ctrl-C."""
+    """SIGTERM (a CI job cancelled) stops the runs and ends their records, like Ctrl-C.
+
+    The first SIGTERM or SIGINT interrupts; later ones (a CI runner signals again, Ctrl-C
+    pressed twice) are ignored, so they cannot cut short the stopping of the runs and the ending
+    of their records as cancelled."""
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
 
 
 class ProgressPrinter:

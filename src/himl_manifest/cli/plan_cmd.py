@@ -58,10 +58,10 @@ def plan(
     from himl_manifest.operations.plan import make_plan
     from himl_manifest.plan.render import render
 
-    backend = open_backend(backend_name, tracking_uri)
     result = make_plan(
         paths or (Path("experiments"),),
-        backend,
+        # opened only once the manifests are valid: an invalid one creates no store
+        lambda: open_backend(backend_name, tracking_uri),
         retry_failed=retry_failed,
         targets=targets or None,
     )

@@ -27,6 +27,13 @@ from torch.utils.data import DataLoader, TensorDataset
 from himl_manifest.configs.hello_world_data import CSV_NAME
 from himl_manifest.runner.container import LightningContainer
 
+#: A HelloWorld model trained once (seed 42, CPU, 20 epochs) by
+#: ``bench/make_hello_world_checkpoint.py``; its test MSE is recorded in
+#: :data:`PRETRAINED_METRICS`, and ``--run_inference_only --src_checkpoint=<this file>``
+#: reproduces it exactly. Plain tensors, numbers and strings: it loads with ``weights_only=True``.
+PRETRAINED_CHECKPOINT = Path(__file__).resolve().with_name("hello_world.ckpt")
+PRETRAINED_METRICS = PRETRAINED_CHECKPOINT.with_name("hello_world_checkpoint.json")
+
 #: Rows of the CSV in each split, in file order.
 N_TEST, N_VAL, N_TRAIN = 40, 50, 110
 BATCH_SIZE = 5

@@ -11,10 +11,16 @@ and number bounds, items, properties, additionalProperties, required, propertyNa
 allOf, not, local ``$ref``). A schema using any other keyword makes :func:`compile_schema` raise
 :class:`Unsupported`, and callers then use jsonschema alone. A test checks that this checker and
 jsonschema agree on many generated documents.
+
+Three rules are stricter than JSON Schema's, here and in :func:`.schema.validator` alike: an
+integer is an ``int`` (2.0 is not one), a number is finite (no NaN or infinity), and a pattern's
+``$`` is the end of the text (:func:`ecma_regex`).
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -46,10 +52,63 @@ def _is_type(value: Any, kind: str) -> bool:
     if isinstance(value, bool):
         return False
     if kind == "number":
-        return isinstance(value, (int, float))
+        return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
     if kind == "integer":
-        return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        return isinstance(value, int)
     raise Unsupported(f"type {kind!r}")
+
+
+def is_integer(value: Any) -> bool:
+    """The manifest's "integer": an int written as one. Stricter than JSON Schema's, where
+    2.0 is an integer too: a count or an epoch written ``2.0`` is a mistake (a run named
+    ``s0.0``), so both checkers refuse it."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """The manifest's "number": finite. NaN and infinity (``.nan``, ``.inf``) are refused."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@functools.lru_cache(maxsize=256)
+def ecma_regex(pattern: str) -> re.Pattern[str]:
+    """``pattern`` compiled for Python with the meaning JSON Schema (ECMA-262) gives it.
+
+    In ECMA-262 ``$`` matches only at the very end of the text; Python's ``$`` also matches
+    before a final newline, so ``^[a-z]+$`` would accept ``"name\\n"``. Each ``$`` outside a
+    character class becomes ``\\Z``; the schema keeps portable ``^...$`` for editors.
+    """
+    out: list[str] = []
+    in_class = False
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            out.append(pattern[index : index + 2])
+            index += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+            if pattern[index + 1 : index + 2] == "^":  # "[^" ...
+                out.append("[^")
+                index += 2
+                if pattern[index : index + 1] == "]":  # "[^]...]": a literal "]" first
+                    out.append("]")
+                    index += 1
+                continue
+            if pattern[index + 1 : index + 2] == "]":
+                out.append("[]")
+                index += 2
+                continue
+        elif char == "$":
+            char = r"\Z"
+        out.append(char)
+        index += 1
+    return re.compile("".join(out))
 
 
 def _equal(one: Any, two: Any) -> bool:
@@ -120,7 +179,7 @@ class _Compiler:
         if key == "enum":
             return lambda value: any(_equal(value, choice) for choice in arg)
         if key == "pattern":
-            search = re.compile(arg).search
+            search = ecma_regex(arg).search
             return lambda value: not isinstance(value, str) or search(value) is not None
         if key in _BOUNDS:
             kind, fails = _BOUNDS[key]

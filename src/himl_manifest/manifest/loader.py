@@ -46,6 +46,8 @@ _TYPE_WORDS = {bool: "a boolean", int: "an integer", float: "a number", type(Non
 
 
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    if not isinstance(node, yaml.MappingNode):  # a "!!map" tag on a scalar or a list
+        raise _unconstructable(node, TypeError())
     loader.flatten_mapping(node)
     mapping: dict[Any, Any] = {}
     for key_node, value_node in node.value:
@@ -64,6 +66,42 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[
             )
         mapping[key] = loader.construct_object(value_node, deep=False)
     return mapping
+
+
+#: Largest integer a manifest may hold, in decimal digits: Python refuses to print (so to report,
+#: hash or store) much longer ones, whatever base the YAML wrote them in.
+MAX_INT_DIGITS = 4000
+_MAX_INT_BITS = int(MAX_INT_DIGITS * 3.3219)  # log2(10): an int of this many bits prints
+#: What a scalar tag's value is read as, for the message when it can't be.
+_TAG_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "a boolean",
+    "null": "null",
+    "timestamp": "a date",
+    "str": "a string",
+    "map": "a mapping",
+    "seq": "a list",
+}
+
+
+def _unconstructable(node: yaml.Node, exc: Exception) -> yaml.constructor.ConstructorError:
+    """The diagnostic for a value YAML itself can't build (``!!int "abc"``, ``2024-13-45``, an
+    integer too long to print): at the value's position, saying what it was read as."""
+    tag = node.tag.replace("tag:yaml.org,2002:", "")
+    word = _TAG_WORDS.get(tag, f"!!{tag}")
+    text = node.value if isinstance(node, yaml.ScalarNode) else ""
+    shown = repr(text) if len(text) <= 40 else repr(text[:37]) + "..."
+    if tag == "int" and (isinstance(exc, OverflowError) or "digits" in str(exc)):
+        message = f"integer too large: over {MAX_INT_DIGITS} digits"
+    elif tag == "timestamp" and isinstance(exc, ValueError) and len(str(exc)) <= 60:
+        message = f"not a valid date or time {shown}: {exc} (quote it to keep it as text)"
+    elif isinstance(node, yaml.ScalarNode):
+        message = f"cannot read {shown} as {word} (YAML tag '!!{tag}')"
+    else:
+        kind = "list" if isinstance(node, yaml.SequenceNode) else "mapping"
+        message = f"a {kind} cannot be read as {word} (YAML tag '!!{tag}')"
+    return yaml.constructor.ConstructorError(None, None, message, node.start_mark)
 
 
 def _refuse_tag(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
@@ -91,6 +129,19 @@ def _strict_loader(base: type[yaml.SafeLoader]) -> type[yaml.SafeLoader]:
                         self._resolved[value] = tag
                 return tag
             return super().resolve(kind, value, implicit)
+
+        def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+            # A value YAML can't build (``!!int "abc"``, ``2024-13-45``, ``!!bool maybe``)
+            # makes PyYAML raise a plain Python error: report it at the value, as YAML's own.
+            try:
+                data = super().construct_object(node, deep)
+            except yaml.YAMLError:
+                raise
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+                raise _unconstructable(node, exc) from None
+            if type(data) is int and data.bit_length() > _MAX_INT_BITS:
+                raise _unconstructable(node, OverflowError())
+            return data
 
     StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
     # Safe, but not JSON data: bytes, sets, ordered pairs.
@@ -123,6 +174,11 @@ class LoadedFile:
     documents: list[Document] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     _nodes: list[yaml.Node | None] | None = field(default=None, repr=False)
+    #: Per mapping node (by id; :attr:`_nodes` keeps them alive): its scalar keys, each with
+    #: its key and value nodes, so that locating many problems in one file stays linear.
+    _keys: dict[int, dict[str, tuple[yaml.Node, yaml.Node]]] = field(
+        default_factory=dict, repr=False
+    )
 
     def error(self, message: str, line: int = 0, column: int = 0, code: str = "load") -> None:
         self.diagnostics.append(Diagnostic(self.display, line, column, "", message, code=code))
@@ -147,12 +203,12 @@ class LoadedFile:
         for step_no, step in enumerate(path):
             child: yaml.Node | None = None
             if isinstance(node, yaml.MappingNode):
-                for key_node, value_node in node.value:
-                    if isinstance(key_node, yaml.ScalarNode) and key_node.value == str(step):
-                        last = step_no == len(path) - 1
-                        mark = key_node.start_mark
-                        child = key_node if (key and last) else value_node
-                        break
+                found = self._mapping_keys(node).get(str(step))
+                if found is not None:
+                    key_node, value_node = found
+                    last = step_no == len(path) - 1
+                    mark = key_node.start_mark
+                    child = key_node if (key and last) else value_node
             elif (
                 isinstance(node, yaml.SequenceNode)
                 and isinstance(step, int)
@@ -164,6 +220,15 @@ class LoadedFile:
             node = child
             mark = node.start_mark
         return (mark.line + 1, mark.column + 1)
+
+    def _mapping_keys(self, node: yaml.MappingNode) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+        keys = self._keys.get(id(node))
+        if keys is None:
+            keys = self._keys[id(node)] = {}
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode):
+                    keys.setdefault(key_node.value, (key_node, value_node))
+        return keys
 
 
 def _expanded_size(root: Any, limit: int) -> int | None:
@@ -204,6 +269,19 @@ def _expanded_size(root: Any, limit: int) -> int | None:
 
 
 def _yaml_error(loaded: LoadedFile, exc: yaml.YAMLError) -> None:
+    if isinstance(exc, yaml.reader.ReaderError) and isinstance(exc.character, int):
+        # A character YAML refuses anywhere (a control character, U+FFFE): its offset is in bytes
+        # with libyaml, in characters without it, so find the character itself.
+        index = loaded.text.find(chr(exc.character))
+        start = loaded.text.rfind("\n", 0, index) + 1
+        line, column = (loaded.text.count("\n", 0, index) + 1, index - start + 1)
+        loaded.error(
+            f"character U+{exc.character:04X} is not allowed in YAML text "
+            f"(in a double-quoted string, write it as \\u{exc.character:04x})",
+            *((line, column) if index >= 0 else (0, 0)),
+            code="yaml",
+        )
+        return
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     line, column = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
     problem = getattr(exc, "problem", None) or str(exc)
@@ -218,7 +296,9 @@ def _yaml_error(loaded: LoadedFile, exc: yaml.YAMLError) -> None:
     elif "recursive node" in problem:
         problem = "recursive alias: a value that contains itself is refused"
     context = getattr(exc, "context", None)
-    if problem.startswith(("unsupported", "tab", "duplicate", "a mapping", "recursive")):
+    if problem.startswith(("unsupported", "tab", "duplicate", "a mapping", "recursive")) or (
+        problem.startswith(("integer too large", "not a valid date", "cannot read", "a list"))
+    ):
         pass
     elif context and "while" in context:
         problem = f"YAML syntax error: {problem} ({context})"

@@ -9,13 +9,21 @@ from __future__ import annotations
 import datetime
 import functools
 import json
+import math
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from himl_manifest.diagnostics import did_you_mean
-from himl_manifest.manifest.fastcheck import Check, Unsupported, compile_schema
+from himl_manifest.manifest.fastcheck import (
+    Check,
+    Unsupported,
+    compile_schema,
+    ecma_regex,
+    is_integer,
+    is_number,
+)
 
 if TYPE_CHECKING:  # jsonschema is imported where validation happens, not on start-up
     from jsonschema import Draft202012Validator
@@ -46,9 +54,27 @@ def schema_version() -> str:
 
 @functools.cache
 def validator() -> Draft202012Validator:
-    from jsonschema import Draft202012Validator
+    """jsonschema's draft 2020-12 validator of the schema, with the manifest's stricter rules,
+    the same as the fast check's: an integer is written as one (2.0 is not), a number is
+    finite (no NaN or infinity), and a pattern's ``$`` is the end of the text as in ECMA-262
+    (Python's ``re`` also lets it match before a final newline)."""
+    from jsonschema import Draft202012Validator, validators
+    from jsonschema.exceptions import ValidationError
 
-    return Draft202012Validator(schema())
+    def pattern(
+        checker: Draft202012Validator, regex: str, instance: Any, node: Any
+    ) -> Iterator[ValidationError]:
+        if checker.is_type(instance, "string") and not ecma_regex(regex).search(instance):
+            yield ValidationError(f"{instance!r} does not match {regex!r}")
+
+    types = Draft202012Validator.TYPE_CHECKER.redefine_many(
+        {"integer": lambda _, value: is_integer(value), "number": lambda _, value: is_number(value)}
+    )
+    strict = validators.extend(  # type: ignore[no-untyped-call]
+        Draft202012Validator, validators={"pattern": pattern}, type_checker=types
+    )
+    made: Draft202012Validator = strict(schema())
+    return made
 
 
 def format_path(path: Sequence[str | int]) -> str:
@@ -192,9 +218,16 @@ def _explain(error: ValidationError) -> Iterator[Problem]:
         expected = [expected] if isinstance(expected, str) else expected
         words = " or ".join(_TYPE_WORDS.get(t, t) for t in expected)
         got = _TYPE_WORDS.get(_type_name(value), _type_name(value))
-        yield Problem(
-            path, f"expected {words}, got {got} {_short(value)}", _example_hint(node, value)
-        )
+        hint = _example_hint(node, value)
+        if isinstance(value, float) and not math.isfinite(value):
+            spelled = ".nan" if math.isnan(value) else (".inf" if value > 0 else "-.inf")
+            message = f"expected {words}, got {spelled}: NaN and infinity are refused"
+        elif isinstance(value, float) and value.is_integer() and "integer" in expected:
+            message = f"expected {words}, got the decimal number {_short(value)}"
+            hint = f"write {int(value)}, without the decimal point"
+        else:
+            message = f"expected {words}, got {got} {_short(value)}"
+        yield Problem(path, message, hint)
     elif kind in ("oneOf", "anyOf"):
         yield from _explain_alternatives(error, path, node)
     elif kind == "pattern" and "x-message" in node:
@@ -273,10 +306,11 @@ def _explain_alternatives(
 
     fitting = [i for i in by_branch if type_fits(i)]
     if not fitting:
-        choices = " or ".join(_alternatives(node))
-        yield Problem(
-            path, f"invalid value {_short(value)}: expected {choices}", _example_hint(node, value)
-        )
+        words = _alternatives(node)
+        hint = _example_hint(node, value)
+        if isinstance(value, float) and value.is_integer() and "an integer" in words:
+            hint = f"write {int(value)}, without the decimal point"
+        yield Problem(path, f"invalid value {_short(value)}: expected {' or '.join(words)}", hint)
         return
     if isinstance(value, dict):
         satisfied = [i for i in fitting if not any(e.validator == "required" for e in by_branch[i])]

@@ -55,6 +55,8 @@ class Finding:
     hint: str = ""
     code: str = "semantic"
     key: bool = False
+    #: "error", or "warning": reported, but the manifest stays valid (validate exits 0).
+    severity: str = "error"
 
 
 def find_root(start: Path) -> Path:
@@ -78,6 +80,13 @@ def _trainer_options() -> frozenset[str]:
     return frozenset(resolve(schema()["properties"]["trainer"])["properties"])
 
 
+#: Container fields that exist (as in the reference runner) but do nothing yet: refused.
+NOT_AVAILABLE = {
+    "crossval_count": "cross-validation is not available yet",
+    "crossval_index": "cross-validation is not available yet",
+}
+
+
 def params_conflict(name: str) -> tuple[str, str] | None:
     """Why ``params`` may not set container field ``name`` (message, hint), or None when it may.
 
@@ -92,6 +101,8 @@ def params_conflict(name: str) -> tuple[str, str] | None:
             f"set it with `{WORKFLOW_FIELDS[name]}`",
             "the manifest sets this field itself; params may not override it",
         )
+    if name in NOT_AVAILABLE:
+        return NOT_AVAILABLE[name], "the runner refuses it too, rather than ignore it"
     return None
 
 
@@ -146,6 +157,15 @@ def _check_one(doc: Document, by_name: dict[str, Document]) -> Iterator[Finding]
                 doc, ("checkpoint", "resume"), f"resume only applies to mode 'train', not {mode!r}"
             )
     parsed = checkpoint_source(data)
+    if parsed is not None and parsed.kind == "url" and parsed.sha256 is None:
+        yield Finding(
+            doc,
+            ("checkpoint", "source", "url"),
+            "checkpoint URL without a sha256: whatever the server sends is used",
+            "add checkpoint.source.sha256 (hex) to pin the file",
+            code="checkpoint-unpinned",
+            severity="warning",
+        )
     if parsed is not None and parsed.experiment is not None:
         target = by_name.get(parsed.experiment)
         if target is None:
@@ -202,7 +222,11 @@ def _check_paths(doc: Document) -> Iterator[Finding]:
         value = _get(doc.data, field)
         if not isinstance(value, str):
             continue
-        resolved = (root / value).resolve()
+        try:
+            resolved = (root / value).resolve()
+        except (OSError, ValueError) as exc:  # the schema refuses NUL; the OS may refuse more
+            yield Finding(doc, field, f"path {value!r} is not a usable path: {exc}")
+            continue
         if not resolved.is_relative_to(root):
             yield Finding(
                 doc,
@@ -210,8 +234,16 @@ def _check_paths(doc: Document) -> Iterator[Finding]:
                 f"path {value!r} points outside the repository",
                 f"repository root: {root}",
             )
-        elif field == ("environment", "conda_file") and not resolved.is_file():
+        elif field == ("environment", "conda_file") and not _is_file(resolved):
             yield Finding(doc, field, f"conda file {value!r} does not exist", f"looked in {root}")
+
+
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` is a file; False where the OS can't even look (a name too long)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def _check_cycles(by_name: dict[str, Document]) -> Iterator[Finding]:

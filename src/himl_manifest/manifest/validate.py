@@ -22,7 +22,8 @@ class ValidationResult:
 
     @property
     def ok(self) -> bool:
-        return not self.diagnostics
+        """No error (warnings leave the manifests valid)."""
+        return not any(d.severity != "warning" for d in self.diagnostics)
 
 
 def display_path(path: Path) -> str:
@@ -34,10 +35,19 @@ def display_path(path: Path) -> str:
 
 
 def _diagnostic(
-    doc: Document, path: list[str | int], message: str, hint: str, code: str, *, key: bool = False
+    doc: Document,
+    path: list[str | int],
+    message: str,
+    hint: str,
+    code: str,
+    *,
+    key: bool = False,
+    severity: str = "error",
 ) -> Diagnostic:
     line, column = doc.file.position(doc.index, path, key=key)
-    return Diagnostic(doc.file.display, line, column, schema.format_path(path), message, hint, code)
+    return Diagnostic(
+        doc.file.display, line, column, schema.format_path(path), message, hint, code, severity
+    )
 
 
 def validate_paths(paths: Iterable[Path], *, allow_empty: bool = False) -> ValidationResult:
@@ -84,6 +94,7 @@ def validate_paths(paths: Iterable[Path], *, allow_empty: bool = False) -> Valid
                 finding.hint,
                 finding.code,
                 key=finding.key,
+                severity=finding.severity,
             )
         )
     result.diagnostics.sort(key=lambda d: (d.file, d.line, d.column, d.path))

@@ -7,13 +7,13 @@ The CLI shows the plan and asks for confirmation between :func:`prepare` and :fu
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from himl_manifest.apply.execute import ApplyResult, execute
 from himl_manifest.backends.base import Backend, ProgressCallback
-from himl_manifest.errors import UsageError
+from himl_manifest.errors import ConfigError, UsageError
 from himl_manifest.model import CHANGING, ActionKind
 from himl_manifest.operations.plan import DEFAULT_PATHS, check_fresh, make_plan
 from himl_manifest.operations.provenance import gather, refuse_dirty
@@ -22,47 +22,74 @@ from himl_manifest.plan.model import Plan
 
 
 def saved_plan(paths: Sequence[Path]) -> Plan | None:
-    """The plan in ``paths`` when it is one saved plan file (``himl plan -o``), else None."""
+    """The plan in ``paths`` when it is one saved plan file (``himl plan -o``), else None.
+
+    One file that is not a manifest (``*.yaml``, ``*.yml``) and holds JSON (or is named
+    ``*.json``) is taken for a saved plan: when it is not one, or is cut short, or fails its
+    verification (:func:`himl_manifest.plan.serialize.plan_from_json`), a ConfigError names
+    the file and says so."""
     if len(paths) != 1 or not paths[0].is_file():
         return None
+    path = paths[0]
+    if path.suffix.lower() in (".yaml", ".yml"):
+        return None
     try:
-        text = paths[0].read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return None
-    if not text.lstrip().startswith("{"):
+    if not text.lstrip().startswith("{") and path.suffix.lower() != ".json":
         return None
     try:
         document = json.loads(text)
-    except json.JSONDecodeError:
-        return None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a saved plan: not valid JSON ({exc}); cut short? Save it again with "
+            "`himl plan -o FILE`"
+        ) from exc
     found = document.get("format") if isinstance(document, dict) else None
     if not isinstance(found, str) or not found.startswith("himl-plan/"):
-        return None
+        raise ConfigError(
+            f"{path}: not a saved plan (format {found!r}, expected 'himl-plan/v1'): apply takes "
+            "manifests, or a plan saved with `himl plan -o FILE`"
+        )
     from himl_manifest.plan.serialize import plan_from_json
 
-    return plan_from_json(text)
+    try:
+        return plan_from_json(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
 
 
 def prepare(
     paths: Sequence[Path],
-    backend: Backend,
+    open_backend: Callable[[], Backend],
     *,
     targets: Collection[str] = (),
     retry_failed: bool = False,
-) -> Plan:
-    """The plan to apply: a saved plan in ``paths`` (refused when stale), else a new one."""
+) -> tuple[Plan, Backend]:
+    """The plan to apply, and the backend it was checked against: a saved plan in ``paths``
+    (refused when stale), else a new one. The backend is opened once the manifests are valid,
+    so invalid manifests are reported without creating or waiting for a store."""
     saved = saved_plan(paths)
     if saved is None:
-        return make_plan(
+        opened: list[Backend] = []
+
+        def opener() -> Backend:
+            opened.append(open_backend())
+            return opened[-1]
+
+        plan = make_plan(
             paths or [Path(p) for p in DEFAULT_PATHS],
-            backend,
+            opener,
             retry_failed=retry_failed,
             targets=targets or None,
         )
+        return plan, opened[0]
     if targets or retry_failed:
         raise UsageError("--target and --retry-failed are fixed by a saved plan: plan again")
+    backend = open_backend()
     check_fresh(saved, backend)
-    return saved
+    return saved, backend
 
 
 def has_work(plan: Plan, prune: bool) -> bool:

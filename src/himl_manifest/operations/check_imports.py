@@ -29,8 +29,8 @@ def check_container_imports(documents: Iterable[Document]) -> list[Diagnostic]:
                 outcomes[name] = None
             except LookupFailed as exc:
                 outcomes[name] = str(exc)
-            except Exception as exc:  # user code may raise anything while importing
-                outcomes[name] = f"{type(exc).__name__}: {exc}"
+            except (Exception, SystemExit) as exc:  # user code may raise or exit anything
+                outcomes[name] = f"importing {name!r} failed: {type(exc).__name__}: {exc}"
         message = outcomes[name]
         if message is None:
             continue

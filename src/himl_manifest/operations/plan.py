@@ -7,16 +7,17 @@ them into run specs, reads the store ONCE (``backend.list_runs()``), and calls t
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from os import PathLike
 from pathlib import Path
+from typing import cast
 
 from himl_manifest.backends.base import Backend
 from himl_manifest.errors import StalePlanError, UsageError
-from himl_manifest.plan.model import Plan
+from himl_manifest.plan.model import Action, Plan
 from himl_manifest.plan.planner import plan as plan_runs
-from himl_manifest.spec import RunSpec
+from himl_manifest.spec import RunSpec, canonical_json
 
 DEFAULT_PATHS = ("experiments",)
 
@@ -34,23 +35,35 @@ def desired_runs(paths: Sequence[str | PathLike[str]]) -> list[RunSpec]:
 
 def make_plan(
     paths: Sequence[str | PathLike[str]],
-    backend: Backend,
+    backend: Backend | Callable[[], Backend],
     *,
     retry_failed: bool = False,
     targets: Collection[str] | None = None,
 ) -> Plan:
     """Plan the manifests under ``paths`` against ``backend``'s run store (one bulk read).
 
+    ``backend`` may be a function that opens one: it is called only once the manifests are
+    valid, so invalid manifests are reported without creating or waiting for a store.
     ``plan.meta`` records what the plan was made from, so that :func:`check_fresh` can make it
     again: ``paths`` (as given), ``backend`` (its name), ``retry_failed`` and ``targets``.
     """
     paths = [str(p) for p in (paths or DEFAULT_PATHS)]
-    desired = desired_runs(paths)
-    observed = backend.list_runs(full=False)
+    desired = desired_runs(paths)  # first: a ManifestError opens no store
+    backend = _opened(backend)
+    # what the plan needs of the store: every active record, and of history only the attempts
+    # of the runs it may submit
+    observed = backend.list_runs(full=False, history_of={run.run_name for run in desired})
     if targets is not None:
         _check_targets(targets, desired, [r.experiment for r in observed])
     result = plan_runs(desired, observed, retry_failed=retry_failed, targets=targets)
     return replace(result, meta={**result.meta, "paths": paths, "backend": backend.name})
+
+
+def _opened(backend: Backend | Callable[[], Backend]) -> Backend:
+    """``backend`` itself, or the backend that the function ``backend`` opens."""
+    if callable(backend) and not hasattr(backend, "list_runs"):
+        return backend()
+    return cast("Backend", backend)
 
 
 def check_fresh(plan: Plan, backend: Backend) -> None:
@@ -76,6 +89,39 @@ def check_fresh(plan: Plan, backend: Backend) -> None:
             "the saved plan is stale: the manifests or the runs changed since it was made "
             f"({len(plan.actions)} actions planned then); run `himl plan` again"
         )
+    # The fingerprint covers what the plan was made from, not the file's own actions: the
+    # actions made now must be the saved ones, run specs included (an edited plan is refused).
+    saved = [_action_identity(a) for a in plan.actions]
+    made = [_action_identity(a) for a in fresh.actions]
+    if saved != made:
+        pairs = zip(saved, made, strict=False)
+        differing = next((s for s, m in pairs if s != m), None)
+        if differing is None:  # one is a prefix of the other
+            differing = saved[len(made)] if len(saved) > len(made) else made[len(saved)]
+        raise StalePlanError(
+            "the saved plan's actions are not what its manifests give now (it was edited after "
+            f"`himl plan -o`?): first difference at {differing[0]} {differing[1]}; refused. "
+            "Change the manifests and run `himl plan` again"
+        )
+
+
+def _action_identity(action: Action) -> tuple[object, ...]:
+    """What applying an action does: its kind, run, the run's whole spec, what it supersedes."""
+    run = action.run
+    spec = None
+    if run is not None:
+        spec = (run.spec_hash, canonical_json(run.spec), run.resume_from, run.conda_sha256)
+    return (
+        str(action.kind),
+        action.run_name,
+        action.experiment,
+        action.seed,
+        action.previous,
+        action.attempt,
+        tuple(action.depends_on),
+        action.manifest_path,
+        spec,
+    )
 
 
 def _check_targets(

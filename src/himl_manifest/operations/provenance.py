@@ -19,16 +19,43 @@ from typing import Any
 
 from himl_manifest.errors import ConfigError
 
-#: ``scheme://user:token@host/...`` -> ``scheme://host/...`` (any userinfo of http(s) URLs).
-_HTTP_USERINFO = re.compile(r"^(?P<scheme>https?://)[^/@]+@", re.IGNORECASE)
-_ANY_PASSWORD = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@:]+:[^/@]+@", re.IGNORECASE)
+_SCHEME = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*)://", re.IGNORECASE)
+#: Schemes whose user name is an account name (``ssh://git@host/...``), never a token.
+_SSH_SCHEMES = frozenset({"ssh", "git+ssh", "ssh+git"})
 
 
 def strip_credentials(url: str) -> str:
-    """A remote URL without credentials: ``https://user:token@github.com/o/r`` ->
-    ``https://github.com/o/r``. ``git@github.com:o/r.git`` (ssh) is kept as it is."""
-    url = _HTTP_USERINFO.sub(r"\g<scheme>", url)
-    return _ANY_PASSWORD.sub(r"\g<scheme>", url)
+    """A remote URL with no secret left in it.
+
+    - URLs with a scheme (``https://``, ``git+https://``, ``ssh://``, ...): the whole userinfo
+      (everything before the *last* ``@`` of the authority, so ``user:tok1@tok2@host`` loses
+      both tokens), the query (``?private_token=...``, ``?access_token=...``: a git remote
+      needs none) and the fragment are dropped. An ``ssh://`` user without a password is an
+      account name and is kept (``ssh://git@host/r.git``).
+    - scp-like remotes (``git@github.com:o/r.git``) and local paths are kept as they are; a
+      password in an scp-like userinfo (``user:pw@host:path``) is dropped with its user.
+    """
+    match = _SCHEME.match(url)
+    if match is None:
+        return _strip_scp_like(url)
+    scheme = match.group("scheme")
+    rest = url[match.end() :]
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    userinfo, at, host = authority.rpartition("@")
+    if at:
+        keep_user = scheme.lower() in _SSH_SCHEMES and ":" not in userinfo and userinfo
+        authority = f"{userinfo}@{host}" if keep_user else host
+    path = re.split(r"[?#]", tail, maxsplit=1)[0]
+    return f"{scheme}://{authority}{path}"
+
+
+def _strip_scp_like(url: str) -> str:
+    head, slash, tail = url.partition("/")
+    userinfo, at, host = head.rpartition("@")
+    if at and ":" in userinfo:
+        return host + slash + tail
+    return url
 
 
 @dataclass(frozen=True)

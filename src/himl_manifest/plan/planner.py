@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import json
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from himl_manifest.model import (
@@ -58,8 +57,6 @@ _UPSTREAM_PENDING = frozenset(
 _MAX_EPOCHS = "trainer.max_epochs"
 
 Key = tuple[str, int]
-
-
 # --- field views and diffs -------------------------------------------------------------------
 
 
@@ -75,15 +72,11 @@ def flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-#: canonical_json's encoder, made once (json.dumps with options builds one per call).
-_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
-
-
 def same_json(a: Any, b: Any) -> bool:
     """Equal as canonical JSON, as the spec hash sees them (``1``, ``1.0`` and ``True`` differ)."""
     if type(a) is type(b) and not isinstance(a, (list, dict)):
         return bool(a == b)
-    return _canonical(a) == _canonical(b)
+    return canonical_json(a) == canonical_json(b)
 
 
 def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[FieldChange, ...]:
@@ -140,13 +133,18 @@ class Observed:
     latest: dict[str, RunRecord]  # run name -> latest live attempt
     max_attempt: dict[str, int]  # run name -> highest attempt in any state
     by_key: dict[Key, dict[str, RunRecord]]  # (experiment, seed) -> run name -> latest live
+    #: run name -> attempts that never started (they spend no ``retry.max_attempts``)
+    unstarted: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def index(cls, records: Iterable[RunRecord]) -> Observed:
         latest: dict[str, RunRecord] = {}
         max_attempt: dict[str, int] = {}
+        unstarted: dict[str, int] = defaultdict(int)
         for record in records:
             name = record.run_name
+            if record.never_started:
+                unstarted[name] += 1
             if record.attempt > max_attempt.get(name, 0):
                 max_attempt[name] = record.attempt
             if record.state != Lifecycle.ACTIVE:
@@ -157,7 +155,7 @@ class Observed:
         by_key: dict[Key, dict[str, RunRecord]] = defaultdict(dict)
         for name, record in latest.items():
             by_key[(record.experiment, record.seed)][name] = record
-        return cls(latest, max_attempt, dict(by_key))
+        return cls(latest, max_attempt, dict(by_key), dict(unstarted))
 
     def next_attempt(self, run_name: str) -> int:
         return self.max_attempt.get(run_name, 0) + 1
@@ -187,12 +185,13 @@ def _base(run: RunSpec, **fields: Any) -> Action:
     )
 
 
-def _failure_note(status: str, attempt: int, max_attempts: int) -> str:
+def _failure_note(status: str, attempt: int, used: int, max_attempts: int) -> str:
     what = "failed" if status == RunStatus.FAILED else "was cancelled"
-    if attempt >= max_attempts:
+    if used >= max_attempts:
         return (
-            f"attempt {attempt} {what}; not retried: {attempt} of retry.max_attempts="
-            f"{max_attempts} used (raise retry.max_attempts to try again)"
+            f"attempt {attempt} {what}; not retried: {used} of retry.max_attempts="
+            f"{max_attempts} used (raise retry.max_attempts, or pass --retry-failed, to try "
+            "again)"
         )
     return (
         f"attempt {attempt} failed; not retried: pass --retry-failed or set "
@@ -212,7 +211,8 @@ def _existing(run: RunSpec, latest: RunRecord, observed: Observed, retry_failed:
     if status in (RunStatus.FAILED, RunStatus.CANCELLED):
         on_failure, max_attempts = retry_policy(run)
         retryable = status == RunStatus.CANCELLED or retry_failed or on_failure
-        if retryable and latest.attempt < max_attempts:
+        used = latest.attempt - observed.unstarted.get(run.run_name, 0)
+        if retryable and (used < max_attempts or retry_failed):
             attempt = observed.next_attempt(run.run_name)
             why = {RunStatus.CANCELLED: "was cancelled (interrupted)", RunStatus.FAILED: "failed"}[
                 status
@@ -222,10 +222,13 @@ def _existing(run: RunSpec, latest: RunRecord, observed: Observed, retry_failed:
                 if status == RunStatus.CANCELLED
                 else (" (--retry-failed)" if retry_failed else " (retry.on_failure)")
             )
-            reason = (
-                f"attempt {latest.attempt} {why}: retry{switch} as attempt {attempt} "
-                f"of at most {max_attempts}"
-            )
+            bound = f" of at most {max_attempts}"
+            if used != latest.attempt:
+                bound = f" ({used} of retry.max_attempts={max_attempts} used: attempts that never"
+                bound += " started do not count)"
+            if used >= max_attempts:
+                bound = f", past retry.max_attempts={max_attempts}"
+            reason = f"attempt {latest.attempt} {why}: retry{switch} as attempt {attempt}{bound}"
             retried = replace(run, resume_from=latest.resume_from)
             return _base(
                 retried,
@@ -235,7 +238,7 @@ def _existing(run: RunSpec, latest: RunRecord, observed: Observed, retry_failed:
                 attempt=attempt,
                 observed_status=status,
             )
-        note = _failure_note(status, latest.attempt, max_attempts)
+        note = _failure_note(status, latest.attempt, used, max_attempts)
         if cosmetic:
             reason = f"cosmetic fields changed ({_paths(cosmetic)}); {note}"
             return _base(run, kind=ActionKind.UPDATE, reason=reason, changes=cosmetic, **current)
@@ -463,7 +466,7 @@ def fingerprint(
     """sha256 of what a plan is made from: a saved plan whose fingerprint no longer matches a
     fresh one is stale."""
     wanted = sorted(
-        _canonical(
+        canonical_json(
             [
                 run.run_name,
                 run.spec_hash,
@@ -474,7 +477,7 @@ def fingerprint(
         )
         for run in desired
     )
-    seen = sorted(_canonical(_observed_facts(record)) for record in observed)
+    seen = sorted(canonical_json(_observed_facts(record)) for record in observed)
     header = canonical_json(
         {
             "fingerprint": FINGERPRINT_VERSION,

@@ -4,10 +4,16 @@ One format serves both. A saved plan (``himl plan -o plan.json``) also carries e
 full run spec under ``"run"``, so ``himl apply plan.json`` executes exactly what was shown; the
 ``--format json`` output leaves the run specs out. The format is documented field by field in
 ``docs/plan.md``; readers refuse another ``format`` or a newer ``version``.
+
+A saved plan is verified when read: its ``digest`` (sha256 of the canonical JSON of the rest of
+the document) must match, so an edited or truncated file is refused, and every action's run
+name and spec hash are derived again from its run spec (:func:`verify_run`), so no edit of a
+run spec can run under another spec's name.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -22,7 +28,7 @@ from himl_manifest.plan.model import (
     FieldChange,
     Plan,
 )
-from himl_manifest.spec import RunSpec
+from himl_manifest.spec import RunSpec, canonical_json, run_name, spec_hash
 
 PLAN_FORMAT = "himl-plan/v1"
 
@@ -76,9 +82,33 @@ def plan_document(plan: Plan, *, include_runs: bool) -> dict[str, Any]:
     }
 
 
+def content_digest(document: dict[str, Any]) -> str:
+    """``sha256:<hex>`` of the canonical JSON of a plan document, its ``digest`` key left out."""
+    body = {k: v for k, v in document.items() if k != "digest"}
+    return "sha256:" + hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+
+
 def plan_to_json(plan: Plan) -> str:
-    """A saved plan: the whole plan, every action's run spec included."""
-    return json.dumps(plan_document(plan, include_runs=True), indent=2, sort_keys=True) + "\n"
+    """A saved plan: the whole plan, every action's run spec included, and its digest."""
+    document = plan_document(plan, include_runs=True)
+    document["digest"] = content_digest(document)
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+def verify_run(run: RunSpec, where: str) -> None:
+    """Refuse a run spec whose spec hash or run name is not the one its content gives."""
+    derived = spec_hash(run.identity())
+    if derived != run.spec_hash:
+        raise ConfigError(
+            f"{where}: run {run.run_name}: its spec does not match its spec hash (edited after "
+            "`himl plan -o`?): refused; change the manifests and plan again"
+        )
+    name = run_name(run.experiment, run.seed, derived)
+    if name != run.run_name:
+        raise ConfigError(
+            f"{where}: run name {run.run_name!r} is not the name its spec gives ({name!r}): "
+            "refused; change the manifests and plan again"
+        )
 
 
 def plan_from_json(text: str) -> Plan:
@@ -91,10 +121,24 @@ def plan_from_json(text: str) -> Plan:
         found = document.get("format") if isinstance(document, dict) else None
         raise ConfigError(f"not a saved plan: format {found!r}, expected {PLAN_FORMAT!r}")
     version = document.get("version")
-    if not isinstance(version, int) or version > PLAN_FORMAT_VERSION:
+    if version is None:
+        raise ConfigError("saved plan has no version: not a plan saved by `himl plan -o FILE`")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ConfigError(f"saved plan has a bad version {version!r}: plan again")
+    if version > PLAN_FORMAT_VERSION:
         raise ConfigError(
             f"saved plan version {version!r} is newer than this himl understands "
             f"({PLAN_FORMAT_VERSION})"
+        )
+    if "actions" in document and "digest" not in document:
+        raise ConfigError(
+            "saved plan has no digest: it was not written by `himl plan -o FILE` (or by an older "
+            "himl); plan again"
+        )
+    if "digest" in document and document["digest"] != content_digest(document):
+        raise ConfigError(
+            "saved plan does not match its digest: it was edited or cut short after "
+            "`himl plan -o`; refused. Change the manifests and plan again"
         )
     try:
         actions = tuple(_action(item) for item in document["actions"])
@@ -130,6 +174,13 @@ def _action(item: dict[str, Any]) -> Action:
     run = RunSpec.from_json(json.dumps(item["run"])) if item["run"] is not None else None
     if run is None and kind != ActionKind.ORPHAN:
         raise ValueError(f"{kind} action for {item['run_name']} has no run spec")
+    if run is not None:
+        where = f"saved plan, {kind} action of {item['run_name']}"
+        verify_run(run, where)
+        if item["run_name"] != run.run_name or item.get("spec_hash") != run.spec_hash:
+            raise ConfigError(f"{where}: its run name or spec hash is not its run spec's: refused")
+        if (item["experiment"], int(item["seed"])) != (run.experiment, run.seed):
+            raise ConfigError(f"{where}: its experiment or seed is not its run spec's: refused")
     return Action(
         kind=kind,
         experiment=item["experiment"],

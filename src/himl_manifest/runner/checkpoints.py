@@ -131,14 +131,77 @@ def _fetch(url: str, partial: Path) -> str:
     return digest.hexdigest()
 
 
-def load(path: Path) -> dict[str, Any]:
-    """A checkpoint file's content (on the CPU, tensors memory-mapped when possible)."""
+def is_trusted(source: str, *, marked: bool = False) -> bool:
+    """Whether the checkpoint ``source`` may be unpickled in full (which can run code).
+
+    A local file (the user's own machine; a manifest's ``path`` is inside the repository) and
+    a run reference (a run of this project's run store) are trusted; a URL only when the user
+    marks it (``trusted: true`` in the manifest, ``--src_checkpoint_trusted``)."""
+    if source.strip().lower().startswith(("https://", "http://")):
+        return marked
+    return True
+
+
+#: Classes a Lightning checkpoint may hold besides tensors and plain data, allowed when loading
+#: with ``weights_only=True`` (importable ones only): Lightning's hyper-parameter dictionary.
+_SAFE_GLOBALS = (
+    ("lightning.fabric.utilities.data", "AttributeDict"),
+    ("lightning_fabric.utilities.data", "AttributeDict"),
+)
+
+
+def safe_globals() -> Any:
+    """A context in which ``torch.load(weights_only=True)`` (ours, and Lightning's when given
+    ``weights_only=True``) accepts what Lightning checkpoints hold."""
+    import importlib
+
     import torch
 
+    allowed = []
+    for module, name in _SAFE_GLOBALS:
+        try:
+            allowed.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return torch.serialization.safe_globals(allowed)
+
+
+def untrusted_error(path: Path | str, exc: BaseException) -> CheckpointError:
+    """The error of a checkpoint that holds more than data and was not marked trusted."""
+    detail = str(exc).strip().splitlines()
+    reason = next((line for line in detail if "GLOBAL" in line or "global" in line), "")
+    reason = f" ({reason.strip()})" if reason else ""
+    return CheckpointError(
+        f"checkpoint {path} is not trusted: it holds Python objects besides tensors and plain "
+        f"data{reason}, and unpickling them could run code. Only if you trust its source, mark "
+        "it trusted: `trusted: true` under the manifest's checkpoint.source, or "
+        "--src_checkpoint_trusted=True (local files and runs of this project are trusted)"
+    )
+
+
+def load(path: Path, *, trusted: bool = False) -> dict[str, Any]:
+    """A checkpoint file's content (on the CPU, tensors memory-mapped when possible).
+
+    Unless ``trusted``, only tensors and plain data are unpickled (``weights_only=True``): a
+    checkpoint that holds anything else is refused with :func:`untrusted_error`, before any of
+    its code could run."""
+    import pickle
+
+    import torch
+
+    weights_only = not trusted
     try:
-        data = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except RuntimeError:
-        data = torch.load(path, map_location="cpu", weights_only=False)
+        with safe_globals():
+            try:
+                data = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
+            except pickle.UnpicklingError:
+                raise
+            except RuntimeError:
+                data = torch.load(path, map_location="cpu", weights_only=weights_only)
+    except pickle.UnpicklingError as exc:
+        if weights_only:
+            raise untrusted_error(path, exc) from exc
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
     except Exception as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
     if not isinstance(data, dict):
@@ -155,13 +218,26 @@ def epochs_done(checkpoint: dict[str, Any]) -> int:
         return int(checkpoint.get("epoch", -1)) + 1
 
 
+#: The run's own recovery checkpoints: ``last.ckpt``, and Lightning's versioned ``last-v1.ckpt``
+#: (written by earlier versions when a ``last.ckpt`` was already there).
+_RECOVERY_NAME = re.compile(r"^last(-v\d+)?\.ckpt$")
+
+
 def recovery_checkpoint(folder: Path) -> Path | None:
-    """The newest checkpoint a restarted run left in its own ``checkpoints/`` folder."""
+    """The checkpoint a restarted run resumes from: of its own recovery checkpoints in its
+    ``checkpoints/`` folder (``last.ckpt``, ``last-v<n>.ckpt``; never another ``*.ckpt``, such
+    as ``best_val_loss.ckpt`` or a file put there by hand), the one with the most epochs done
+    (the newest file on a tie). A file that cannot be read is passed over."""
     if not folder.is_dir():
         return None
-    if (folder / DEFAULT_CHECKPOINT_FILE).is_file():
-        return folder / DEFAULT_CHECKPOINT_FILE
-    found = sorted(folder.glob("*.ckpt"))
-    if not found:
-        return None
-    return max(found, key=lambda p: (int(load(p).get("epoch", -1)), p.stat().st_mtime))
+    found = sorted(p for p in folder.iterdir() if _RECOVERY_NAME.match(p.name) and p.is_file())
+    if found == [folder / DEFAULT_CHECKPOINT_FILE]:
+        return found[0]
+    scored = []
+    for path in found:
+        try:
+            done = epochs_done(load(path, trusted=True))  # the run's own checkpoint
+        except Exception:  # truncated or not a checkpoint: never resumed from
+            continue
+        scored.append((done, path.stat().st_mtime, path))
+    return max(scored)[2] if scored else None

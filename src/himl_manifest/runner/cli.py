@@ -13,6 +13,7 @@ errors: 64).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -83,10 +84,13 @@ class _Parser(argparse.ArgumentParser):
         raise click.exceptions.Exit(status)
 
 
-def _converter(tp: Any, name: str) -> Any:
+def _converter(tp: Any, name: str, check: Any = None) -> Any:
+    """Text -> a value of ``tp`` (then ``check(value)``: a trainer option's words)."""
+
     def convert(text: str) -> Any:
         try:
-            return coerce(text, tp)
+            value = coerce(text, tp)
+            return check(value) if check is not None else value
         except (TypeError, ValueError) as exc:
             raise argparse.ArgumentTypeError(str(exc)) from exc
 
@@ -122,7 +126,9 @@ def _add(group: Any, name: str, dest: str, help_text: str, **kwargs: Any) -> Non
         group.add_argument(f"--{dashed}", dest=dest, help=argparse.SUPPRESS, **kwargs)
 
 
-def _add_flag(group: Any, name: str, tp: Any, dest: str, help_text: str, **extra: Any) -> None:
+def _add_flag(
+    group: Any, name: str, tp: Any, dest: str, help_text: str, check: Any = None, **extra: Any
+) -> None:
     if is_bool(tp):
         bool_type = _converter(bool, "bool")
         _add(
@@ -136,7 +142,8 @@ def _add_flag(group: Any, name: str, tp: Any, dest: str, help_text: str, **extra
             metavar="BOOL",
             **extra,
         )
-        no = [f"--no-{name.replace('_', '-')}", f"--no_{name}"]
+        # --no-flag-name, --no_flag_name and hi-ml's --no-flag_name
+        no = [f"--no-{name.replace('_', '-')}", f"--no_{name}", f"--no-{name}"]
         group.add_argument(
             *dict.fromkeys(no),
             dest=dest,
@@ -146,9 +153,17 @@ def _add_flag(group: Any, name: str, tp: Any, dest: str, help_text: str, **extra
             default=extra.get("default"),
         )
         return
-    _add(
-        group, name, dest, help_text, type=_converter(tp, label(tp)), metavar=_metavar(tp), **extra
-    )
+    convert = _converter(tp, label(tp), check)
+    _add(group, name, dest, help_text, type=convert, metavar=_metavar(tp), **extra)
+
+
+def _trainer_check(name: str) -> Any:
+    """The check of a trainer option's words (``--profiler=foo`` is refused while parsing)."""
+    from himl_manifest.runner.container import check_trainer_value, trainer_options
+
+    if name not in trainer_options():
+        return None
+    return functools.partial(check_trainer_value, name)
 
 
 def _group_title(field: Field, container: object) -> str:
@@ -204,7 +219,13 @@ def build_parser(container: object | None) -> _Parser:
         current = getattr(container, field.name, None)
         text = f"{field.help} [{label(field.type)}, default: {current!r}]".strip()
         _add_flag(
-            group, field.name, field.type, _FIELD + field.name, text, default=argparse.SUPPRESS
+            group,
+            field.name,
+            field.type,
+            _FIELD + field.name,
+            text,
+            check=_trainer_check(field.name),
+            default=argparse.SUPPRESS,
         )
     return parser
 
@@ -228,12 +249,10 @@ def _model_in(argv: Sequence[str]) -> tuple[str | None, str | None]:
 
 
 def _template(model: str, variant: str | None) -> object:
+    from himl_manifest.runner.container import instantiate
     from himl_manifest.runner.lookup import find_container
 
-    container = find_container(model)()
-    if variant:
-        container.set_model_variant(variant)
-    return container
+    return instantiate(find_container(model), variant)
 
 
 def _reject_unknown(parser: _Parser, unknown: list[str]) -> None:

@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-from himl_manifest.errors import ConfigError
+from himl_manifest.errors import ConfigError, ContainerError, HimlError
 
 if TYPE_CHECKING:
     from pytorch_lightning import Callback, LightningDataModule, LightningModule
+
+#: Names the experiment of every run, over ``--experiment`` and the class name (as in hi-ml).
+EXPERIMENT_ENV = "HIML_EXPERIMENT_NAME"
 
 
 @functools.cache
@@ -37,6 +41,60 @@ def trainer_options() -> tuple[str, ...]:
     from himl_manifest.manifest.schema import resolve, schema
 
     return tuple(resolve(schema()["properties"]["trainer"])["properties"])
+
+
+def _string_choices(node: dict[str, Any]) -> list[str]:
+    from himl_manifest.manifest.schema import resolve
+
+    node = resolve(node)
+    found = [v for v in node.get("enum", []) if isinstance(v, str)]
+    if isinstance(node.get("const"), str):
+        found.append(node["const"])
+    for branch in node.get("oneOf", []) + node.get("anyOf", []):
+        found += _string_choices(branch)
+    return found
+
+
+@functools.cache
+def trainer_choices(option: str) -> tuple[str, ...]:
+    """The words a trainer option takes (``profiler``: simple, advanced, pytorch), from the
+    schema's ``trainer`` section; empty for options that take no word (``max_epochs``)."""
+    from himl_manifest.manifest.schema import resolve, schema
+
+    node = resolve(schema()["properties"]["trainer"])["properties"].get(option, {})
+    return tuple(dict.fromkeys(_string_choices(node)))
+
+
+def check_trainer_value(option: str, value: Any) -> Any:
+    """``value`` of trainer option ``option``, its word spelled as the schema spells it
+    (``CPU`` -> ``cpu``: words are case-insensitive); ValueError for a word the schema does not
+    allow (``--profiler=foo``), so it is refused before anything runs."""
+    choices = trainer_choices(option)
+    if not isinstance(value, str) or not choices:
+        return value
+    for choice in choices:
+        if value.lower() == choice.lower():
+            return choice
+    raise ValueError(f"{value!r} is not one of {', '.join(choices)}")
+
+
+def instantiate(cls: type[LightningContainer], variant: str | None = None) -> LightningContainer:
+    """``cls()``, switched to ``variant``: an exception of the user's ``__init__`` or
+    ``set_model_variant`` becomes a :class:`ContainerError` naming the class."""
+    try:
+        container = cls()
+    except HimlError:
+        raise
+    except Exception as exc:
+        raise ContainerError(cls.__name__, "__init__()", exc) from exc
+    if variant:
+        try:
+            container.set_model_variant(variant)
+        except HimlError:
+            raise
+        except Exception as exc:
+            raise ContainerError(cls.__name__, f"set_model_variant({variant!r})", exc) from exc
+    return container
 
 
 class LightningContainer:
@@ -72,6 +130,9 @@ class LightningContainer:
         str | None, "Checkpoint: a local path, an https URL, or <run>[:<dir/>file.ckpt]."
     ] = None
     src_checkpoint_sha256: Annotated[str | None, "Expected sha256 of a URL checkpoint."] = None
+    src_checkpoint_trusted: Annotated[
+        bool, "Unpickle a URL src_checkpoint in full (it can run code): only for a trusted source."
+    ] = False
     resume_training: Annotated[bool, "Continue training from src_checkpoint (full state)."] = False
     run_inference_only: Annotated[bool, "No training: validate and test src_checkpoint."] = False
     different_seeds: Annotated[int, "Run seeds 0..N-1, each its own run (0: off)."] = 0
@@ -149,6 +210,20 @@ class LightningContainer:
             raise ConfigError("different_seeds and crossval_count cannot be combined in one run")
         if self.resume_training and self.run_inference_only:
             raise ConfigError("resume_training and run_inference_only exclude each other")
+        if self.dataset_mountpoints and len(self.dataset_mountpoints) != len(self.azure_datasets):
+            raise ConfigError(
+                f"dataset_mountpoints has {len(self.dataset_mountpoints)} entries and "
+                f"azure_datasets {len(self.azure_datasets)}: give one mount point per Azure "
+                "dataset, or none"
+            )
+        problems = []
+        for option in trainer_options():
+            try:
+                setattr(self, option, check_trainer_value(option, getattr(self, option, None)))
+            except ValueError as exc:
+                problems.append(f"{option}: {exc}")
+        if problems:
+            raise ConfigError("; ".join(problems))
 
     # --- conveniences ----------------------------------------------------------------------------
 
@@ -166,5 +241,9 @@ class LightningContainer:
 
     @property
     def effective_experiment(self) -> str:
-        """The experiment name runs are recorded under."""
-        return self.experiment or type(self).__name__
+        """The experiment name runs are recorded under: ``$HIML_EXPERIMENT_NAME``, else
+        :attr:`experiment`, else the class name, made safe for the store (``a/b`` -> ``a_b``)."""
+        from himl_manifest.backends.protocol import experiment_name
+
+        chosen = os.environ.get(EXPERIMENT_ENV) or self.experiment
+        return experiment_name(chosen, type(self).__name__)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import traceback
 import warnings
 from pathlib import Path
 
@@ -27,11 +28,16 @@ from himl_manifest.backends.protocol import (
     TAG_CONTAINER,
     TAG_MODE,
     TAG_RUN_NAME,
-    experiment_name,
 )
-from himl_manifest.errors import BackendUnavailable, CheckpointError, ConfigError
+from himl_manifest.errors import (
+    BackendUnavailable,
+    CheckpointError,
+    ConfigError,
+    ContainerError,
+    HimlError,
+)
 from himl_manifest.runner import checkpoints, outputs, tracking
-from himl_manifest.runner.container import LightningContainer
+from himl_manifest.runner.container import LightningContainer, instantiate
 from himl_manifest.runner.fields import apply_overrides, field_values
 from himl_manifest.runner.lookup import find_container
 from himl_manifest.runner.results import EVALUATE, RESUME, WEIGHTS, CheckpointChoice, RunResult
@@ -43,14 +49,14 @@ logger = logging.getLogger(__name__)
 def build_container(settings: RunSettings) -> LightningContainer:
     """Find the class, instantiate it, apply the variant then the overrides, validate."""
     cls = find_container(settings.model)
-    try:
-        container = cls()
-    except Exception as exc:
-        raise ConfigError(f"creating {cls.__name__}() failed: {type(exc).__name__}: {exc}") from exc
-    if settings.model_variant:
-        container.set_model_variant(settings.model_variant)
+    container = instantiate(cls, settings.model_variant)
     apply_overrides(container, settings.overrides, source=settings.origin)
-    container.validate()
+    try:
+        container.validate()
+    except HimlError:
+        raise
+    except Exception as exc:
+        raise ContainerError(cls.__name__, "validate()", exc) from exc
     return container
 
 
@@ -88,11 +94,76 @@ def _check_available(settings: RunSettings, container: LightningContainer) -> No
             f"Azure ML submission is not available yet (--cluster={settings.cluster}); "
             "run without --cluster to train locally"
         )
+    if container.crossval_count > 1 or container.crossval_index != 0:
+        raise ConfigError(
+            "cross-validation is not available yet: --crossval_count/--crossval_index would "
+            "train every fold on the same data with the same seed; run without them"
+        )
+    if settings.num_nodes > 1 and not _in_cluster():
+        raise ConfigError(
+            f"num_nodes={settings.num_nodes} needs a cluster (it would wait for machines that "
+            "are not there): a local run uses one machine; set num_nodes=1, or use --devices "
+            "for several devices of this machine"
+        )
     if container.log_from_vm and "azureml" not in str(tracking.resolved_uri(settings.tracking_uri)):
         raise BackendUnavailable(
             "--log_from_vm (logging to an Azure ML workspace) is not available yet; local runs "
             "are recorded in the run store (MLFLOW_TRACKING_URI / --tracking_uri)"
         )
+
+
+#: Environment variables set where a run spans several machines (Azure ML, torchrun, SLURM).
+_CLUSTER_ENV = ("MASTER_ADDR", "TORCHELASTIC_RUN_ID", "SLURM_NTASKS")
+
+
+def _in_cluster() -> bool:
+    return _in_azureml() or any(os.environ.get(name) for name in _CLUSTER_ENV)
+
+
+def _warn_unreadable_datasets(container: LightningContainer) -> None:
+    """Warn about Azure datasets a local run cannot read (no ``local_datasets`` entry)."""
+    if _in_azureml():
+        return
+    for index, name in enumerate(container.azure_datasets):
+        if index >= len(container.local_datasets):
+            logger.warning(
+                "Azure dataset %r has no local copy (--local_datasets): this local run does "
+                "not download it, so the container must not need it",
+                name,
+            )
+
+
+def users_error(
+    exc: BaseException, container: LightningContainer, log_file: Path | None
+) -> ContainerError | None:
+    """A :class:`ContainerError` for an exception of the user's code (its model, data or
+    hooks, and what Lightning or torch raise for them); None for the runner's own errors."""
+    if not isinstance(exc, Exception) or isinstance(exc, HimlError):
+        return None
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames or _runner_file(frames[-1].filename):
+        return None
+    user = [f for f in frames if not _library_file(f.filename)]
+    where = f"{user[-1].name} ({Path(user[-1].filename).name}:{user[-1].lineno})" if user else ""
+    note = f"traceback in {log_file}" if log_file is not None and log_file.is_file() else ""
+    return ContainerError(type(container).__name__, where or "the run", exc, note)
+
+
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def _runner_file(filename: str) -> bool:
+    """True for this package's own code (the runner, backends...), not its example configs."""
+    path = Path(filename).resolve()
+    return path.is_relative_to(_PACKAGE) and not path.is_relative_to(_PACKAGE / "configs")
+
+
+def _library_file(filename: str) -> bool:
+    path = Path(filename).resolve()
+    return _runner_file(filename) or any(
+        part in ("site-packages", "dist-packages") or part.startswith("python3.")
+        for part in path.parts
+    )
 
 
 def _quiet_known_warnings() -> None:
@@ -113,7 +184,7 @@ def _known_folder(settings: RunSettings) -> Path | None:
         return Path(shared)
     if settings.output_dir is not None:
         return settings.output_dir.resolve()
-    return Path("outputs").resolve() if outputs.is_rank_zero() and _in_azureml() else None
+    return outputs.azureml_folders().outputs if outputs.is_rank_zero() and _in_azureml() else None
 
 
 def _in_azureml() -> bool:
@@ -130,7 +201,7 @@ def choose_checkpoint(
     if mode == TRAIN and folder is not None and not inherited:
         recovered = checkpoints.recovery_checkpoint(folder / CHECKPOINT_DIR)
         if recovered is not None:
-            return CheckpointChoice(recovered, RESUME, recovered=True)
+            return CheckpointChoice(recovered, RESUME, recovered=True, trusted=True)
     source = container.src_checkpoint
     if not source:
         if mode != TRAIN or container.resume_training:
@@ -147,14 +218,15 @@ def choose_checkpoint(
             resolve_run=lambda ref: tracking.resolve_run_checkpoint(ref, uri or _store_uri()),
         )
     use = EVALUATE if mode != TRAIN else (RESUME if container.resume_training else WEIGHTS)
+    trusted = checkpoints.is_trusted(source, marked=container.src_checkpoint_trusted)
     if use == RESUME and not inherited:
-        done = checkpoints.epochs_done(checkpoints.load(path))
+        done = checkpoints.epochs_done(checkpoints.load(path, trusted=trusted))
         if container.max_epochs <= done:
             raise ConfigError(
                 f"cannot resume: checkpoint {path} has completed {done} epochs, and max_epochs is "
                 f"{container.max_epochs}; set max_epochs above {done} to train further"
             )
-    return CheckpointChoice(path, use)
+    return CheckpointChoice(path, use, trusted=trusted)
 
 
 def _store_uri() -> str:
@@ -185,6 +257,7 @@ def run_once(settings: RunSettings, container: LightningContainer) -> RunResult:
             logger.info("restarted run: resuming from its own checkpoint %s", choice.path)
         elif choice.path is not None:
             logger.info("checkpoint: %s (%s)", choice.path, choice.use)
+        _warn_unreadable_datasets(container)
         tracker: tracking.Tracker = tracking.NullTracker()
         try:
             if rank0:
@@ -193,7 +266,7 @@ def run_once(settings: RunSettings, container: LightningContainer) -> RunResult:
             metrics = _run_in_folder(settings, container, mode, choice, folders, tracker)
         except BaseException as exc:
             logger.exception("run failed: %s", exc)
-            status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            status = "KILLED" if _is_interruption(exc) else "FAILED"
             tail = outputs.log_tail(log_file)
             try:
                 tracker.finish(status, tail or f"{type(exc).__name__}: {exc}")
@@ -201,6 +274,9 @@ def run_once(settings: RunSettings, container: LightningContainer) -> RunResult:
                 logger.warning("could not record the failure: %s", store_exc)
             if rank0 and isinstance(tracker, tracking.NullTracker):
                 tracking.fail_precreated(uri, tail or str(exc))
+            users = users_error(exc, container, log_file)
+            if users is not None:
+                raise users from exc
             raise
         tracker.finish("FINISHED")
         logger.info("run finished in %.1f s", time.monotonic() - started)
@@ -248,7 +324,7 @@ def _start_tracking(
         tags[TAG_RUN_NAME] = settings.run_name
     return tracking.start(
         uri,
-        experiment=experiment_name(container.experiment, type(container).__name__),
+        experiment=container.effective_experiment,
         name=container.tag or settings.run_name or type(container).__name__,
         params=field_values(container),
         tags=tags,
@@ -273,3 +349,8 @@ def _run_in_folder(
     }
     with outputs.environment(handover), outputs.working_directory(folders.outputs):
         return run_lightning(container, mode, choice, folders.outputs, tracker, settings.num_nodes)
+
+
+def _is_interruption(exc: BaseException) -> bool:
+    """Ctrl-C, or SIGTERM as Lightning raises it (a cancelled job): the run is cancelled."""
+    return isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "SIGTERMException"

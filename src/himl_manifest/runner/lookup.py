@@ -57,9 +57,18 @@ def ensure_importable(folder: Path | None = None) -> None:
         sys.path.insert(0, path)
 
 
+#: What importing user code may raise and the lookup reports: every exception, and the exits
+#: (``sys.exit(n)``, ``raise SystemExit``) that would otherwise decide the process's exit code.
+#: KeyboardInterrupt still stops the process.
+IMPORT_FAILURES: tuple[type[BaseException], ...] = (Exception, SystemExit)
+
+
 def _describe_import_error(module: str, exc: BaseException) -> str:
     last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
     where = f" ({Path(last[0].filename).name}:{last[0].lineno})" if last else ""
+    if isinstance(exc, SystemExit):
+        what = f"it called sys.exit({exc.code!r}) while being imported"
+        return f"importing module {module!r} failed: {what}{where}"
     return f"importing module {module!r} failed: {type(exc).__name__}: {exc}{where}"
 
 
@@ -71,15 +80,15 @@ def _import(module: str) -> ModuleType:
         if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
             raise LookupFailed(f"no module or package named {module!r}") from exc
         raise LookupFailed(_describe_import_error(module, exc)) from exc
-    except Exception as exc:
+    except IMPORT_FAILURES as exc:
         raise LookupFailed(_describe_import_error(module, exc)) from exc
 
 
 def _source(module_name: str) -> str | None:
     try:
-        spec = importlib.util.find_spec(module_name)
-    except (ImportError, ValueError):
-        return None
+        spec = importlib.util.find_spec(module_name)  # imports the parent packages
+    except IMPORT_FAILURES:  # ImportError, ValueError, and whatever the parents raise
+        return None  # the import that follows reports a broken parent
     if spec is None or not spec.origin or not spec.origin.endswith(".py"):
         return None
     try:
@@ -120,7 +129,7 @@ def _visit(search: _Search, module_name: str, module: ModuleType | None = None) 
     if module is None:
         try:
             module = importlib.import_module(module_name)
-        except Exception as exc:
+        except IMPORT_FAILURES as exc:
             search.broken[module_name] = _describe_import_error(module_name, exc)
             if search.class_name in defines:
                 search.broken_defining.add(module_name)

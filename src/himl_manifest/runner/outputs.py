@@ -91,12 +91,25 @@ def make_run_folders(name: str, explicit: Path | None = None) -> RunFolders:
         explicit.mkdir(parents=True, exist_ok=True)
         return RunFolders(explicit, explicit)
     if paths.in_azureml():
-        outputs, logs = Path("outputs").resolve(), Path("logs").resolve()
-        outputs.mkdir(exist_ok=True)
-        logs.mkdir(exist_ok=True)
-        return RunFolders(outputs, logs)
-    folder = _new_folder(paths.project_root() / OUTPUTS_DIR, name)
+        folders = azureml_folders()
+        folders.outputs.mkdir(exist_ok=True)
+        folders.logs.mkdir(exist_ok=True)
+        return folders
+    root = paths.project_root()
+    # Started inside an outputs folder (no repository above): run folders go there, never
+    # into outputs/outputs.
+    inside = root.name == OUTPUTS_DIR and not (root / ".git").exists()
+    parent = root if inside else root / OUTPUTS_DIR
+    folder = _new_folder(parent, name)
     return RunFolders(folder, folder)
+
+
+def azureml_folders() -> RunFolders:
+    """Inside Azure ML: ``./outputs`` (uploaded) and ``./logs`` (streamed) - or, when the
+    working directory already is ``outputs``, that folder itself and ``logs`` beside it."""
+    cwd = Path.cwd().resolve()
+    outputs = cwd if cwd.name == OUTPUTS_DIR else cwd / OUTPUTS_DIR
+    return RunFolders(outputs, outputs.parent / "logs")
 
 
 @contextlib.contextmanager

@@ -37,3 +37,6 @@ class CheckpointChoice:
     path: Path | None = None
     use: str | None = None  # RESUME, WEIGHTS, EVALUATE, or None
     recovered: bool = False
+    #: Whether the checkpoint may be unpickled in full (``weights_only=False``), which can run
+    #: code: see :func:`himl_manifest.runner.checkpoints.is_trusted`.
+    trusted: bool = False

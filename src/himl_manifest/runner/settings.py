@@ -81,7 +81,8 @@ class RunSettings:
 
 
 def src_checkpoint(spec: Mapping[str, Any], root: Path) -> tuple[str, str | None] | None:
-    """A spec's ``checkpoint.source`` as a `--src_checkpoint` value and an optional sha256."""
+    """A spec's ``checkpoint.source`` as a `--src_checkpoint` value and an optional sha256
+    (whether it is trusted: :func:`checkpoint_trusted`)."""
     source = checkpoint_source(spec)
     if source is None:
         return None
@@ -96,6 +97,13 @@ def src_checkpoint(spec: Mapping[str, Any], root: Path) -> tuple[str, str | None
             "run (run specs written by apply name the upstream run)"
         )
     return reference, None
+
+
+def checkpoint_trusted(spec: Mapping[str, Any]) -> bool:
+    """Whether a spec marks its URL checkpoint source ``trusted: true`` (local files and runs
+    of this project are trusted whatever it says: ``checkpoints.is_trusted``)."""
+    source = checkpoint_source(spec)
+    return source is not None and source.kind == "url" and source.trusted
 
 
 def _dataset_overrides(datasets: list[Mapping[str, Any]], root: Path) -> dict[str, Any]:
@@ -147,6 +155,8 @@ def _spec_overrides(run: RunSpec, root: Path) -> dict[str, Any]:
         overrides["src_checkpoint"] = src
         if sha:
             overrides["src_checkpoint_sha256"] = sha
+        if checkpoint_trusted(spec):
+            overrides["src_checkpoint_trusted"] = True
     if checkpoint.get("resume"):
         overrides["resume_training"] = True
     if run.resume_from:

@@ -7,6 +7,7 @@ Lightning.
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +30,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def _load_weights(model: Any, path: Path) -> None:
-    state = checkpoints.load(path).get("state_dict")
+def _load_weights(model: Any, path: Path, trusted: bool) -> None:
+    state = checkpoints.load(path, trusted=trusted).get("state_dict")
     if state is None:
         raise CheckpointError(f"{path} holds no state_dict: not a Lightning checkpoint")
     model.load_state_dict(state)
@@ -66,13 +67,24 @@ def run_lightning(
     metrics: dict[str, float] = {}
 
     def stage(run: Any, **kwargs: Any) -> None:
-        run(model, datamodule=data, **kwargs)
+        if kwargs.get("ckpt_path") is not None:
+            # Lightning loads the checkpoint itself: by the same trust rule as ours.
+            kwargs["weights_only"] = not choice.trusted
+            try:
+                with checkpoints.safe_globals():
+                    run(model, datamodule=data, **kwargs)
+            except pickle.UnpicklingError as exc:
+                if choice.trusted:
+                    raise
+                raise checkpoints.untrusted_error(kwargs["ckpt_path"], exc) from exc
+        else:
+            run(model, datamodule=data, **kwargs)
         metrics.update(_scalars(dict(trainer.callback_metrics)))
 
     try:
         if mode == TRAIN:
             if choice.use == "weights" and choice.path is not None:
-                _load_weights(model, choice.path)
+                _load_weights(model, choice.path, choice.trusted)
             stage(trainer.fit, ckpt_path=ckpt if choice.use == "resume" else None)
             if can_test:
                 stage(trainer.test)

@@ -7,11 +7,18 @@ The Trainer, callbacks and loggers come from the namespace the user's model is w
 Every run gets ``checkpoints/last.ckpt`` (each epoch), ``checkpoints/best_val_loss.ckpt``
 (whenever ``val_loss`` is logged), ``metrics.csv`` (Lightning's CSVLogger, readable without any
 server), and its metrics in the run store through a buffered :class:`TrackerLogger`.
+
+Checkpoints are written atomically (:func:`_atomic_checkpoint`: a temporary file in the same
+folder, flushed, then renamed over the old one), so a process killed while saving leaves the
+previous checkpoint whole. A restarted run keeps the metrics of its earlier starts: the
+``metrics.csv`` already in the folder is renamed ``metrics-<n>.csv`` (1, 2, ... in order of the
+starts) before the new start writes its own ``metrics.csv``.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -20,6 +27,7 @@ from types import ModuleType
 from typing import Any
 
 from himl_manifest.runner.container import LightningContainer, trainer_options
+from himl_manifest.runner.outputs import is_rank_zero
 from himl_manifest.runner.tracking import Tracker
 
 BEST_NAME = "best_val_loss"
@@ -58,8 +66,77 @@ def overrides_hook(model: object, namespace: ModuleType, name: str) -> bool:
     return getattr(type(model), name, None) not in (None, base)
 
 
-def _best_checkpoint(namespace: ModuleType, folder: Path) -> Any:
+LAST_NAME = "last"
+METRICS_FILE = "metrics.csv"
+
+
+def _atomic_checkpoint(namespace: ModuleType) -> Any:
+    """``ModelCheckpoint`` whose files are replaced atomically.
+
+    Lightning saves through fsspec, which writes to a temporary file in the system temporary
+    folder and moves it into place: across file systems that move is a copy, and a kill during
+    it leaves a truncated checkpoint. Here the file is saved under a temporary name beside its
+    target, flushed to disk, then renamed over it (``os.replace``)."""
     base = namespace.callbacks.ModelCheckpoint
+
+    class AtomicCheckpoint(base):  # type: ignore[misc,valid-type]
+        def _save_checkpoint(self, trainer: Any, filepath: str) -> None:
+            target = Path(filepath)
+            partial = target.with_name(f".{target.name}.partial")
+            super()._save_checkpoint(trainer, str(partial))
+            if trainer.is_global_zero and partial.exists():
+                with open(partial, "rb") as handle:
+                    os.fsync(handle.fileno())
+                os.replace(partial, target)
+            trainer.strategy.barrier()
+            self._last_checkpoint_saved = filepath
+
+    return AtomicCheckpoint
+
+
+def _last_checkpoint(namespace: ModuleType, folder: Path) -> Any:
+    """``checkpoints/last.ckpt``, replaced at the end of every training epoch.
+
+    Lightning's ``ModelCheckpoint(save_last=True, save_top_k=0)`` writes ``last.ckpt`` only
+    after a top-k save of the same step, so with no top-k it wrote it once, when training ended:
+    here it is written at the end of each training epoch (after its validation), always under
+    the one name ``last.ckpt`` (no ``last-v1.ckpt`` beside an existing one)."""
+    base = _atomic_checkpoint(namespace)
+
+    class LastEveryEpoch(base):  # type: ignore[misc,valid-type]
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            if not self._should_skip_saving_checkpoint(trainer):
+                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+        def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+            pass  # saved at the end of the training epoch, which follows its validation
+
+        def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+            # once more when training ends: the fit loop then counts the last epoch completed
+            if not trainer.sanity_checking and not getattr(trainer, "fast_dev_run", False):
+                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    return LastEveryEpoch(
+        dirpath=folder, save_last=True, save_top_k=0, enable_version_counter=False
+    )
+
+
+def keep_previous_metrics(outputs: Path) -> Path | None:
+    """Rename the ``metrics.csv`` of an earlier start of this run to ``metrics-<n>.csv`` (the
+    CSV logger would delete it); the new name, or None when there was none."""
+    current = outputs / METRICS_FILE
+    if not current.is_file():
+        return None
+    number = 1
+    while (outputs / f"metrics-{number}.csv").exists():
+        number += 1
+    kept = outputs / f"metrics-{number}.csv"
+    os.replace(current, kept)
+    return kept
+
+
+def _best_checkpoint(namespace: ModuleType, folder: Path) -> Any:
+    base = _atomic_checkpoint(namespace)
 
     class BestValLoss(base):  # type: ignore[misc,valid-type]
         """ModelCheckpoint of the lowest ``val_loss``; silent while no ``val_loss`` is logged."""
@@ -150,10 +227,12 @@ def trainer_arguments(
             kwargs[name] = value
     checkpoints = outputs / "checkpoints"
     callbacks = [
-        namespace.callbacks.ModelCheckpoint(dirpath=checkpoints, save_last=True, save_top_k=0),
+        _last_checkpoint(namespace, checkpoints),
         _best_checkpoint(namespace, checkpoints),
         *container.get_callbacks(),
     ]
+    if is_rank_zero():
+        keep_previous_metrics(outputs)
     loggers = [
         namespace.loggers.CSVLogger(save_dir=outputs, name="", version=""),
         _tracker_logger(namespace, tracker),
