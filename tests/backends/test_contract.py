@@ -17,6 +17,7 @@ from backend_helpers import MakeRuns, fake_command
 from himl_manifest.backends.base import Backend, Progress, SubmitOutcome
 from himl_manifest.backends.local import LocalBackend
 from himl_manifest.backends.memory import MemoryBackend
+from himl_manifest.backends.routed import RoutedBackend
 from himl_manifest.errors import CheckpointError, StoreError
 from himl_manifest.model import TERMINAL, Lifecycle, RunStatus
 from himl_manifest.spec import RunSpec
@@ -46,7 +47,16 @@ def _local(project: Path) -> Harness:
     return Harness(make(), make)
 
 
-BACKENDS = {"memory": _memory, "local": _local}
+def _routed(project: Path) -> Harness:
+    """Two stores behind one routed backend: even seeds in one, odd seeds in the other."""
+    first, second = _memory(project).backend, _memory(project).backend
+    backend = RoutedBackend(
+        {"even": first, "odd": second}, route_of=lambda run: "odd" if run.seed % 2 else "even"
+    )
+    return Harness(backend, lambda: backend)
+
+
+BACKENDS = {"memory": _memory, "local": _local, "routed": _routed}
 
 
 @pytest.fixture(params=sorted(BACKENDS))

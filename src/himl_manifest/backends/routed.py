@@ -1,0 +1,147 @@
+"""One backend over several: each run goes where its manifest's ``compute.target`` says.
+
+``compute.target: local`` runs here (the local backend); any other target is an Azure ML
+compute cluster (the Azure ML backend). One plan covers both: :meth:`RoutedBackend.list_runs`
+reads every store once, :meth:`RoutedBackend.submit` hands each run to its own executor, and
+metadata and lifecycle changes go to the store that holds the run.
+
+It knows nothing of either backend: it routes by a function of the run spec (:func:`route`)
+over named backends, so the contract suite holds it to the same behaviour over two in-memory
+backends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+
+from himl_manifest.backends.base import Backend, Capabilities, ProgressCallback, Submitted
+from himl_manifest.errors import CheckpointError, ConfigError, StoreError
+from himl_manifest.model import Lifecycle, RunRecord
+from himl_manifest.spec import RunSpec
+
+LOCAL = "local"
+AZUREML = "azureml"
+
+
+def route(run: RunSpec) -> str:
+    """Where a run executes: ``local`` for ``compute.target: local``, else ``azureml``."""
+    compute = run.spec.get("compute") or {}
+    return LOCAL if compute.get("target", LOCAL) == LOCAL else AZUREML
+
+
+class RoutedBackend:
+    """Named backends, one per kind of compute; runs are routed by ``route_of``."""
+
+    def __init__(
+        self,
+        backends: Mapping[str, Backend],
+        *,
+        route_of: Callable[[RunSpec], str] = route,
+        missing: Mapping[str, str] | None = None,
+    ) -> None:
+        if not backends:
+            raise ConfigError("a routed backend needs at least one backend")
+        self.backends = dict(backends)
+        self.route_of = route_of
+        #: Why a kind of backend is not there (e.g. no Azure ML workspace configured).
+        self.missing = dict(missing or {})
+        self.name = "+".join(sorted(self.backends))
+        self.capabilities = Capabilities(
+            waits_locally=any(b.capabilities.waits_locally for b in self.backends.values()),
+            multi_node=all(b.capabilities.multi_node for b in self.backends.values()),
+        )
+        self._holder: dict[str, str] = {}  # run name -> backend that holds it
+
+    # -- routing -----------------------------------------------------------------------------
+
+    def backend_for(self, run: RunSpec) -> Backend:
+        kind = self.route_of(run)
+        if kind not in self.backends:
+            why = self.missing.get(kind, f"no {kind} backend is configured")
+            target = (run.spec.get("compute") or {}).get("target", LOCAL)
+            raise ConfigError(f"{run.run_name}: compute.target {target!r} needs {kind}: {why}")
+        return self.backends[kind]
+
+    def _holding(self, run_name: str) -> list[Backend]:
+        known = self._holder.get(run_name)
+        if known is not None:
+            return [self.backends[known]]
+        return list(self.backends.values())
+
+    # -- the run store -----------------------------------------------------------------------
+
+    def list_runs(
+        self, *, full: bool = True, history_of: Collection[str] | None = None
+    ) -> list[RunRecord]:
+        records: list[RunRecord] = []
+        for kind, backend in sorted(self.backends.items()):
+            found = backend.list_runs(full=full, history_of=history_of)
+            for record in found:
+                self._holder.setdefault(record.run_name, kind)
+            records.extend(found)
+        return records
+
+    def update_metadata(self, run_name: str, run: RunSpec) -> None:
+        self._first(run_name, lambda b: b.update_metadata(run_name, run))
+
+    def set_state(self, run_name: str, state: Lifecycle | str) -> None:
+        self._first(run_name, lambda b: b.set_state(run_name, state))
+
+    def check_continuity(self, *, confirmed: bool) -> list[str]:
+        warnings: list[str] = []
+        for backend in self.backends.values():
+            warnings += backend.check_continuity(confirmed=confirmed)
+        return warnings
+
+    def find_run(self, reference: str) -> RunRecord | None:
+        for backend in self._holding(reference):
+            found = backend.find_run(reference)
+            if found is not None:
+                return found
+        return None
+
+    def resolve_checkpoint(self, reference: str) -> str:
+        errors = []
+        for backend in self.backends.values():
+            try:
+                return backend.resolve_checkpoint(reference)
+            except CheckpointError as exc:
+                errors.append(str(exc))
+        raise CheckpointError("; ".join(errors))
+
+    def _first(self, run_name: str, change: Callable[[Backend], None]) -> None:
+        """Apply ``change`` in the store that holds ``run_name``."""
+        errors = []
+        for backend in self._holding(run_name):
+            try:
+                change(backend)
+                return
+            except StoreError as exc:
+                errors.append(str(exc))
+        raise StoreError("; ".join(errors) or f"no run named {run_name!r}")
+
+    # -- the executor ------------------------------------------------------------------------
+
+    def submit(
+        self, runs: Sequence[RunSpec], *, attempts: Mapping[str, int] | None = None
+    ) -> list[Submitted]:
+        groups: dict[str, list[RunSpec]] = {}
+        for run in runs:
+            self.backend_for(run)  # every run has somewhere to go before any is submitted
+            groups.setdefault(self.route_of(run), []).append(run)
+        outcomes: dict[str, Submitted] = {}
+        for kind, group in sorted(groups.items()):
+            for submitted in self.backends[kind].submit(group, attempts=attempts):
+                outcomes[submitted.run_name] = submitted
+                self._holder[submitted.run_name] = kind
+        return [outcomes[run.run_name] for run in runs if run.run_name in outcomes]
+
+    def wait(
+        self, run_names: Collection[str], *, progress: ProgressCallback | None = None
+    ) -> list[RunRecord]:
+        records: list[RunRecord] = []
+        for kind, backend in sorted(self.backends.items()):
+            mine = [name for name in run_names if self._holder.get(name, kind) == kind]
+            if mine:
+                records += backend.wait(mine, progress=progress)
+        return records
