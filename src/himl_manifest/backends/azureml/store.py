@@ -1,0 +1,544 @@
+"""The Azure ML backend: the workspace's jobs are the run store, Azure ML runs them.
+
+One attempt of one run is one command job (:mod:`.jobs`): attempt 1 is named after the run
+(the idempotency key), attempt N ``<run>-a<N>``. What a job records:
+
+- **properties** (add-only): identity and provenance (``himl.managed``, run name, seed, spec
+  hash, attempt, manifest, the run spec JSON over ``himl.spec[.N]``, ``himl.provenance.*``);
+- **tags** (changeable): ``himl.state`` (active / superseded / archived), the manifest's tags
+  (``himl.tag.*``), and, once ``update_metadata`` changed them, ``himl.cosmetic`` (the cosmetic
+  view of the spec as JSON, over ``himl.cosmetic.N`` parts when long): read back over the spec
+  stored at submission, since properties can't change;
+- tags the runner writes inside the job through MLflow: ``himl.error_tail`` and
+  ``himl.checkpoints`` (the checkpoint files of the run folder, comma-separated);
+- the job's status (mapped by :func:`..protocol.status_from_azureml`) and whether it is archived.
+
+Reads are bulk: :meth:`AzureMLBackend.list_runs` is one paged listing of every managed job
+(``properties=himl.managed``, all view types) plus one of the archived ones (the SDK's job
+objects don't say whether a job is archived); the number of requests depends on the number of
+jobs (pages), never on the number of manifests. Every Azure error becomes a
+:class:`~himl_manifest.errors.StoreError` saying what failed and what to do (:mod:`.workspace`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from himl_manifest.backends.azureml.workspace import (
+    Timeouts,
+    Workspace,
+    azure_errors,
+    find_workspace,
+    is_already_exists,
+    ml_client,
+    status_of,
+    translate,
+)
+from himl_manifest.backends.base import (
+    Capabilities,
+    Progress,
+    ProgressCallback,
+    SubmitOutcome,
+    Submitted,
+)
+from himl_manifest.backends.local_store import spec_text
+from himl_manifest.backends.protocol import (
+    AZUREML_TERMINAL,
+    MAX_TAG_VALUE,
+    OUTPUTS_DIR,
+    TAG_ATTEMPT,
+    TAG_ERROR,
+    TAG_EXPERIMENT,
+    TAG_MANAGED,
+    TAG_MANIFEST,
+    TAG_PROVENANCE,
+    TAG_RESUME_FROM,
+    TAG_RUN_NAME,
+    TAG_SEED,
+    TAG_SPEC_HASH,
+    TAG_STATE,
+    TAG_USER_PREFIX,
+    cap,
+    display_name,
+    listed,
+    parse_run_reference,
+    path_in_run,
+    status_from_azureml,
+)
+from himl_manifest.errors import CheckpointError, ConfigError, StoreError
+from himl_manifest.model import (
+    Lifecycle,
+    RunRecord,
+    RunStatus,
+    cosmetic_view,
+    parse_enum,
+    with_cosmetic,
+)
+from himl_manifest.spec import RunSpec, canonical_json
+
+#: The cosmetic view of the spec after an in-place update (JSON; ``.N`` parts when long).
+#: (To move to :mod:`..protocol` beside the other tag names.)
+TAG_COSMETIC = "himl.cosmetic"
+TAG_COSMETIC_PARTS = "himl.cosmetic.parts"
+#: Checkpoint files of the run folder, comma-separated (``checkpoints/last.ckpt,...``), set by
+#: the runner inside the job. (To move to :mod:`..protocol`; the runner must write it.)
+TAG_CHECKPOINTS = "himl.checkpoints"
+#: The compute target meaning "this machine" (the schema's default).
+LOCAL_TARGET = "local"
+
+#: Returns the code asset's ARM id for this submission (uploads the snapshot when needed).
+CodeSource = Callable[[], str]
+
+
+def job_uri(job_name: str, path: PurePosixPath | str = "") -> str:
+    """``azureml://jobs/<job>/outputs/artifacts/paths/outputs[/<path>]``: a file of the job's
+    run folder (``./outputs`` inside the job), as a job input takes it."""
+    base = f"azureml://jobs/{job_name}/outputs/artifacts/paths/{OUTPUTS_DIR}"
+    return f"{base}/{path}" if str(path) else base
+
+
+def cosmetic_tags(run: RunSpec) -> dict[str, str]:
+    """The cosmetic view of ``run`` as tags (split in parts when longer than one tag)."""
+    text = canonical_json(cosmetic_view(run.spec))
+    if len(text) <= MAX_TAG_VALUE:
+        return {TAG_COSMETIC: text, TAG_COSMETIC_PARTS: "0"}
+    parts = [text[i : i + MAX_TAG_VALUE] for i in range(0, len(text), MAX_TAG_VALUE)]
+    tags = {f"{TAG_COSMETIC}.{i}": part for i, part in enumerate(parts)}
+    tags[TAG_COSMETIC_PARTS] = str(len(parts))
+    return tags
+
+
+def cosmetic_text(tags: Mapping[str, str]) -> str:
+    count = _int(tags.get(TAG_COSMETIC_PARTS)) or 0
+    if count:
+        return "".join(tags.get(f"{TAG_COSMETIC}.{i}", "") for i in range(count))
+    return tags.get(TAG_COSMETIC, "")
+
+
+def _int(value: object) -> int | None:
+    try:
+        return int(str(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _timestamp(job: Any) -> float | None:
+    created = getattr(getattr(job, "creation_context", None), "created_at", None)
+    stamp = getattr(created, "timestamp", None)
+    return float(stamp()) if callable(stamp) else None
+
+
+def _studio_url(job: Any) -> str:
+    services = getattr(job, "services", None) or {}
+    studio = services.get("Studio") if isinstance(services, Mapping) else None
+    return str(getattr(studio, "endpoint", "") or "")
+
+
+def to_record(job: Any, *, archived: bool = False) -> RunRecord | None:
+    """An Azure ML job -> a RunRecord (None for a job that is not ours or is damaged).
+
+    The spec is decoded only when something reads ``record.spec``, except after an in-place
+    metadata update, whose cosmetic fields are laid over the submitted spec here."""
+    if job is None:
+        return None
+    properties = {str(k): str(v) for k, v in (getattr(job, "properties", None) or {}).items()}
+    tags = {str(k): str(v) for k, v in (getattr(job, "tags", None) or {}).items()}
+    facts = {**tags, **properties}  # identity from the (add-only) properties first
+    name = facts.get(TAG_RUN_NAME)
+    seed = _int(facts.get(TAG_SEED))
+    text = spec_text(properties) or spec_text(tags)
+    if not name or seed is None or not text or TAG_SPEC_HASH not in facts:
+        return None
+    overlay = cosmetic_text(tags)
+    if overlay:
+        try:
+            payload = json.loads(text)
+            payload["spec"] = with_cosmetic(payload["spec"], json.loads(overlay))
+            text = canonical_json(payload)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+    try:
+        state = Lifecycle(tags.get(TAG_STATE, Lifecycle.ACTIVE.value))
+    except ValueError:
+        state = Lifecycle.ACTIVE
+    if archived:
+        state = Lifecycle.ARCHIVED
+    job_name = str(job.name)
+    status = status_from_azureml(getattr(job, "status", None))
+    word = str(getattr(getattr(job, "status", None), "value", getattr(job, "status", "")))
+    listing = tags.get(TAG_CHECKPOINTS)
+    files = {f for f in (listing or "").split(",") if f}
+    default = str(path_in_run(""))
+    has_checkpoint = default in files if listing is not None else status == RunStatus.COMPLETED
+    provenance = {
+        key[len(TAG_PROVENANCE) :]: value
+        for key, value in facts.items()
+        if key.startswith(TAG_PROVENANCE)
+    }
+    if "conda_sha256" not in provenance:
+        try:
+            provenance["conda_sha256"] = RunSpec.from_json(text).conda_sha256 or ""
+        except ConfigError:
+            return None
+    error_tail = tags.get(TAG_ERROR, "")
+    if not error_tail and status == RunStatus.FAILED or word in ("NotResponding", "Paused"):
+        where = _studio_url(job)
+        error_tail = error_tail or (
+            f"Azure ML job {job_name} ended {word}" + (f"; its logs: {where}" if where else "")
+        )
+    return RunRecord(
+        run_name=name,
+        run_id=job_name,
+        experiment=facts.get(TAG_EXPERIMENT, ""),
+        seed=seed,
+        spec_hash=facts[TAG_SPEC_HASH],
+        status=status,
+        spec_source=text,
+        attempt=_int(facts.get(TAG_ATTEMPT)) or 1,
+        state=state,
+        manifest_path=facts.get(TAG_MANIFEST, ""),
+        resume_from=facts.get(TAG_RESUME_FROM) or None,
+        has_checkpoint=has_checkpoint,
+        output_dir=job_uri(job_name),
+        host="azureml",
+        start_time=_timestamp(job),
+        provenance=provenance,
+        error_tail=error_tail,
+    )
+
+
+def checkpoint_files(job: Any) -> set[str] | None:
+    """The checkpoint files the runner recorded on ``job`` (None: it recorded none)."""
+    listing = (getattr(job, "tags", None) or {}).get(TAG_CHECKPOINTS)
+    return None if listing is None else {f for f in str(listing).split(",") if f}
+
+
+def submittable(job: Any) -> Any:
+    """What ``jobs.create_or_update`` takes for a new job. azure-ai-ml 1.35 refuses a
+    ``CommandJob`` ("Non supported job type") and takes the ``Command`` node, whose
+    ``_to_node`` drops the name, experiment, environment, distribution and resources: they are
+    put back here (a test checks the round trip is lossless)."""
+    from azure.ai.ml.entities import CommandJob
+
+    if not isinstance(job, CommandJob):
+        return job
+    node = job._to_node()
+    node.name = job.name
+    node.experiment_name = job.experiment_name
+    node.environment = job.environment
+    node.distribution = job.distribution
+    node.resources = job.resources
+    node.display_name = job.display_name
+    return node
+
+
+class AzureMLBackend:
+    """The run store and executor over one Azure ML workspace.
+
+    ``client``: an ``MLClient`` (:func:`.workspace.ml_client`); ``root``: the project root (the
+    conda file is found from it); ``code``: returns the code asset's ARM id, called once per
+    :meth:`submit` that submits anything (the snapshot upload seam, :mod:`.snapshot`);
+    ``default_compute``: the cluster for runs whose ``compute.target`` is ``local`` (None:
+    such runs are refused); ``poll_s``: seconds between status polls in :meth:`wait`."""
+
+    name = "azureml"
+    capabilities = Capabilities(waits_locally=False, multi_node=True)
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        root: Path,
+        code: CodeSource,
+        workspace: Workspace | None = None,
+        default_compute: str | None = None,
+        poll_s: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.root = root
+        self.code = code
+        self.workspace = workspace
+        self.default_compute = default_compute
+        self.poll_s = poll_s
+        self.sleep = sleep
+        #: Requests made, by kind (``list``, ``get``, ``create``, ``update``, ``archive``).
+        self.calls: dict[str, int] = {}
+
+    @classmethod
+    def open(
+        cls,
+        root: Path,
+        *,
+        code: CodeSource,
+        config: str | Path | None = None,
+        credential: Any = None,
+        timeouts: Timeouts | None = None,
+        **kwargs: Any,
+    ) -> AzureMLBackend:
+        """The backend of the workspace the project at ``root`` names (see :mod:`.workspace`)."""
+        workspace = find_workspace(root, config)
+        client = ml_client(workspace, credential=credential, timeouts=timeouts)
+        return cls(client, root=root, code=code, workspace=workspace, **kwargs)
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def _count(self, kind: str) -> None:
+        self.calls[kind] = self.calls.get(kind, 0) + 1
+
+    def _list(self, doing: str, *, view: str = "All", **filters: str) -> list[Any]:
+        from azure.ai.ml.constants import ListViewType
+
+        views = {
+            "All": ListViewType.ALL,
+            "ArchivedOnly": ListViewType.ARCHIVED_ONLY,
+            "ActiveOnly": ListViewType.ACTIVE_ONLY,
+        }
+        self._count("list")
+        with azure_errors(doing, self.workspace):
+            return list(self.client.jobs.list(list_view_type=views[view], **filters))
+
+    def _records(self, doing: str, **filters: str) -> list[RunRecord]:
+        """Every managed job (matching ``filters``, ``properties=...``), as records."""
+        wanted = filters.pop("properties", "")
+        properties = ",".join(p for p in (TAG_MANAGED, wanted) if p)
+        jobs = self._list(doing, properties=properties)
+        archived = {
+            job.name for job in self._list(doing, view="ArchivedOnly", properties=properties) if job
+        }
+        records = (to_record(job, archived=job.name in archived) for job in jobs if job is not None)
+        return [record for record in records if record is not None]
+
+    def list_runs(
+        self, *, full: bool = True, history_of: Collection[str] | None = None
+    ) -> list[RunRecord]:
+        records = self._records("listing the runs")
+        return [record for record in records if listed(record, history_of)]
+
+    def _attempts(self, run_name: str, doing: str) -> list[RunRecord]:
+        return self._records(doing, properties=f"{TAG_RUN_NAME}={run_name}")
+
+    def _get(self, job_name: str, doing: str) -> Any | None:
+        """The job called ``job_name``; None when there is none."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        self._count("get")
+        try:
+            with azure_errors(doing, self.workspace):
+                try:
+                    return self.client.jobs.get(job_name)
+                except ResourceNotFoundError:
+                    return None
+        except StoreError:
+            raise
+
+    # --- metadata and lifecycle ----------------------------------------------------------------
+
+    def _require(self, run_name: str, doing: str) -> list[RunRecord]:
+        records = self._attempts(run_name, doing)
+        if not records:
+            raise StoreError(f"{doing}: no run named {run_name!r} in {self._where()}")
+        return records
+
+    def _where(self) -> str:
+        return f"Azure ML workspace {self.workspace}" if self.workspace else "the Azure ML workspace"
+
+    def update_metadata(self, run_name: str, run: RunSpec) -> None:
+        doing = f"updating the metadata of {run_name}"
+        tags = {**cosmetic_tags(run)}
+        for key, value in (run.spec.get("tags") or {}).items():
+            tags[f"{TAG_USER_PREFIX}{key}"] = cap(value)
+        shown = display_name(run_name, run.spec.get("tracking", {}).get("display_name"))
+        description = cap(run.spec.get("description") or "")
+        for record in self._require(run_name, doing):
+            self._count("update")
+            with azure_errors(doing, self.workspace):
+                self.client.jobs.update(
+                    record.run_id, tags=tags, display_name=shown, description=description
+                )
+
+    def set_state(self, run_name: str, state: Lifecycle | str) -> None:
+        lifecycle: Lifecycle = parse_enum(Lifecycle, state, "state")
+        doing = f"marking {run_name} {lifecycle.value}"
+        for record in self._require(run_name, doing):
+            self._count("update")
+            with azure_errors(doing, self.workspace):
+                self.client.jobs.update(record.run_id, tags={TAG_STATE: lifecycle.value})
+                if lifecycle == Lifecycle.ARCHIVED and record.state != Lifecycle.ARCHIVED:
+                    self._count("archive")
+                    self.client.jobs.archive(record.run_id)
+                elif record.state == Lifecycle.ARCHIVED and lifecycle != Lifecycle.ARCHIVED:
+                    self._count("archive")
+                    self.client.jobs.restore(record.run_id)
+
+    def check_continuity(self, *, confirmed: bool) -> list[str]:
+        """A workspace is not a file that can be lost or swapped under the project."""
+        return []
+
+    # --- run references ----------------------------------------------------------------------
+
+    def _attempts_of_reference(self, reference: str) -> list[RunRecord]:
+        doing = f"looking up run {reference!r}"
+        records = self._attempts(reference, doing)
+        if records:
+            return records
+        job = self._get(reference, doing)  # a job name (an attempt's id)
+        record = to_record(job)
+        return self._attempts(record.run_name, doing) if record is not None else []
+
+    def find_run(self, reference: str) -> RunRecord | None:
+        return _preferred(self._attempts_of_reference(reference))
+
+    def resolve_checkpoint(self, reference: str) -> str:
+        """``azureml://jobs/<job>/outputs/artifacts/paths/outputs/<path>`` of the newest attempt
+        (completed ones first) that has the file. Whether a job has a file is what the runner
+        recorded on it (``himl.checkpoints``); a job without that record is taken to have
+        ``checkpoints/last.ckpt`` when it completed, and any other file is taken on trust (the
+        job that mounts it fails if it is not there)."""
+        name, inside = parse_run_reference(reference)
+        attempts = self._attempts_of_reference(name)
+        found = _preferred(attempts)
+        if found is None:
+            raise CheckpointError(f"checkpoint {reference!r}: no run {name!r} in {self._where()}")
+        ordered = [found, *sorted((r for r in attempts if r is not found), key=lambda r: -r.attempt)]
+        wanted = str(inside)
+        for record in ordered:
+            job = self._get(record.run_id, f"resolving checkpoint {reference!r}")
+            files = checkpoint_files(job)
+            if files is None:
+                has = record.has_checkpoint if inside == path_in_run("") else True
+            else:
+                has = wanted in files
+            if has:
+                return job_uri(record.run_id, inside)
+        raise CheckpointError(f"checkpoint {reference!r}: run {found.run_name} has no {inside}")
+
+    # --- the executor ------------------------------------------------------------------------
+
+    def submit(
+        self, runs: Sequence[RunSpec], *, attempts: Mapping[str, int] | None = None
+    ) -> list[Submitted]:
+        if not runs:
+            return []
+        code = self.code()
+        return [self._submit_one(run, (attempts or {}).get(run.run_name, 1), code) for run in runs]
+
+    def _build(self, run: RunSpec, attempt: int, code: str) -> Any:
+        from himl_manifest.backends.azureml.jobs import build_command_job
+        from himl_manifest.backends.local_store import spec_tags
+
+        built = run
+        target = str(run.spec.get("compute", {}).get("target", LOCAL_TARGET))
+        if target == LOCAL_TARGET and self.default_compute:
+            compute = {**run.spec.get("compute", {}), "target": self.default_compute}
+            built = replace(run, spec={**run.spec, "compute": compute})
+        job = build_command_job(
+            built, attempt=attempt, code=code, root=self.root, resolve_checkpoint=self.resolve_checkpoint
+        )
+        if built is not run:  # the stored spec is the manifest's, which the spec hash covers
+            job.properties.update(spec_tags(run))
+        return job
+
+    def _submit_one(self, run: RunSpec, attempt: int, code: str) -> Submitted:
+        from himl_manifest.backends.azureml.jobs import job_name
+
+        name = job_name(run.run_name, attempt)
+        doing = f"submitting {name}"
+        job = submittable(self._build(run, attempt, code))
+        self._count("create")
+        try:
+            with azure_errors(doing, self.workspace):
+                try:
+                    created = self.client.jobs.create_or_update(job)
+                except Exception as exc:
+                    if not is_already_exists(exc):
+                        raise
+                    return self._existing(run, attempt, name)
+        except StoreError:
+            raise
+        record = to_record(created)
+        return Submitted(run.run_name, attempt, SubmitOutcome.CREATED, record)
+
+    def _existing(self, run: RunSpec, attempt: int, name: str) -> Submitted:
+        """The job ``name`` exists: ours with the same identity (another apply made it, or our
+        own PUT whose reply was lost), or a conflict."""
+        job = self._get(name, f"reading the existing job {name}")
+        record = to_record(job)
+        if record is None:
+            what = "no job" if job is None else "a job himl-manifest did not make"
+            return Submitted(
+                run.run_name,
+                attempt,
+                SubmitOutcome.CONFLICT,
+                None,
+                f"the name {name} is taken by {what} in {self._where()}",
+            )
+        if record.spec_hash == run.spec_hash and record.attempt == attempt:
+            return Submitted(run.run_name, attempt, SubmitOutcome.EXISTED, record)
+        return Submitted(
+            run.run_name,
+            attempt,
+            SubmitOutcome.CONFLICT,
+            record,
+            f"exists with spec hash {record.spec_hash}",
+        )
+
+    def wait(
+        self, run_names: Collection[str], *, progress: ProgressCallback | None = None
+    ) -> list[RunRecord]:
+        """Poll the latest attempt of each run (``jobs.get``) until every one has ended."""
+        wanted = set(run_names)
+        latest: dict[str, RunRecord] = {}
+        for record in self._records("listing the runs to wait for"):
+            if record.run_name in wanted:
+                best = latest.get(record.run_name)
+                if best is None or record.attempt > best.attempt:
+                    latest[record.run_name] = record
+        pending = {name: record.run_id for name, record in latest.items()}
+        seen: dict[str, str] = {}
+        while pending:
+            for run_name, job in sorted(pending.items()):
+                found = self._get(job, f"waiting for {job}")
+                if found is None:
+                    raise StoreError(f"waiting for {job}: the job is gone from {self._where()}")
+                word = str(getattr(found.status, "value", found.status))
+                if progress is not None and seen.get(run_name) != word:
+                    message = f"attempt {latest[run_name].attempt}: Azure ML job {job} {word}"
+                    progress(Progress(run_name, status_from_azureml(word), message))
+                seen[run_name] = word
+                if word in AZUREML_TERMINAL:
+                    del pending[run_name]
+            if pending:
+                self.sleep(self.poll_s)
+        return [r for r in self._records("listing the finished runs") if r.run_name in wanted]
+
+    def cancel(self, run_names: Iterable[str]) -> None:
+        """Ask Azure ML to cancel the unfinished attempts of ``run_names`` (returns at once)."""
+        for run_name in run_names:
+            for record in self._attempts(run_name, f"cancelling {run_name}"):
+                if record.in_progress:
+                    with azure_errors(f"cancelling {record.run_id}", self.workspace):
+                        self.client.jobs.begin_cancel(record.run_id)
+
+
+def _preferred(records: Iterable[RunRecord]) -> RunRecord | None:
+    """The newest completed attempt, else the newest."""
+    found = list(records)
+    completed = [r for r in found if r.status == RunStatus.COMPLETED]
+    return max(completed or found, key=lambda r: r.attempt, default=None)
+
+
+__all__ = [
+    "AzureMLBackend",
+    "checkpoint_files",
+    "job_uri",
+    "status_of",
+    "submittable",
+    "to_record",
+    "translate",
+]
