@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e '.[dev]' "$(TORCH)"
+	$(PY) -m pip install -q -e '.[dev,azure]' "$(TORCH)"
 	touch $@
 
 run: setup

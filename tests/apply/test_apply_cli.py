@@ -49,8 +49,15 @@ def test_dirty_manifests_are_refused_by_the_cli(repo: Path) -> None:
 
 
 def test_only_backends_that_exist_are_offered(repo: Path) -> None:
-    done = himl(repo, "apply", "--backend", "azureml", "--yes")
+    done = himl(repo, "apply", "--backend", "cloud9", "--yes")
     assert done.returncode == 64
-    assert "'azureml' is not one of" in done.stderr
+    assert "'cloud9' is not one of" in done.stderr
     helped = himl(repo, "apply", "--help")
-    assert "[local]" in helped.stdout and "memory" not in helped.stdout
+    assert "[auto|local|azureml]" in helped.stdout and "memory" not in helped.stdout
+
+
+def test_azureml_without_a_workspace_says_how_to_configure_one(repo: Path) -> None:
+    done = himl(repo, "plan", "--backend", "azureml")
+    assert done.returncode == 1
+    assert "no Azure ML workspace found" in done.stderr and "config.json" in done.stderr
+    assert "Traceback" not in done.stderr

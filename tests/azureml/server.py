@@ -29,6 +29,7 @@ in :attr:`FakeWorkspace.requests`; a request nobody serves is answered 404 and k
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as dt
 import ipaddress
@@ -205,9 +206,7 @@ class FakeWorkspace:
             self._end(self.jobs[name], status)
 
     def calls(self, method: str, pattern: str) -> list[Request]:
-        return [
-            r for r in self.requests if r.method == method and re.search(pattern, r.path)
-        ]
+        return [r for r in self.requests if r.method == method and re.search(pattern, r.path)]
 
     # --- the service ---------------------------------------------------------------------------
 
@@ -487,10 +486,8 @@ def _handler(workspace: FakeWorkspace) -> type[BaseHTTPRequestHandler]:
 
         def _drop(self) -> None:
             self.close_connection = True
-            try:
+            with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
         def _send(self, reply: Reply) -> None:
             data = b"" if reply.body is None else json.dumps(reply.body).encode()
@@ -517,3 +514,101 @@ _CODES = {
     500: "InternalServerError",
     503: "ServiceUnavailable",
 }
+
+
+# --- clients of the fake workspace -------------------------------------------------------------
+
+
+class FakeCredential:
+    """The Azure stand-in for azure-identity: any token will do for the fake workspace."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        from azure.core.credentials import AccessToken
+
+        self.calls += 1
+        return AccessToken("fake-token", int(time.time()) + 3600)
+
+
+_ENV_LOCK = threading.Lock()
+
+
+def client_of(workspace: FakeWorkspace, *, timeouts: Any = None, credential: Any = None) -> Any:
+    """An ``MLClient`` aimed at ``workspace`` through :func:`...workspace.ml_client` (the
+    service URL is read from AZUREML_DEV_URL_MFE when the client is made, and only then)."""
+    import os
+
+    from himl_manifest.backends.azureml.workspace import Workspace, ml_client
+
+    with _ENV_LOCK:
+        old = os.environ.get("AZUREML_DEV_URL_MFE")
+        os.environ["AZUREML_DEV_URL_MFE"] = workspace.url
+        try:
+            return ml_client(
+                Workspace(SUBSCRIPTION, RESOURCE_GROUP, WORKSPACE, source="test"),
+                credential=credential or FakeCredential(),
+                timeouts=timeouts,
+                connection_verify=str(workspace.cert_file),
+            )
+        finally:
+            if old is None:
+                del os.environ["AZUREML_DEV_URL_MFE"]
+            else:
+                os.environ["AZUREML_DEV_URL_MFE"] = old
+
+
+CODE_ID = WS_PATH + "/codes/himl-snapshot/versions/1"
+CONDA_FILE = "name: himl-test\ndependencies:\n  - python=3.11\n  - pip\n"
+
+
+def backend_of(workspace: FakeWorkspace, root: Path, **kwargs: Any) -> Any:
+    """An :class:`AzureMLBackend` over ``workspace`` for the project at ``root`` (which gets an
+    ``environment.yml`` when it has none): runs whose target is local go to ``cpu-cluster``,
+    the code "upload" returns a code asset id, and waiting does not sleep."""
+    from himl_manifest.backends.azureml.store import AzureMLBackend
+    from himl_manifest.backends.azureml.workspace import Workspace
+
+    conda = root / "environment.yml"
+    if not conda.exists():
+        conda.write_text(CONDA_FILE, encoding="utf-8")
+    timeouts = kwargs.pop("timeouts", None)
+    credential = kwargs.pop("credential", None)
+    client = client_of(workspace, timeouts=timeouts, credential=credential)
+    options: dict[str, Any] = {
+        "code": lambda: CODE_ID,
+        "default_compute": "cpu-cluster",
+        "poll_s": 0.0,
+        "workspace": Workspace(SUBSCRIPTION, RESOURCE_GROUP, WORKSPACE, source="test"),
+        **kwargs,
+    }
+    return AzureMLBackend(client, root=root, **options)
+
+
+def spec_of(job: dict[str, Any]) -> dict[str, Any]:
+    """The run spec stored on a job of the fake workspace."""
+    properties = job["properties"].get("properties") or {}
+    count = int(properties.get("himl.spec.parts", "0") or 0)
+    text = (
+        "".join(properties.get(f"himl.spec.{i}", "") for i in range(count))
+        if count
+        else properties.get("himl.spec", "{}")
+    )
+    payload = json.loads(text)
+    return dict(payload.get("spec") or {})
+
+
+def runner_tags(job: dict[str, Any], status: str) -> dict[str, str]:
+    """What the runner inside a job records when the job ends: its checkpoint files (it writes
+    ``last.ckpt`` every epoch) and, on failure, the tail of its error."""
+    tags = {"himl.checkpoints": "checkpoints/last.ckpt"}
+    if status == "Failed":
+        tags["himl.error_tail"] = "simulated failure"
+    return tags
+
+
+def behaviour_outcome(job: dict[str, Any]) -> str:
+    """Failed for a run whose ``params.behaviour`` is ``fail``, else Completed."""
+    failing = spec_of(job).get("params", {}).get("behaviour") == "fail"
+    return "Failed" if failing else "Completed"

@@ -51,12 +51,12 @@ def test_relative_sqlite_uris_are_made_absolute(tmp_path: Path) -> None:
     assert sqlite_path("http://host") is None
 
 
-def test_registry() -> None:
+def test_registry(tmp_path: Path) -> None:
     from himl_manifest.backends.memory import MemoryBackend
 
     assert isinstance(open_backend("memory"), MemoryBackend)
-    with pytest.raises(ConfigError, match="unknown backend 'azureml'"):
-        open_backend("azureml")
+    with pytest.raises(ConfigError, match="no Azure ML workspace found"):
+        open_backend("azureml", root=tmp_path)
     with pytest.raises(ConfigError, match="unknown backend"):
         open_backend("cloud9")
 

@@ -56,7 +56,31 @@ def _routed(project: Path) -> Harness:
     return Harness(backend, lambda: backend)
 
 
-BACKENDS = {"memory": _memory, "local": _local, "routed": _routed}
+def _azureml(project: Path) -> Harness:
+    """The Azure ML backend against a loopback workspace (tests/azureml/server.py): jobs end
+    after a few polls, failing when ``params.behaviour`` is ``fail``; the server plays the
+    runner's records (checkpoint files, error tail) when a job ends."""
+    pytest.importorskip("azure.ai.ml")
+    import importlib.util
+    import sys
+
+    path = Path(__file__).parents[1] / "azureml" / "server.py"
+    spec = importlib.util.spec_from_file_location("himl_fake_azureml_server", path)
+    assert spec is not None and spec.loader is not None
+    if spec.name not in sys.modules:
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    server = sys.modules[spec.name]
+    workspace = server.FakeWorkspace(
+        project, page_size=1, outcome=server.behaviour_outcome, on_finish=server.runner_tags
+    )
+    return Harness(
+        server.backend_of(workspace, project), lambda: server.backend_of(workspace, project)
+    )
+
+
+BACKENDS = {"memory": _memory, "local": _local, "routed": _routed, "azureml": _azureml}
 
 
 @pytest.fixture(params=sorted(BACKENDS))

@@ -58,7 +58,7 @@ def test_text_plan_and_detailed_exit_code(
     apply_plan(make_plan(["experiments"], backend), backend)
     code, out, _ = himl(capsys, "--detailed-exitcode", "experiments")
     assert (code, out) == (0, "No changes.\n")
-    assert backend.opened[0] == ("local", None)  # type: ignore[attr-defined]
+    assert backend.opened[0] == ("auto", None)  # type: ignore[attr-defined]
 
 
 def test_options_reach_the_backend_and_the_planner(

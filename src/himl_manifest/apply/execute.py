@@ -105,8 +105,8 @@ def execute(
     wait: bool | None = None,
     progress: ProgressCallback | None = None,
 ) -> ApplyResult:
-    """Carry out ``plan`` through ``backend``. ``wait``: wait for the submitted runs to end
-    (default, and always, where the executor runs them here)."""
+    """Carry out ``plan`` through ``backend``. Runs the executor runs here are always waited
+    for (they run only while we wait); ``wait``: wait for the others (a remote service's) too."""
     result = ApplyResult()
     submitting = [a for a in plan.actions if a.kind in SUBMITTING and a.run is not None]
     updates = [a for a in plan.actions if a.kind == ActionKind.UPDATE and a.run is not None]
@@ -127,7 +127,7 @@ def execute(
     if not submitting:
         return result
     submitted = _submit(backend, submitting, result)
-    result.waited = wait is not False or backend.capabilities.waits_locally
+    result.waited = bool(wait) or backend.capabilities.waits_locally
     names = [s.run_name for s in submitted if s.outcome != SubmitOutcome.CONFLICT]
     if result.waited:
         records = backend.wait(names, progress=progress)

@@ -54,6 +54,13 @@ TAG_CONTAINER = "himl.container"
 TAG_MODE = "himl.mode"
 #: Prefix of provenance facts: himl.provenance.commit, .branch, ...
 TAG_PROVENANCE = "himl.provenance."
+#: The cosmetic view of the spec after an in-place update where properties are add-only (Azure
+#: ML): JSON, split over ``.N`` parts with ``.parts`` when long.
+TAG_COSMETIC = "himl.cosmetic"
+TAG_COSMETIC_PARTS = "himl.cosmetic.parts"
+#: The checkpoint files of a run folder, comma-separated (``checkpoints/last.ckpt,...``), set by
+#: the runner at the end of a run: how a store that cannot see the files knows them.
+TAG_CHECKPOINTS = "himl.checkpoints"
 #: Cosmetic manifest tags land under this prefix.
 TAG_USER_PREFIX = "himl.tag."
 #: MLflow's own tags: the display name and the description.
@@ -122,6 +129,7 @@ MLFLOW_ACTIVE = frozenset({"SCHEDULED", "RUNNING"})
 def status_from_mlflow(word: str | None) -> RunStatus:
     return MLFLOW_TO_STATUS.get(str(word), RunStatus.QUEUED)
 
+
 #: Azure ML job statuses -> ours. Terminal on Azure ML: Completed, Failed, Canceled,
 #: NotResponding and Paused; the last two end a job without success, so a plan retries them
 #: (a paused job does not resume by itself).
@@ -162,6 +170,11 @@ RUN_SPEC_FILE = "run_spec.json"
 #: The one log of a run: the runner's log lines, and (local jobs) the process's own output.
 LOG_FILE = "runner.log"
 SUMMARY_FILE = "experiment_summary.txt"
+#: ``himl run --input NAME=PATH`` names: the job input of the checkpoint a run starts or resumes
+#: from, and the prefix of its Azure datasets' inputs (``dataset_0``, ... in manifest order among
+#: the Azure datasets), each given as where the service put it on the compute.
+INPUT_CHECKPOINT = "checkpoint"
+INPUT_DATASET_PREFIX = "dataset_"
 #: Set by an executor that already writes the job's output into the run's log file, so the
 #: runner does not write its lines there a second time.
 LOG_CAPTURED_ENV = "HIML_LOG_CAPTURED"

@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 
 from himl_manifest.backends.base import Backend, Capabilities, ProgressCallback, Submitted
 from himl_manifest.errors import CheckpointError, ConfigError, StoreError
-from himl_manifest.model import Lifecycle, RunRecord
+from himl_manifest.model import Lifecycle, RunRecord, parse_enum
 from himl_manifest.spec import RunSpec
 
 LOCAL = "local"
@@ -38,6 +38,7 @@ class RoutedBackend:
         *,
         route_of: Callable[[RunSpec], str] = route,
         missing: Mapping[str, str] | None = None,
+        follow_remote: bool = False,
     ) -> None:
         if not backends:
             raise ConfigError("a routed backend needs at least one backend")
@@ -51,6 +52,10 @@ class RoutedBackend:
             multi_node=all(b.capabilities.multi_node for b in self.backends.values()),
         )
         self._holder: dict[str, str] = {}  # run name -> backend that holds it
+        #: Wait for runs of executors whose runs live elsewhere too (``apply --wait``); runs
+        #: executed here are always waited for (they run only while we wait).
+        self.follow_remote = follow_remote
+        self._accepted: dict[str, RunRecord] = {}
 
     # -- routing -----------------------------------------------------------------------------
 
@@ -85,7 +90,8 @@ class RoutedBackend:
         self._first(run_name, lambda b: b.update_metadata(run_name, run))
 
     def set_state(self, run_name: str, state: Lifecycle | str) -> None:
-        self._first(run_name, lambda b: b.set_state(run_name, state))
+        lifecycle: Lifecycle = parse_enum(Lifecycle, state, "state")
+        self._first(run_name, lambda b: b.set_state(run_name, lifecycle))
 
     def check_continuity(self, *, confirmed: bool) -> list[str]:
         warnings: list[str] = []
@@ -134,6 +140,8 @@ class RoutedBackend:
             for submitted in self.backends[kind].submit(group, attempts=attempts):
                 outcomes[submitted.run_name] = submitted
                 self._holder[submitted.run_name] = kind
+                if submitted.record is not None:
+                    self._accepted[submitted.run_name] = submitted.record
         return [outcomes[run.run_name] for run in runs if run.run_name in outcomes]
 
     def wait(
@@ -142,6 +150,10 @@ class RoutedBackend:
         records: list[RunRecord] = []
         for kind, backend in sorted(self.backends.items()):
             mine = [name for name in run_names if self._holder.get(name, kind) == kind]
-            if mine:
+            if not mine:
+                continue
+            if backend.capabilities.waits_locally or self.follow_remote:
                 records += backend.wait(mine, progress=progress)
+            else:  # accepted: they go on without us
+                records += [self._accepted[name] for name in mine if name in self._accepted]
         return records

@@ -66,6 +66,13 @@ def apply(
         if plan.has_changes:
             click.echo("Nothing to apply: orphans are archived only with --prune.", err=True)
         return 0
+    problems = operation.preflight(plan, backend)
+    if problems:
+        from himl_manifest.diagnostics import render_text as render_diagnostics
+
+        click.echo(render_diagnostics(problems, len({p.file for p in problems})), err=True)
+        if any(p.severity == "error" for p in problems):
+            raise HimlError("pre-flight found problems: nothing was submitted")
     for warning in backend.check_continuity(confirmed=yes):
         click.echo(f"warning: {warning}", err=True)
     _confirm(yes)

@@ -21,9 +21,10 @@ def backend_options(function: F) -> F:
         "--backend",
         "backend_name",
         type=_Backends([*BACKENDS, *HIDDEN_BACKENDS]),
-        default="local",
+        default="auto",
         show_default=True,
-        help="Where the runs are recorded (and, for apply, executed).",
+        help="Where runs are recorded and executed: auto (local, plus Azure ML when a workspace is "
+        "configured; each run by its compute.target), local, or azureml.",
     )(function)
     return function
 

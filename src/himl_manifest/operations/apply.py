@@ -13,8 +13,10 @@ from pathlib import Path
 
 from himl_manifest.apply.execute import ApplyResult, execute
 from himl_manifest.backends.base import Backend, ProgressCallback
+from himl_manifest.backends.routed import LOCAL, RoutedBackend, route
+from himl_manifest.diagnostics import Diagnostic
 from himl_manifest.errors import ConfigError, UsageError
-from himl_manifest.model import CHANGING, ActionKind
+from himl_manifest.model import CHANGING, SUBMITTING, ActionKind
 from himl_manifest.operations.plan import DEFAULT_PATHS, check_fresh, make_plan
 from himl_manifest.operations.provenance import gather, refuse_dirty
 from himl_manifest.paths import project_root
@@ -90,6 +92,21 @@ def prepare(
     backend = open_backend()
     check_fresh(saved, backend)
     return saved, backend
+
+
+def preflight(plan: Plan, backend: Backend, root: Path | None = None) -> list[Diagnostic]:
+    """Before anything is uploaded: every run ``plan`` would submit has somewhere to go
+    (ConfigError: e.g. a cluster target without a workspace), and every problem of those bound
+    for Azure ML (code snapshot, symlinks, conda file and includes, ...); none for local runs."""
+    runs = [a.run for a in plan.actions if a.run is not None and a.kind in SUBMITTING]
+    if isinstance(backend, RoutedBackend):
+        for run in runs:
+            backend.backend_for(run)
+    if all(route(run) == LOCAL for run in runs):
+        return []
+    from himl_manifest.backends.azureml.preflight import preflight as check
+
+    return check(runs, root or project_root())
 
 
 def has_work(plan: Plan, prune: bool) -> bool:

@@ -269,6 +269,10 @@ def run_once(settings: RunSettings, container: LightningContainer) -> RunResult:
             status = "KILLED" if _is_interruption(exc) else "FAILED"
             tail = outputs.log_tail(log_file)
             try:
+                tracking.record_checkpoints(tracker, folders.outputs)
+            except Exception as store_exc:
+                logger.warning("could not record the checkpoints: %s", store_exc)
+            try:
                 tracker.finish(status, tail or f"{type(exc).__name__}: {exc}")
             except Exception as store_exc:
                 logger.warning("could not record the failure: %s", store_exc)
@@ -278,6 +282,7 @@ def run_once(settings: RunSettings, container: LightningContainer) -> RunResult:
             if users is not None:
                 raise users from exc
             raise
+        tracking.record_checkpoints(tracker, folders.outputs)
         tracker.finish("FINISHED")
         logger.info("run finished in %.1f s", time.monotonic() - started)
     return RunResult(

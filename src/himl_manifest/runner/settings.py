@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from himl_manifest import paths
-from himl_manifest.backends.protocol import display_name
-from himl_manifest.errors import ConfigError
+from himl_manifest.backends.protocol import INPUT_CHECKPOINT, INPUT_DATASET_PREFIX, display_name
+from himl_manifest.errors import ConfigError, UsageError
 from himl_manifest.model import checkpoint_source
 from himl_manifest.spec import RunSpec
 
@@ -106,10 +106,40 @@ def checkpoint_trusted(spec: Mapping[str, Any]) -> bool:
     return source is not None and source.kind == "url" and source.trusted
 
 
-def _dataset_overrides(datasets: list[Mapping[str, Any]], root: Path) -> dict[str, Any]:
-    azure = [str(d["azure"]) for d in datasets if "azure" in d]
-    azure += [f"{d['datastore']}/{d['path']}" for d in datasets if "datastore" in d]
-    local = [str((root / d["local"]).resolve()) for d in datasets if "local" in d]
+def _is_azure(dataset: Mapping[str, Any]) -> bool:
+    return "azure" in dataset or "datastore" in dataset
+
+
+def _dataset_overrides(
+    datasets: list[Mapping[str, Any]], root: Path, mounted: Mapping[int, str] | None = None
+) -> dict[str, Any]:
+    """``azure_datasets`` (in manifest order: the order of the job's ``dataset_<i>`` inputs),
+    ``local_datasets`` and ``dataset_mountpoints`` of a spec's datasets.
+
+    ``mounted`` (index among the Azure datasets -> folder; inside an Azure ML job, where
+    ``--input dataset_<i>=PATH`` says where the service put it): ``local_datasets[i]`` is then
+    the folder of Azure dataset ``i`` (its ``local`` copy when it has no folder), followed by
+    the ``local``-only datasets."""
+    azure_ones = [d for d in datasets if _is_azure(d)]
+    azure = [
+        str(d["azure"]) if "azure" in d else f"{d['datastore']}/{d['path']}" for d in azure_ones
+    ]
+    if mounted:
+        local = []
+        for index, dataset in enumerate(azure_ones):
+            if index in mounted:
+                local.append(str(mounted[index]))
+            elif "local" in dataset:
+                local.append(str((root / dataset["local"]).resolve()))
+            else:
+                raise UsageError(
+                    f"Azure dataset {index} ({azure[index]}) has no folder: give "
+                    f"--input {INPUT_DATASET_PREFIX}{index}=PATH (the inputs of datasets "
+                    f"{', '.join(str(i) for i in sorted(mounted))} were given)"
+                )
+        local += [str((root / d["local"]).resolve()) for d in datasets if not _is_azure(d)]
+    else:
+        local = [str((root / d["local"]).resolve()) for d in datasets if "local" in d]
     mounts = [str(d["mountpoint"]) for d in datasets if "mountpoint" in d]
     out: dict[str, Any] = {}
     if azure:
@@ -119,6 +149,41 @@ def _dataset_overrides(datasets: list[Mapping[str, Any]], root: Path) -> dict[st
     if mounts:
         out["dataset_mountpoints"] = mounts
     return out
+
+
+def input_names(spec: Mapping[str, Any]) -> list[str]:
+    """The ``--input`` names a run spec takes: ``checkpoint``, and ``dataset_<i>`` for each of
+    its Azure datasets (the names of the job's inputs: ``backends.azureml.jobs``)."""
+    count = sum(1 for d in spec.get("datasets", []) if _is_azure(d))
+    return [INPUT_CHECKPOINT, *(f"{INPUT_DATASET_PREFIX}{i}" for i in range(count))]
+
+
+def check_inputs(inputs: Mapping[str, str], spec: Mapping[str, Any]) -> None:
+    """A :class:`UsageError` for an input name the spec does not take, or an empty path."""
+    known = input_names(spec)
+    for name, path in inputs.items():
+        if name not in known:
+            raise UsageError(
+                f"--input {name}: unknown input (this run spec takes {', '.join(known)})"
+            )
+        if not str(path).strip():
+            raise UsageError(f"--input {name}: empty path")
+
+
+def parse_inputs(values: Sequence[str], spec: Mapping[str, Any]) -> dict[str, str]:
+    """``NAME=PATH`` values of ``himl run --input`` (an Azure ML job's inputs, where the
+    service put each) -> ``{name: path}``, names checked (:func:`check_inputs`)."""
+    found: dict[str, str] = {}
+    for value in values:
+        name, equals, path = value.partition("=")
+        name = name.strip()
+        if not equals or not name:
+            raise UsageError(f"--input {value!r}: expected NAME=PATH")
+        if name in found:
+            raise UsageError(f"--input {name} given twice")
+        found[name] = path
+    check_inputs(found, spec)
+    return found
 
 
 def check_params(params: Mapping[str, Any], origin: str) -> None:
@@ -140,14 +205,22 @@ def check_params(params: Mapping[str, Any], origin: str) -> None:
         raise ConfigError("\n".join(problems))
 
 
-def _spec_overrides(run: RunSpec, root: Path) -> dict[str, Any]:
+def _spec_overrides(
+    run: RunSpec, root: Path, inputs: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     spec = run.spec
+    inputs = inputs or {}
+    mounted = {
+        int(name[len(INPUT_DATASET_PREFIX) :]): str(Path(path).resolve())
+        for name, path in inputs.items()
+        if name.startswith(INPUT_DATASET_PREFIX)
+    }
     params = spec.get("params", {})
     check_params(params, f"run spec {run.run_name}")
     overrides: dict[str, Any] = dict(spec.get("trainer", {}))
     overrides.update(params)
     overrides["random_seed"] = run.seed
-    overrides.update(_dataset_overrides(spec.get("datasets", []), root))
+    overrides.update(_dataset_overrides(spec.get("datasets", []), root, mounted))
     checkpoint = spec.get("checkpoint", {})
     resolved = src_checkpoint(spec, root)
     if resolved is not None:
@@ -162,6 +235,12 @@ def _spec_overrides(run: RunSpec, root: Path) -> dict[str, Any]:
     if run.resume_from:
         overrides["src_checkpoint"] = run.resume_from
         overrides["resume_training"] = True
+    if INPUT_CHECKPOINT in inputs:
+        # The file the job's checkpoint input holds (what the run reference or resume_from
+        # named, fetched by the service): a local file, trusted like one.
+        overrides["src_checkpoint"] = str(Path(inputs[INPUT_CHECKPOINT]).resolve())
+        overrides.pop("src_checkpoint_sha256", None)
+        overrides.pop("src_checkpoint_trusted", None)
     if spec.get("mode") == INFERENCE:
         overrides["run_inference_only"] = True
     tracking = spec.get("tracking", {})
@@ -180,9 +259,15 @@ def from_run_spec(
     output_dir: Path | None = None,
     tracking_uri: str | None = None,
     root: Path | None = None,
+    inputs: Mapping[str, str] | None = None,
 ) -> RunSettings:
-    """The settings of the run a spec describes (`himl run`)."""
+    """The settings of the run a spec describes (`himl run`).
+
+    ``inputs``: an Azure ML job's inputs, name -> where the service put them (``--input``,
+    names checked by :func:`parse_inputs`): ``dataset_<i>`` is the folder of the spec's
+    ``i``-th Azure dataset, ``checkpoint`` the file the run starts or resumes from."""
     spec = run.spec
+    check_inputs(inputs or {}, spec)
     root = root or paths.project_root()
     compute = spec.get("compute", {})
     runner = spec.get("runner", {})
@@ -190,7 +275,7 @@ def from_run_spec(
     tags = {str(k): str(v) for k, v in spec.get("tags", {}).items()}
     return RunSettings(
         model=str(spec["container"]),
-        overrides=_spec_overrides(run, root),
+        overrides=_spec_overrides(run, root, inputs),
         model_variant=spec.get("model_variant"),
         mode=EVALUATION if spec.get("mode") == EVALUATION else TRAIN,
         # Inside the job the cluster has already been chosen: nothing to submit.

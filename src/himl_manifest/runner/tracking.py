@@ -9,7 +9,14 @@ Everything goes through the run-store protocol that apply uses too
 :mod:`himl_manifest.backends.protocol`), so a run looks the same whoever wrote it last. When
 ``MLFLOW_RUN_ID`` is set (apply pre-creates the record and passes its id) the runner logs into
 that run, creates no other and leaves its name alone. The run ends FINISHED on success; on
-failure FAILED, with the last lines of the runner log in tag ``himl.error_tail``.
+failure FAILED, with the last lines of the runner log in tag ``himl.error_tail``. Either way
+the tag ``himl.checkpoints`` lists the checkpoint files of the run folder.
+
+Inside an Azure ML job (:func:`himl_manifest.paths.in_azureml`) MLflow is preconfigured by the
+service: ``MLFLOW_TRACKING_URI`` is the workspace, and the job's own run (whose id is the job
+name) is ``MLFLOW_RUN_ID``, else ``AZUREML_RUN_ID``. The runner records into that run through
+the same code, but leaves its status to the service (which ends the job when the process
+exits): it neither marks it running nor ends it, and a failure is only tagged.
 
 MLflow is imported only when a run is recorded.
 """
@@ -24,9 +31,13 @@ from typing import Any, Protocol
 
 from himl_manifest import paths
 from himl_manifest.backends.protocol import (
+    CHECKPOINT_DIR,
+    MAX_TAG_VALUE,
+    TAG_CHECKPOINTS,
     TAG_DISPLAY_NAME,
     TAG_ERROR,
     TAG_OUTPUT_DIR,
+    cap,
     cap_tail,
     display_name,
 )
@@ -34,6 +45,8 @@ from himl_manifest.errors import StoreError
 
 TRACKING_ENV = "HIML_TRACKING"
 RUN_ID_ENV = "MLFLOW_RUN_ID"
+#: Set by Azure ML in every job: the job's name, which is its MLflow run id.
+AZUREML_RUN_ID_ENV = "AZUREML_RUN_ID"
 _OFF = frozenset({"none", "off", "0", "false", "no"})
 logger = logging.getLogger(__name__)
 
@@ -72,6 +85,42 @@ def resolved_uri(explicit: str | None) -> str | None:
     return paths.tracking_uri(explicit)
 
 
+def existing_run_id() -> str | None:
+    """The run to record into rather than create: ``MLFLOW_RUN_ID`` (apply's pre-created
+    record; inside Azure ML the job's own run), else, inside Azure ML, ``AZUREML_RUN_ID``
+    (the job's name, its run id)."""
+    run_id = os.environ.get(RUN_ID_ENV)
+    if run_id:
+        return run_id
+    if paths.in_azureml():
+        return os.environ.get(AZUREML_RUN_ID_ENV) or None
+    return None
+
+
+def checkpoint_listing(folder: Path, limit: int = MAX_TAG_VALUE) -> str:
+    """The checkpoint files of a run folder, relative to it and comma-separated
+    (``checkpoints/last.ckpt,checkpoints/best_val_loss.ckpt``): ``last.ckpt`` first, then by
+    name; files being written (``.name.partial``) and names with a comma left out; whole names
+    only, within ``limit`` characters (the value of tag ``himl.checkpoints``)."""
+    checkpoints = folder / CHECKPOINT_DIR
+    if not checkpoints.is_dir():
+        return ""
+    names = [
+        path.relative_to(folder).as_posix()
+        for path in checkpoints.rglob("*.ckpt")
+        if path.is_file() and not path.name.startswith(".") and "," not in path.name
+    ]
+    names.sort(key=lambda name: (name != f"{CHECKPOINT_DIR}/last.ckpt", name))
+    kept: list[str] = []
+    length = -1
+    for name in names:
+        if length + 1 + len(name) > limit:
+            break
+        kept.append(name)
+        length += 1 + len(name)
+    return cap(",".join(kept), limit)
+
+
 def _store(uri: str) -> Any:
     from himl_manifest.backends.local_store import Store
 
@@ -83,14 +132,17 @@ class MlflowTracker:
 
     def __init__(self, uri: str, experiment: str, name: str) -> None:
         self.uri = uri
-        existing = os.environ.get(RUN_ID_ENV)
+        existing = existing_run_id()
+        #: Inside Azure ML the service owns the job's status: never marked or ended here.
+        self.owns_status = not paths.in_azureml()
         try:
             self.store = _store(uri)
             if existing:
                 if self.store.get(existing) is None:
-                    raise StoreError(f"no run {existing} ({RUN_ID_ENV})")
+                    raise StoreError(f"no run {existing} (the run of this job: {RUN_ID_ENV})")
                 self.run_id: str | None = existing
-                self.store.mark_running(existing)
+                if self.owns_status:
+                    self.store.mark_running(existing)
                 self.created = False
             else:
                 experiment_id = self.store.experiment_id(experiment)
@@ -120,7 +172,14 @@ class MlflowTracker:
             return
         if error_tail:
             self.set_tags({TAG_ERROR: cap_tail(error_tail)})
-        self.store.terminate(self.run_id, status)
+        if self.owns_status:
+            self.store.terminate(self.run_id, status)
+
+
+def record_checkpoints(tracker: Tracker, folder: Path) -> None:
+    """Tag the run with the checkpoint files of its folder (``himl.checkpoints``): how a store
+    that cannot see the files (Azure ML) knows which a run has."""
+    tracker.set_tags({TAG_CHECKPOINTS: checkpoint_listing(folder)})
 
 
 def start(
@@ -147,14 +206,16 @@ def start(
 
 def fail_precreated(uri: str | None, error_tail: str) -> None:
     """Mark the run apply pre-created (``MLFLOW_RUN_ID``) FAILED: the runner failed before it
-    could start recording."""
-    run_id = os.environ.get(RUN_ID_ENV)
+    could start recording. Inside Azure ML the job's run is only tagged (the service ends it
+    failed when the process exits)."""
+    run_id = existing_run_id()
     if uri is None or not run_id:
         return
     try:
         store = _store(uri)
         store.set_tags(run_id, {TAG_ERROR: cap_tail(error_tail)})
-        store.terminate(run_id, "FAILED")
+        if not paths.in_azureml():
+            store.terminate(run_id, "FAILED")
     except Exception as exc:  # the error being reported matters more than this one
         logger.warning("could not mark run %s failed: %s", run_id, exc)
 

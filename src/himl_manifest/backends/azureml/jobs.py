@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from himl_manifest.backends.local_store import spec_tags
 from himl_manifest.backends.protocol import (
+    INPUT_CHECKPOINT,
+    INPUT_DATASET_PREFIX,
     OUTPUTS_DIR,
     TAG_ATTEMPT,
     TAG_CONTAINER,
@@ -67,10 +69,10 @@ DEFAULT_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
 BASE_COMMAND = (
     f"python -m himl_manifest.cli.main run --spec-env {RUN_SPEC_ENV} --output-dir {OUTPUTS_DIR}"
 )
-#: Input name of the checkpoint the run starts or resumes from.
-CHECKPOINT_INPUT = "checkpoint"
-#: Input name prefix of the Azure datasets, numbered in manifest order among the Azure ones.
-DATASET_INPUT = "dataset_"
+#: Input name of the checkpoint the run starts or resumes from; input name prefix of the Azure
+#: datasets, numbered in manifest order among the Azure ones (the runner's `--input` names).
+CHECKPOINT_INPUT = INPUT_CHECKPOINT
+DATASET_INPUT = INPUT_DATASET_PREFIX
 _MODES = {"mount": "ro_mount", "download": "download"}
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}

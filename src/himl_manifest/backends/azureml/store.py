@@ -52,6 +52,9 @@ from himl_manifest.backends.protocol import (
     MAX_TAG_VALUE,
     OUTPUTS_DIR,
     TAG_ATTEMPT,
+    TAG_CHECKPOINTS,
+    TAG_COSMETIC,
+    TAG_COSMETIC_PARTS,
     TAG_ERROR,
     TAG_EXPERIMENT,
     TAG_MANAGED,
@@ -81,13 +84,6 @@ from himl_manifest.model import (
 )
 from himl_manifest.spec import RunSpec, canonical_json
 
-#: The cosmetic view of the spec after an in-place update (JSON; ``.N`` parts when long).
-#: (To move to :mod:`..protocol` beside the other tag names.)
-TAG_COSMETIC = "himl.cosmetic"
-TAG_COSMETIC_PARTS = "himl.cosmetic.parts"
-#: Checkpoint files of the run folder, comma-separated (``checkpoints/last.ckpt,...``), set by
-#: the runner inside the job. (To move to :mod:`..protocol`; the runner must write it.)
-TAG_CHECKPOINTS = "himl.checkpoints"
 #: The compute target meaning "this machine" (the schema's default).
 LOCAL_TARGET = "local"
 
@@ -186,10 +182,10 @@ def to_record(job: Any, *, archived: bool = False) -> RunRecord | None:
         except ConfigError:
             return None
     error_tail = tags.get(TAG_ERROR, "")
-    if not error_tail and status == RunStatus.FAILED or word in ("NotResponding", "Paused"):
+    if not error_tail and status in (RunStatus.FAILED, RunStatus.CANCELLED):
         where = _studio_url(job)
-        error_tail = error_tail or (
-            f"Azure ML job {job_name} ended {word}" + (f"; its logs: {where}" if where else "")
+        error_tail = f"Azure ML job {job_name} ended {word}" + (
+            f"; its logs: {where}" if where else ""
         )
     return RunRecord(
         run_name=name,
@@ -328,14 +324,11 @@ class AzureMLBackend:
         from azure.core.exceptions import ResourceNotFoundError
 
         self._count("get")
-        try:
-            with azure_errors(doing, self.workspace):
-                try:
-                    return self.client.jobs.get(job_name)
-                except ResourceNotFoundError:
-                    return None
-        except StoreError:
-            raise
+        with azure_errors(doing, self.workspace):
+            try:
+                return self.client.jobs.get(job_name)
+            except ResourceNotFoundError:
+                return None
 
     # --- metadata and lifecycle ----------------------------------------------------------------
 
@@ -346,7 +339,9 @@ class AzureMLBackend:
         return records
 
     def _where(self) -> str:
-        return f"Azure ML workspace {self.workspace}" if self.workspace else "the Azure ML workspace"
+        return (
+            f"Azure ML workspace {self.workspace}" if self.workspace else "the Azure ML workspace"
+        )
 
     def update_metadata(self, run_name: str, run: RunSpec) -> None:
         doing = f"updating the metadata of {run_name}"
@@ -405,7 +400,10 @@ class AzureMLBackend:
         found = _preferred(attempts)
         if found is None:
             raise CheckpointError(f"checkpoint {reference!r}: no run {name!r} in {self._where()}")
-        ordered = [found, *sorted((r for r in attempts if r is not found), key=lambda r: -r.attempt)]
+        ordered = [
+            found,
+            *sorted((r for r in attempts if r is not found), key=lambda r: -r.attempt),
+        ]
         wanted = str(inside)
         for record in ordered:
             job = self._get(record.run_id, f"resolving checkpoint {reference!r}")
@@ -438,7 +436,11 @@ class AzureMLBackend:
             compute = {**run.spec.get("compute", {}), "target": self.default_compute}
             built = replace(run, spec={**run.spec, "compute": compute})
         job = build_command_job(
-            built, attempt=attempt, code=code, root=self.root, resolve_checkpoint=self.resolve_checkpoint
+            built,
+            attempt=attempt,
+            code=code,
+            root=self.root,
+            resolve_checkpoint=self.resolve_checkpoint,
         )
         if built is not run:  # the stored spec is the manifest's, which the spec hash covers
             job.properties.update(spec_tags(run))
@@ -451,16 +453,13 @@ class AzureMLBackend:
         doing = f"submitting {name}"
         job = submittable(self._build(run, attempt, code))
         self._count("create")
-        try:
-            with azure_errors(doing, self.workspace):
-                try:
-                    created = self.client.jobs.create_or_update(job)
-                except Exception as exc:
-                    if not is_already_exists(exc):
-                        raise
-                    return self._existing(run, attempt, name)
-        except StoreError:
-            raise
+        with azure_errors(doing, self.workspace):
+            try:
+                created = self.client.jobs.create_or_update(job)
+            except Exception as exc:
+                if not is_already_exists(exc):
+                    raise
+                return self._existing(run, attempt, name)
         record = to_record(created)
         return Submitted(run.run_name, attempt, SubmitOutcome.CREATED, record)
 

@@ -83,7 +83,7 @@ class Timeouts:
 def require_sdk() -> None:
     """Raise :class:`BackendUnavailable` unless azure-ai-ml and azure-identity are installed."""
     try:
-        import azure.ai.ml  # noqa: F401
+        import azure.ai.ml
         import azure.identity  # noqa: F401
     except ImportError as exc:
         raise BackendUnavailable(
@@ -112,11 +112,13 @@ def find_workspace(
         env.get(key, "").strip() for key in (ENV_SUBSCRIPTION, ENV_RESOURCE_GROUP, ENV_WORKSPACE)
     ]
     if all(values):
-        return Workspace(*values, source="environment")
+        return Workspace(values[0], values[1], values[2], source="environment")
     if any(values):
         missing = [
             key
-            for key, value in zip((ENV_SUBSCRIPTION, ENV_RESOURCE_GROUP, ENV_WORKSPACE), values)
+            for key, value in zip(
+                (ENV_SUBSCRIPTION, ENV_RESOURCE_GROUP, ENV_WORKSPACE), values, strict=True
+            )
             if not value
         ]
         raise ConfigError(f"incomplete workspace in the environment: {', '.join(missing)} unset")
@@ -149,7 +151,8 @@ def read_config(path: Path) -> Workspace:
     missing = [key for key in keys if not isinstance(data.get(key), str) or not data[key].strip()]
     if missing:
         raise ConfigError(f"{path}: missing {', '.join(missing)}")
-    return Workspace(*(str(data[key]).strip() for key in keys), source=str(path))
+    sub, group, name = (str(data[key]).strip() for key in keys)
+    return Workspace(sub, group, name, source=str(path))
 
 
 # --- the client --------------------------------------------------------------------------------
@@ -170,9 +173,14 @@ def quiet_sdk_logs() -> None:
 
 
 def ml_client(
-    workspace: Workspace, *, credential: Any = None, timeouts: Timeouts | None = None
+    workspace: Workspace,
+    *,
+    credential: Any = None,
+    timeouts: Timeouts | None = None,
+    **client_kwargs: Any,
 ) -> Any:
-    """An ``MLClient`` over ``workspace`` (no network call is made here)."""
+    """An ``MLClient`` over ``workspace`` (no network call is made here). ``client_kwargs``
+    reach azure-core's transport (e.g. ``connection_verify``: a CA bundle)."""
     require_sdk()
     quiet_sdk_logs()
     from azure.ai.ml import MLClient
@@ -182,7 +190,7 @@ def ml_client(
         workspace.subscription_id,
         workspace.resource_group,
         workspace.workspace_name,
-        **(timeouts or Timeouts()).client_kwargs(),
+        **{**(timeouts or Timeouts()).client_kwargs(), **client_kwargs},
     )
 
 
@@ -267,7 +275,7 @@ def translate(exc: BaseException, doing: str, workspace: Workspace | None = None
     try:
         from azure.ai.ml.exceptions import MlException, ValidationException
     except ImportError:  # pragma: no cover
-        MlException = ValidationException = ()  # type: ignore[misc,assignment]  # noqa: N806
+        MlException = ValidationException = ()  # type: ignore[misc,assignment]
     if isinstance(exc, ValidationException):
         return ConfigError(f"{doing}: Azure ML refused the job: {_first_line(exc)}")
     if isinstance(exc, MlException):

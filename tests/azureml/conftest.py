@@ -1,0 +1,68 @@
+"""Fixtures of the Azure ML tests: a loopback workspace (server.py) and a backend over it.
+
+The server is the one stand-in for Azure: azure-ai-ml itself makes every request, over HTTPS
+with a certificate made for the test, with a test credential (any token will do).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytest.importorskip("azure.ai.ml")
+
+from server import FakeWorkspace, backend_of, behaviour_outcome, runner_tags
+
+from himl_manifest.backends.azureml.store import AzureMLBackend
+from himl_manifest.manifest.build import load_experiments
+from himl_manifest.spec import RunSpec, expand
+
+MakeRuns = Callable[..., list[RunSpec]]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "experiments").mkdir()
+    return tmp_path
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Iterator[FakeWorkspace]:
+    fake = FakeWorkspace(tmp_path, page_size=2, outcome=behaviour_outcome, on_finish=runner_tags)
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def backend(workspace: FakeWorkspace, project: Path) -> AzureMLBackend:
+    return backend_of(workspace, project)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def make_runs(project: Path) -> MakeRuns:
+    """Write a manifest for an Azure ML cluster and expand it into run specs."""
+
+    def make(name: str = "hello", **fields: Any) -> list[RunSpec]:
+        document = {
+            "apiVersion": "himl/v1",
+            "kind": "Experiment",
+            "name": name,
+            "container": "HelloWorld",
+            "seeds": [0],
+            "trainer": {"max_epochs": 1},
+            "compute": {"target": "gpu-cluster"},
+            "environment": {"image": "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"},
+            **fields,
+        }
+        path = project / "experiments" / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(document), encoding="utf-8")
+        experiments, diagnostics = load_experiments([path])
+        assert experiments, diagnostics
+        return expand(experiments)
+
+    return make
