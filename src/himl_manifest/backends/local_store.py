@@ -454,10 +454,10 @@ class Store:
             connection.close()
 
     def _open(self) -> Any:
-        quiet_mlflow_logs()
         with store_errors(self.uri, "opening the store"):
             from mlflow.tracking import MlflowClient
 
+            quiet_mlflow_logs()  # after the import: importing MLflow sets its loggers up
             client = MlflowClient(tracking_uri=self.uri)
             retrying(lambda: client.search_experiments(max_results=1))
         self._client = client
