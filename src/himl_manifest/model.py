@@ -135,6 +135,8 @@ class RunRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     provenance: dict[str, str] = field(default_factory=dict)
     error_tail: str = ""
+    #: Where a person can see the run (Azure ML: its studio page); None when there is none.
+    url: str | None = None
 
     @cached_property
     def spec(self) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from himl_manifest.cli.main import run_cli
-from himl_manifest.errors import BackendUnavailable, ConfigError, UsageError
+from himl_manifest.errors import ConfigError, UsageError
 from himl_manifest.runner.cli import parse_args, runner_command
 from himl_manifest.runner.execute import build_container, execute
 
@@ -138,10 +138,14 @@ def test_exit_codes(layered: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert "no class 'NoSuchModelQ'" in capsys.readouterr().err
 
 
-def test_cluster_says_azure_is_not_available(layered: str) -> None:
+def test_cluster_without_a_workspace_says_how_to_configure_one(
+    layered: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AZUREML_SUBSCRIPTION_ID", "AZUREML_RESOURCE_GROUP", "AZUREML_WORKSPACE_NAME"):
+        monkeypatch.delenv(name, raising=False)
     settings = parse_args([f"--model={layered}", "--cluster=gpu-cluster"])
     assert settings is not None
-    with pytest.raises(BackendUnavailable, match="Azure ML submission is not available yet"):
+    with pytest.raises(ConfigError, match="no Azure ML workspace found"):
         execute(settings)
 
 

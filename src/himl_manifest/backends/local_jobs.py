@@ -29,6 +29,7 @@ from himl_manifest.backends.protocol import (
     RUN_SPEC_FILE,
     TAG_ERROR,
     TAG_PID,
+    attempt_marker,
     status_from_mlflow,
 )
 from himl_manifest.model import NEVER_STARTED, UNSUCCESSFUL, RunStatus, checkpoint_source
@@ -97,7 +98,7 @@ class Job:
 
     @property
     def marker(self) -> str:
-        return f"===== himl: attempt {self.attempt} of {self.run.run_name} ====="
+        return attempt_marker(self.run.run_name, self.attempt)
 
 
 @dataclass

@@ -181,6 +181,12 @@ LOG_CAPTURED_ENV = "HIML_LOG_CAPTURED"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
+def attempt_marker(run_name: str, attempt: int) -> str:
+    """The line an executor writes into the run's log when it starts an attempt (a retry
+    reuses the run folder: readers show the log from the newest marker on)."""
+    return f"===== himl: attempt {attempt} of {run_name} ====="
+
+
 def timestamp(now: dt.datetime | None = None) -> str:
     """UTC time in run-folder names, e.g. ``2026-11-27T191203.123456Z`` (sortable, file-safe)."""
     return (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y-%m-%dT%H%M%S.%fZ")

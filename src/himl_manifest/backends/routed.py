@@ -148,7 +148,12 @@ class RoutedBackend:
         self, run_names: Collection[str], *, progress: ProgressCallback | None = None
     ) -> list[RunRecord]:
         records: list[RunRecord] = []
-        for kind, backend in sorted(self.backends.items()):
+        # runs executed here first: they run only while we wait, so no remote wait delays them
+        ordered = sorted(
+            self.backends.items(),
+            key=lambda item: (not item[1].capabilities.waits_locally, item[0]),
+        )
+        for kind, backend in ordered:
             mine = [name for name in run_names if self._holder.get(name, kind) == kind]
             if not mine:
                 continue

@@ -3,6 +3,11 @@
 Everything apply prints goes to stderr (the plan, the question, progress, the summary): it has
 no machine-readable output. Exit 0 when everything it started completed (or nothing changed),
 1 on errors, refusals and failed runs, 130 when interrupted.
+
+Runs executed here (local processes) are always waited for: they run only while apply waits.
+Runs executed elsewhere (Azure ML) are accepted and go on without apply, which prints each one's
+studio link; with ``--wait`` apply waits for them too, once the local runs have ended, with
+live progress. Ctrl-C while it waits only for those stops the waiting, never the jobs.
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from typing import TYPE_CHECKING
 import click
 
 from himl_manifest.cli.options import backend_options
-from himl_manifest.errors import HimlError
+from himl_manifest.errors import EXIT_INTERRUPTED, HimlError
 
 if TYPE_CHECKING:
-    from himl_manifest.backends.base import Progress
+    from himl_manifest.apply.execute import ApplyResult
+    from himl_manifest.backends.base import Backend, Progress
+    from himl_manifest.plan.model import Plan
 
 
 @click.command()
@@ -38,6 +45,12 @@ if TYPE_CHECKING:
 )
 @click.option("--allow-dirty", is_flag=True, help="Apply manifests with uncommitted changes.")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Also wait for the runs executed elsewhere (Azure ML) to end, with progress; "
+    "Ctrl-C stops waiting, not them.",
+)
 @backend_options
 def apply(
     paths: tuple[Path, ...],
@@ -47,6 +60,7 @@ def apply(
     jobs: int,
     allow_dirty: bool,
     yes: bool,
+    wait: bool,
     backend_name: str,
     tracking_uri: str | None,
 ) -> int:
@@ -77,13 +91,64 @@ def apply(
         click.echo(f"warning: {warning}", err=True)
     _confirm(yes)
     _stop_on_sigterm()
-    result = operation.apply(
-        plan, backend, prune=prune, allow_dirty=allow_dirty, progress=ProgressPrinter()
-    )
+    printer = ProgressPrinter()
+    result = operation.apply(plan, backend, prune=prune, allow_dirty=allow_dirty, progress=printer)
+    interrupted = _follow(plan, backend, result, wait, printer)
     for conflict in result.conflicts:
         click.echo(f"conflict: {conflict}: not submitted", err=True)
     click.echo(result.summary_line(), err=True)
+    if interrupted:
+        return EXIT_INTERRUPTED
     return 0 if result.ok else 1
+
+
+def _follow(
+    plan: Plan, backend: Backend, result: ApplyResult, wait: bool, printer: ProgressPrinter
+) -> bool:
+    """The runs executed elsewhere: wait for them (``--wait``; their outcomes go into
+    ``result``), else print each one's link. True when Ctrl-C stopped the waiting.
+
+    The local runs were waited for first (the executor runs them only while apply waits), so
+    waiting here never holds them back."""
+    from himl_manifest.operations.logs import (
+        accepted_records,
+        follow_remote,
+        latest,
+        remote_runs,
+    )
+
+    remote = remote_runs(plan, backend, result.outcomes)
+    if not remote:
+        return False
+    if not wait:
+        for record in accepted_records(remote):
+            click.echo(f"{record.run_name}: {record.url or record.run_id}", err=True)
+        click.echo(
+            f"{len(remote)} run(s) go on in Azure ML: `himl runs` shows how they stand, "
+            "`himl logs RUN --follow` follows one (or apply with --wait).",
+            err=True,
+        )
+        return False
+    click.echo(
+        f"Waiting for {len(remote)} run(s) in Azure ML (Ctrl-C stops waiting, not the runs).",
+        err=True,
+    )
+    try:
+        records = follow_remote(remote, progress=printer)
+    except KeyboardInterrupt:
+        click.echo(
+            f"Stopped waiting: the {len(remote)} Azure ML job(s) go on, nothing was cancelled. "
+            "`himl runs` shows how they stand, `himl logs RUN --follow` follows one.",
+            err=True,
+        )
+        return True
+    for name, record in latest(records).items():
+        if name in remote and name in result.outcomes:
+            result.outcomes[name] = record.status
+            if record.url:
+                click.echo(f"{name}: {record.status}, {record.url}", err=True)
+    result.waited = True
+    return False
 
 
 def _confirm(yes: bool) -> None:

@@ -85,6 +85,7 @@ def _text(answer: AuditAnswer) -> str:
         ("spec hash", record.spec_hash),
         ("resumed from", record.resume_from or "-"),
         ("output", record.output_dir or "-"),
+        *((("studio", record.url),) if record.url else ()),
         ("reproduce", answer.reproduce or "-"),
     ]
     width = max(len(key) for key, _ in rows)

@@ -40,6 +40,7 @@ _COMMANDS = {
         "audit",
         "Which commit and manifest produced a run, and vice versa.",
     ),
+    "logs": ("himl_manifest.cli.logs_cmd", "logs", "Print a run's log (--follow: as it grows)."),
     "run": ("himl_manifest.cli.run_cmd", "run", "Execute one run spec (the in-job entry point)."),
 }
 

@@ -106,23 +106,25 @@ def render_rows(rows: Sequence[RunRow], base: Path) -> str:
 
     if not rows:
         return "No managed runs."
-    header = ("RUN", "SEED", "TRY", "STATUS", "SYNC", "STARTED", "TOOK", "METRICS", "OUTPUT")
+    links = any(row.url for row in rows)  # the column only when some run has a studio link
+    header: tuple[str, ...] = ("RUN", "SEED", "TRY", "STATUS", "SYNC", "STARTED", "TOOK")
+    header += ("METRICS", "OUTPUT")
+    header += ("LINK",) if links else ()
     table = [header]
     for row in rows:
         metrics = " ".join(f"{k}={v:.4g}" for k, v in key_metrics(row.metrics).items())
-        table.append(
-            (
-                row.run_name,
-                str(row.seed),
-                str(row.attempt),
-                row.status,
-                row.sync,
-                _when(row.start_time),
-                _duration(row.duration_s),
-                metrics or "-",
-                _short_path(row.output_dir, base),
-            )
+        cells: tuple[str, ...] = (
+            row.run_name,
+            str(row.seed),
+            str(row.attempt),
+            row.status,
+            row.sync,
+            _when(row.start_time),
+            _duration(row.duration_s),
+            metrics or "-",
+            _short_path(row.output_dir, base),
         )
+        table.append(cells + ((row.url or "-",) if links else ()))
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     lines = []
     for index, line in enumerate(table):

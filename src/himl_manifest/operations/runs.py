@@ -49,6 +49,8 @@ class RunRow:
     error_tail: str
     manifest_path: str
     commit: str | None
+    #: Where a person can see the run (Azure ML: its studio page); None when there is none.
+    url: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,6 +104,7 @@ def run_rows(
                 error_tail=record.error_tail,
                 manifest_path=record.manifest_path,
                 commit=record.provenance.get("head_commit"),
+                url=record.url,
             )
         )
     rows.sort(key=lambda r: (r.experiment, r.seed, r.start_time or 0.0, r.attempt))
@@ -161,6 +164,7 @@ class AuditAnswer:
             **record_identity(record),
             "spec_hash": record.spec_hash,
             "output_dir": record.output_dir,
+            "url": record.url,
             "resume_from": record.resume_from,
             "manifest_content": self.manifest_content,
             "reproduce": self.reproduce,

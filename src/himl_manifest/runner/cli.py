@@ -59,7 +59,7 @@ _RUNNER_FLAGS: list[tuple[str, Any, Any, str, tuple[str, ...] | None]] = [
     ("jobs", int, None, "Seeds run at once with --different_seeds (default: CPUs).", None),
     ("log_level", str, None, "Runner log level.", None),
     ("debug_ddp", str, None, "torch.distributed debug level.", None),
-    ("cluster", str, "", "Azure ML cluster to submit to (not available yet).", None),
+    ("cluster", str, "", "Azure ML cluster to submit the run to (one job per seed).", None),
     ("conda_env", str, None, "Conda environment file (Azure ML).", None),
     ("docker_shm_size", str, None, "Shared memory of the job (Azure ML).", None),
     ("wait_for_completion", bool, False, "Wait for the job to finish (Azure ML).", None),
@@ -310,6 +310,7 @@ def _settings(values: dict[str, Any], argv: list[str]) -> RunSettings:
         source={"format": "himl-runner/flags", "argv": argv},
         argv=argv,
         origin="flags",
+        azure={name: values[name] for name in _AZURE_ONLY},
     )
 
 
@@ -322,9 +323,12 @@ def _report(results: list[Any]) -> int:
             click.echo(f"{prefix}FAILED: {result.error}")
             continue
         metrics = ", ".join(f"{k}={v:.6g}" for k, v in sorted(result.metrics.items()))
-        click.echo(f"{prefix}run folder: {result.output_dir}")
-        if result.run_id:
-            click.echo(f"{prefix}run id: {result.run_id}")
+        if result.output_dir is not None:
+            click.echo(f"{prefix}run folder: {result.output_dir}")
+            if result.run_id:
+                click.echo(f"{prefix}run id: {result.run_id}")
+        elif result.run_id:
+            click.echo(f"{prefix}Azure ML job: {result.run_id}")
         if metrics:
             click.echo(f"{prefix}metrics: {metrics}")
     result_file = os.environ.get(RESULT_FILE_ENV)

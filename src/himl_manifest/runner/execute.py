@@ -30,7 +30,6 @@ from himl_manifest.backends.protocol import (
     TAG_RUN_NAME,
 )
 from himl_manifest.errors import (
-    BackendUnavailable,
     CheckpointError,
     ConfigError,
     ContainerError,
@@ -79,6 +78,10 @@ def execute(settings: RunSettings) -> list[RunResult]:
             uri = tracking.resolved_uri(settings.tracking_uri)
             tracking.fail_precreated(uri, f"{type(exc).__name__}: {exc}")
         raise
+    if settings.cluster:
+        from himl_manifest.runner.submit import submit_to_cluster
+
+        return submit_to_cluster(settings, container)
     if container.different_seeds > 0:
         from himl_manifest.runner.seeds import run_seeds
 
@@ -89,26 +92,21 @@ def execute(settings: RunSettings) -> list[RunResult]:
 def _check_available(settings: RunSettings, container: LightningContainer) -> None:
     if container.different_seeds > 0 and not settings.argv:
         raise ConfigError("different_seeds works on the command line; list seeds in a manifest")
-    if settings.cluster:
-        raise BackendUnavailable(
-            f"Azure ML submission is not available yet (--cluster={settings.cluster}); "
-            "run without --cluster to train locally"
-        )
     if container.crossval_count > 1 or container.crossval_index != 0:
         raise ConfigError(
             "cross-validation is not available yet: --crossval_count/--crossval_index would "
             "train every fold on the same data with the same seed; run without them"
         )
-    if settings.num_nodes > 1 and not _in_cluster():
+    if settings.num_nodes > 1 and not settings.cluster and not _in_cluster():
         raise ConfigError(
             f"num_nodes={settings.num_nodes} needs a cluster (it would wait for machines that "
             "are not there): a local run uses one machine; set num_nodes=1, or use --devices "
             "for several devices of this machine"
         )
-    if container.log_from_vm and "azureml" not in str(tracking.resolved_uri(settings.tracking_uri)):
-        raise BackendUnavailable(
-            "--log_from_vm (logging to an Azure ML workspace) is not available yet; local runs "
-            "are recorded in the run store (MLFLOW_TRACKING_URI / --tracking_uri)"
+    if container.log_from_vm and settings.cluster:
+        raise ConfigError(
+            "--log_from_vm logs a local run to the workspace; a job on --cluster is recorded "
+            "there anyway: give one of them"
         )
 
 
@@ -242,6 +240,7 @@ def run_once(settings: RunSettings, container: LightningContainer) -> RunResult:
     uri = tracking.resolved_uri(settings.tracking_uri) if rank0 else None
     mode = mode_of(settings, container)
     try:
+        vm_uri = tracking.log_from_vm_uri() if rank0 and container.log_from_vm else None
         choice = choose_checkpoint(container, mode, _known_folder(settings), uri)
     except Exception as exc:
         if rank0:
@@ -262,7 +261,7 @@ def run_once(settings: RunSettings, container: LightningContainer) -> RunResult:
         try:
             if rank0:
                 _write_records(settings, container, mode, choice, folders.outputs)
-                tracker = _start_tracking(settings, container, mode, folders.outputs, uri)
+                tracker = _start_tracking(settings, container, mode, folders.outputs, uri, vm_uri)
             metrics = _run_in_folder(settings, container, mode, choice, folders, tracker)
         except BaseException as exc:
             logger.exception("run failed: %s", exc)
@@ -317,7 +316,12 @@ def _write_records(
 
 
 def _start_tracking(
-    settings: RunSettings, container: LightningContainer, mode: str, folder: Path, uri: str | None
+    settings: RunSettings,
+    container: LightningContainer,
+    mode: str,
+    folder: Path,
+    uri: str | None,
+    vm_uri: str | None = None,
 ) -> tracking.Tracker:
     tags = {
         TAG_CONTAINER: f"{type(container).__module__}.{type(container).__qualname__}",
@@ -334,6 +338,7 @@ def _start_tracking(
         params=field_values(container),
         tags=tags,
         output_dir=folder,
+        vm_uri=vm_uri,
     )
 
 

@@ -68,6 +68,10 @@ class RunSettings:
     argv: list[str] = field(default_factory=list)
     #: Where overrides came from, for error messages ("flag", "params", ...).
     origin: str = "flags"
+    #: The Azure ML settings of `--cluster` (``conda_env``, ``docker_shm_size``,
+    #: ``wait_for_completion``, ``max_run_duration``, ``workspace_config_path``,
+    #: ``identity_based_auth``, ``mount_in_azureml``): :mod:`himl_manifest.runner.submit`.
+    azure: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -18,6 +18,17 @@ name) is ``MLFLOW_RUN_ID``, else ``AZUREML_RUN_ID``. The runner records into tha
 the same code, but leaves its status to the service (which ends the job when the process
 exits): it neither marks it running nor ends it, and a failure is only tagged.
 
+``--log_from_vm`` (``tracking.log_from_vm`` in a manifest) records a run outside Azure ML in
+the workspace as well: a run of its own there (never ``MLFLOW_RUN_ID``), in the same experiment
+and with the same display name, params, metrics and tags, through the same code
+(:class:`MlflowTracker` over the workspace's MLflow tracking URI, beside the local store's:
+:class:`TeeTracker`). The workspace's URI is ``MLClient.workspaces.get(name)
+.mlflow_tracking_uri`` (the workspace found as for `himl apply`: ``config.json`` upward from
+the project, or the ``AZUREML_*`` variables; MLflow needs azureml-mlflow for ``azureml://``),
+unless :data:`LOG_FROM_VM_URI_ENV` names the URI itself (a workspace URI already known, or any
+MLflow tracking server). Inside an Azure ML job the flag does nothing: the job's run is in the
+workspace already.
+
 MLflow is imported only when a run is recorded.
 """
 
@@ -47,6 +58,8 @@ TRACKING_ENV = "HIML_TRACKING"
 RUN_ID_ENV = "MLFLOW_RUN_ID"
 #: Set by Azure ML in every job: the job's name, which is its MLflow run id.
 AZUREML_RUN_ID_ENV = "AZUREML_RUN_ID"
+#: The tracking URI ``--log_from_vm`` records into, when given (else the workspace's).
+LOG_FROM_VM_URI_ENV = "HIML_LOG_FROM_VM_URI"
 _OFF = frozenset({"none", "off", "0", "false", "no"})
 logger = logging.getLogger(__name__)
 
@@ -130,9 +143,11 @@ def _store(uri: str) -> Any:
 class MlflowTracker:
     """One run of the store: the one apply created (``MLFLOW_RUN_ID``), else a new one."""
 
-    def __init__(self, uri: str, experiment: str, name: str) -> None:
+    def __init__(
+        self, uri: str, experiment: str, name: str, *, reuse_existing: bool = True
+    ) -> None:
         self.uri = uri
-        existing = existing_run_id()
+        existing = existing_run_id() if reuse_existing else None
         #: Inside Azure ML the service owns the job's status: never marked or ended here.
         self.owns_status = not paths.in_azureml()
         try:
@@ -176,6 +191,73 @@ class MlflowTracker:
             self.store.terminate(self.run_id, status)
 
 
+class TeeTracker:
+    """Records into several trackers: the run store's (first: its run id is the run's) and
+    the workspace's of ``--log_from_vm``. A failure of a later one is logged, not raised:
+    the mirror must not fail the run."""
+
+    def __init__(self, first: Tracker, *others: Tracker) -> None:
+        self.trackers = [first, *others]
+        self.run_id = first.run_id
+
+    def _each(self, call: str, *args: Any) -> None:
+        for index, tracker in enumerate(self.trackers):
+            try:
+                getattr(tracker, call)(*args)
+            except Exception as exc:
+                if index == 0:
+                    raise
+                where = getattr(tracker, "uri", "the workspace")
+                logger.warning("could not record in %s (--log_from_vm): %s", where, exc)
+
+    def log_metrics(self, entries: Sequence[tuple[Mapping[str, float], int]]) -> None:
+        self._each("log_metrics", entries)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self._each("set_tags", tags)
+
+    def finish(self, status: str, error_tail: str = "") -> None:
+        self._each("finish", status, error_tail)
+
+
+def log_from_vm_uri(root: Path | None = None, config: str | Path | None = None) -> str | None:
+    """The tracking URI ``--log_from_vm`` records into: :data:`LOG_FROM_VM_URI_ENV`, else the
+    MLflow tracking URI of the project's Azure ML workspace; None inside an Azure ML job.
+    Raises when there is no workspace, or it cannot be reached, before the run starts."""
+    if paths.in_azureml():
+        return None
+    explicit = os.environ.get(LOG_FROM_VM_URI_ENV, "").strip()
+    if explicit:
+        return explicit
+    from himl_manifest.backends.azureml.workspace import (
+        azure_errors,
+        find_workspace,
+        ml_client,
+        require_sdk,
+    )
+    from himl_manifest.errors import BackendUnavailable
+
+    require_sdk()
+    import importlib.util
+
+    try:
+        plugin = importlib.util.find_spec("azureml.mlflow")  # MLflow's azureml:// plugin
+    except ImportError:
+        plugin = None
+    if plugin is None:
+        raise BackendUnavailable(
+            "--log_from_vm needs azureml-mlflow (MLflow's plugin for azureml:// tracking "
+            "URIs): pip install 'himl-manifest[azure]'"
+        )
+    workspace = find_workspace(root or paths.project_root(), config)
+    with azure_errors(f"reading the tracking URI of workspace {workspace}", workspace):
+        found = ml_client(workspace).workspaces.get(workspace.workspace_name)
+    uri = str(getattr(found, "mlflow_tracking_uri", "") or "")
+    if not uri:
+        raise StoreError(f"workspace {workspace} has no MLflow tracking URI")
+    return uri
+
+
 def record_checkpoints(tracker: Tracker, folder: Path) -> None:
     """Tag the run with the checkpoint files of its folder (``himl.checkpoints``): how a store
     that cannot see the files (Azure ML) knows which a run has."""
@@ -190,17 +272,30 @@ def start(
     params: Mapping[str, Any],
     tags: Mapping[str, str],
     output_dir: Path,
+    vm_uri: str | None = None,
 ) -> Tracker:
     """A tracker for this run, with its params and tags recorded (NullTracker when off).
 
     ``name`` names a run the runner creates itself (a one-off ``himl-runner`` run); a run that
-    apply created keeps the display name apply gave it."""
-    if uri is None:
+    apply created keeps the display name apply gave it. ``vm_uri`` (``--log_from_vm``: see
+    :func:`log_from_vm_uri`): the run is also recorded there, in a new run named ``name``."""
+    trackers: list[Tracker] = []
+    if uri is not None:
+        trackers.append(_started(MlflowTracker(uri, experiment, name), params, tags, output_dir))
+    if vm_uri is not None:
+        mirror = MlflowTracker(vm_uri, experiment, name, reuse_existing=False)
+        trackers.append(_started(mirror, params, tags, output_dir))
+    if not trackers:
         return NullTracker()
-    tracker = MlflowTracker(uri, experiment, name)
+    return trackers[0] if len(trackers) == 1 else TeeTracker(*trackers)
+
+
+def _started(
+    tracker: MlflowTracker, params: Mapping[str, Any], tags: Mapping[str, str], output_dir: Path
+) -> MlflowTracker:
     tracker.set_tags({TAG_OUTPUT_DIR: str(output_dir), **tags})
     tracker.log_params(params)
-    logger.info("recording run %s in %s", tracker.run_id, uri)
+    logger.info("recording run %s in %s", tracker.run_id, tracker.uri)
     return tracker
 
 

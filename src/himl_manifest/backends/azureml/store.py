@@ -22,12 +22,14 @@ jobs (pages), never on the number of manifests. Every Azure error becomes a
 
 from __future__ import annotations
 
+import contextlib
 import json
+import tempfile
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TextIO
 
 from himl_manifest.backends.azureml.workspace import (
     Timeouts,
@@ -49,6 +51,7 @@ from himl_manifest.backends.base import (
 from himl_manifest.backends.local_store import spec_text
 from himl_manifest.backends.protocol import (
     AZUREML_TERMINAL,
+    LOG_FILE,
     MAX_TAG_VALUE,
     OUTPUTS_DIR,
     TAG_ATTEMPT,
@@ -205,6 +208,7 @@ def to_record(job: Any, *, archived: bool = False) -> RunRecord | None:
         start_time=_timestamp(job),
         provenance=provenance,
         error_tail=error_tail,
+        url=_studio_url(job) or None,
     )
 
 
@@ -516,6 +520,55 @@ class AzureMLBackend:
                 self.sleep(self.poll_s)
         return [r for r in self._records("listing the finished runs") if r.run_name in wanted]
 
+    # --- logs ----------------------------------------------------------------------------------
+
+    def job_log(self, job_name: str, *, follow: bool, out: TextIO) -> None:
+        """Write the log of job ``job_name`` to ``out``.
+
+        ``follow``: stream it until the job ends (``jobs.stream``, which writes to stdout:
+        redirected to ``out``); a job that ends failed is not an error here (its status says
+        so). Otherwise, for a job that has ended, its default artifacts are downloaded
+        (``jobs.download``, logs and ``outputs/``) and its runner's log (``outputs/runner.log``)
+        written, else the job's standard output (``user_logs/std_log*.txt``); a job still
+        running has no downloadable logs yet (StoreError: follow it instead)."""
+        doing = f"{'streaming' if follow else 'fetching'} the log of Azure ML job {job_name}"
+        if follow:
+            self._count("stream")
+            with azure_errors(doing, self.workspace), contextlib.redirect_stdout(out):
+                try:
+                    self.client.jobs.stream(job_name)
+                except Exception as exc:
+                    if type(exc).__name__ != "JobException" or not self._ended(job_name, doing):
+                        raise
+            return
+        job = self._get(job_name, doing)
+        if job is None:
+            raise StoreError(f"{doing}: no such job in {self._where()}")
+        word = str(getattr(job.status, "value", job.status))
+        if word not in AZUREML_TERMINAL:
+            where = _studio_url(job)
+            raise StoreError(
+                f"{doing}: the job is {word}; Azure ML hands out its logs once it has ended: "
+                "follow it with `himl logs RUN --follow`" + (f", or see {where}" if where else "")
+            )
+        with tempfile.TemporaryDirectory(prefix="himl-logs-") as folder:
+            self._count("download")
+            with azure_errors(doing, self.workspace):
+                self.client.jobs.download(job_name, download_path=folder, output_name=None)
+            files = log_files(Path(folder))
+            if not files:
+                raise StoreError(f"{doing}: the job's artifacts hold no log file")
+            for path in files:
+                if len(files) > 1:
+                    out.write(f"===== {path.relative_to(folder).as_posix()} =====\n")
+                out.write(path.read_text(encoding="utf-8", errors="replace"))
+            out.flush()
+
+    def _ended(self, job_name: str, doing: str) -> bool:
+        job = self._get(job_name, doing)
+        word = str(getattr(getattr(job, "status", None), "value", getattr(job, "status", "")))
+        return word in AZUREML_TERMINAL
+
     def cancel(self, run_names: Iterable[str]) -> None:
         """Ask Azure ML to cancel the unfinished attempts of ``run_names`` (returns at once)."""
         for run_name in run_names:
@@ -523,6 +576,13 @@ class AzureMLBackend:
                 if record.in_progress:
                     with azure_errors(f"cancelling {record.run_id}", self.workspace):
                         self.client.jobs.begin_cancel(record.run_id)
+
+
+def log_files(folder: Path) -> list[Path]:
+    """The logs among a job's downloaded artifacts: the runner's (``outputs/runner.log``),
+    else the job's standard output and error (``user_logs/std_log*.txt``)."""
+    runner = sorted(folder.rglob(f"{OUTPUTS_DIR}/{LOG_FILE}"))
+    return runner or sorted(p for p in folder.rglob("std_log*.txt") if p.is_file())
 
 
 def _preferred(records: Iterable[RunRecord]) -> RunRecord | None:
@@ -536,6 +596,7 @@ __all__ = [
     "AzureMLBackend",
     "checkpoint_files",
     "job_uri",
+    "log_files",
     "status_of",
     "submittable",
     "to_record",
