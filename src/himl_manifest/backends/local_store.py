@@ -40,7 +40,6 @@ from himl_manifest.backends.protocol import (
     TAG_NOTE,
     TAG_OUTPUT_DIR,
     TAG_PID,
-    TAG_PROVENANCE,
     TAG_RESUME_FROM,
     TAG_RUN_NAME,
     TAG_SEED,
@@ -54,6 +53,8 @@ from himl_manifest.backends.protocol import (
     path_in_run,
     provenance_tags,
     status_from_mlflow,
+    stored_provenance,
+    stored_state,
 )
 from himl_manifest.errors import ConfigError, StoreError
 from himl_manifest.model import Lifecycle, RunRecord
@@ -266,26 +267,12 @@ def to_record(mlflow_run: Any) -> RunRecord | None:
         return None
     if light:
         return _light_record(mlflow_run, tags, name, seed)
-    try:
-        state = Lifecycle(tags.get(TAG_STATE, Lifecycle.ACTIVE.value))
-    except ValueError:
-        state = Lifecycle.ACTIVE
-    if getattr(info, "lifecycle_stage", "active") == "deleted":
-        state = Lifecycle.ARCHIVED
+    state = stored_state(tags, getattr(info, "lifecycle_stage", "active") == "deleted")
     output_dir = tags.get(TAG_OUTPUT_DIR)
     has_checkpoint = bool(output_dir) and (Path(str(output_dir)) / path_in_run("")).is_file()
-    provenance = {
-        key[len(TAG_PROVENANCE) :]: value
-        for key, value in tags.items()
-        if key.startswith(TAG_PROVENANCE)
-    }
-    if "conda_sha256" not in provenance:
-        # the conda file digest the run was submitted with, so the planner can tell a conda
-        # change apart from the other run-affecting changes ("" means: no conda file)
-        try:
-            provenance["conda_sha256"] = RunSpec.from_json(text).conda_sha256 or ""
-        except ConfigError:
-            return None
+    provenance = stored_provenance(tags, text)
+    if provenance is None:
+        return None
     start = info.start_time / 1000.0 if info.start_time else None
     end = info.end_time / 1000.0 if info.end_time else None
     return RunRecord(
@@ -314,12 +301,7 @@ def to_record(mlflow_run: Any) -> RunRecord | None:
 
 def _light_record(mlflow_run: Any, tags: dict[str, str], name: str, seed: int) -> RunRecord:
     info = mlflow_run.info
-    try:
-        state = Lifecycle(tags.get(TAG_STATE, Lifecycle.ACTIVE.value))
-    except ValueError:
-        state = Lifecycle.ACTIVE
-    if getattr(info, "lifecycle_stage", "active") == "deleted":
-        state = Lifecycle.ARCHIVED
+    state = stored_state(tags, getattr(info, "lifecycle_stage", "active") == "deleted")
     return RunRecord(
         run_name=name,
         run_id=info.run_id,

@@ -20,7 +20,7 @@ from collections.abc import Collection, Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
-from himl_manifest.errors import CheckpointError
+from himl_manifest.errors import CheckpointError, ConfigError
 from himl_manifest.model import (
     DEFAULT_CHECKPOINT_FILE,
     Lifecycle,
@@ -28,6 +28,7 @@ from himl_manifest.model import (
     RunStatus,
     split_run_reference,
 )
+from himl_manifest.spec import RunSpec
 
 # --- tags ------------------------------------------------------------------------------------
 
@@ -82,6 +83,34 @@ def cap(value: object, limit: int = MAX_TAG_VALUE) -> str:
 def cap_tail(text: str, limit: int = MAX_TAG_VALUE) -> str:
     """The last ``limit`` characters of ``text`` (an error tail keeps its end)."""
     return text[-limit:]
+
+
+def stored_provenance(facts: Mapping[str, str], spec_text: str) -> dict[str, str] | None:
+    """The provenance facts of a stored run (``himl.provenance.*``), with the conda file digest
+    it was submitted with, so the planner can tell a conda change apart from the other
+    run-affecting changes (``""``: no conda file). Records written before that digest was a
+    tag of its own decode it from the stored spec; None when that spec is damaged."""
+    provenance = {
+        key[len(TAG_PROVENANCE) :]: value
+        for key, value in facts.items()
+        if key.startswith(TAG_PROVENANCE)
+    }
+    if "conda_sha256" not in provenance:
+        try:
+            provenance["conda_sha256"] = RunSpec.from_json(spec_text).conda_sha256 or ""
+        except ConfigError:
+            return None
+    return provenance
+
+
+def stored_state(tags: Mapping[str, str], deleted: bool = False) -> Lifecycle:
+    """A stored run's lifecycle state (``himl.state``; a run deleted in the store is archived)."""
+    if deleted:
+        return Lifecycle.ARCHIVED
+    try:
+        return Lifecycle(tags.get(TAG_STATE, Lifecycle.ACTIVE.value))
+    except ValueError:
+        return Lifecycle.ACTIVE
 
 
 def provenance_tags(provenance: Mapping[str, Any]) -> dict[str, str]:

@@ -62,7 +62,6 @@ from himl_manifest.backends.protocol import (
     TAG_EXPERIMENT,
     TAG_MANAGED,
     TAG_MANIFEST,
-    TAG_PROVENANCE,
     TAG_RESUME_FROM,
     TAG_RUN_NAME,
     TAG_SEED,
@@ -75,8 +74,10 @@ from himl_manifest.backends.protocol import (
     parse_run_reference,
     path_in_run,
     status_from_azureml,
+    stored_provenance,
+    stored_state,
 )
-from himl_manifest.errors import CheckpointError, ConfigError, StoreError
+from himl_manifest.errors import CheckpointError, StoreError
 from himl_manifest.model import (
     Lifecycle,
     RunRecord,
@@ -161,12 +162,7 @@ def to_record(job: Any, *, archived: bool = False) -> RunRecord | None:
             text = canonical_json(payload)
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
-    try:
-        state = Lifecycle(tags.get(TAG_STATE, Lifecycle.ACTIVE.value))
-    except ValueError:
-        state = Lifecycle.ACTIVE
-    if archived:
-        state = Lifecycle.ARCHIVED
+    state = stored_state(tags, archived)
     job_name = str(job.name)
     status = status_from_azureml(getattr(job, "status", None))
     word = str(getattr(getattr(job, "status", None), "value", getattr(job, "status", "")))
@@ -174,16 +170,9 @@ def to_record(job: Any, *, archived: bool = False) -> RunRecord | None:
     files = {f for f in (listing or "").split(",") if f}
     default = str(path_in_run(""))
     has_checkpoint = default in files if listing is not None else status == RunStatus.COMPLETED
-    provenance = {
-        key[len(TAG_PROVENANCE) :]: value
-        for key, value in facts.items()
-        if key.startswith(TAG_PROVENANCE)
-    }
-    if "conda_sha256" not in provenance:
-        try:
-            provenance["conda_sha256"] = RunSpec.from_json(text).conda_sha256 or ""
-        except ConfigError:
-            return None
+    provenance = stored_provenance(facts, text)
+    if provenance is None:
+        return None
     error_tail = tags.get(TAG_ERROR, "")
     if not error_tail and status in (RunStatus.FAILED, RunStatus.CANCELLED):
         where = _studio_url(job)
