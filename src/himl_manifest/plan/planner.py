@@ -90,11 +90,6 @@ def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[FieldChange, .
     return tuple(changes)
 
 
-def record_conda_sha256(record: RunRecord) -> str | None:
-    """The conda file digest a record was submitted with (``provenance["conda_sha256"]``)."""
-    return record.provenance.get("conda_sha256") or None
-
-
 def record_identity(record: RunRecord, conda_hint: str | None = None) -> dict[str, Any]:
     """The identity view of an observed run, rebuilt from the spec it was submitted with.
 
