@@ -50,8 +50,8 @@ from himl_manifest.backends.protocol import (
     TAG_USER_PREFIX,
     cap,
     display_name,
+    identity_facts,
     path_in_run,
-    provenance_tags,
     status_from_mlflow,
     stored_provenance,
     stored_state,
@@ -221,20 +221,13 @@ def run_tags(
 ) -> dict[str, str]:
     """Every tag a new managed run is created with."""
     tags = {
-        TAG_MANAGED: "true",
-        TAG_RUN_NAME: run.run_name,
-        TAG_EXPERIMENT: run.experiment,
-        TAG_SEED: str(run.seed),
-        TAG_SPEC_HASH: run.spec_hash,
-        TAG_ATTEMPT: str(attempt),
+        **identity_facts(run, attempt),
         TAG_STATE: Lifecycle.ACTIVE.value,
-        TAG_MANIFEST: run.manifest_path,
         TAG_OUTPUT_DIR: str(output_dir),
         TAG_HOST: host,
         TAG_APPLY_ID: apply_id,
         **spec_tags(run),
         **cosmetic_tags(run),
-        **provenance_tags({**run.provenance, "conda_sha256": run.conda_sha256 or ""}),
     }
     if run.resume_from:
         tags[TAG_RESUME_FROM] = run.resume_from
@@ -265,59 +258,37 @@ def to_record(mlflow_run: Any) -> RunRecord | None:
     seed = _int(tags.get(TAG_SEED))
     if not name or not (text or light) or seed is None or TAG_SPEC_HASH not in tags:
         return None
+    deleted = getattr(info, "lifecycle_stage", "active") == "deleted"
+    common: dict[str, Any] = {
+        "run_name": name,
+        "run_id": info.run_id,
+        "experiment": tags.get(TAG_EXPERIMENT, ""),
+        "seed": seed,
+        "spec_hash": tags[TAG_SPEC_HASH],
+        "status": status_from_mlflow(info.status),
+        "attempt": _int(tags.get(TAG_ATTEMPT)) or 1,
+        "state": stored_state(tags, deleted),
+        "manifest_path": tags.get(TAG_MANIFEST, ""),
+        "output_dir": tags.get(TAG_OUTPUT_DIR),
+        "pid": _int(tags.get(TAG_PID)),
+        "host": tags.get(TAG_HOST),
+        "start_time": info.start_time / 1000.0 if info.start_time else None,
+        "end_time": info.end_time / 1000.0 if info.end_time else None,
+    }
     if light:
-        return _light_record(mlflow_run, tags, name, seed)
-    state = stored_state(tags, getattr(info, "lifecycle_stage", "active") == "deleted")
-    output_dir = tags.get(TAG_OUTPUT_DIR)
-    has_checkpoint = bool(output_dir) and (Path(str(output_dir)) / path_in_run("")).is_file()
+        return RunRecord(**common, spec_source={})
     provenance = stored_provenance(tags, text)
     if provenance is None:
         return None
-    start = info.start_time / 1000.0 if info.start_time else None
-    end = info.end_time / 1000.0 if info.end_time else None
+    output_dir = common["output_dir"]
     return RunRecord(
-        run_name=name,
-        run_id=info.run_id,
-        experiment=tags.get(TAG_EXPERIMENT, ""),
-        seed=seed,
-        spec_hash=tags[TAG_SPEC_HASH],
-        status=status_from_mlflow(info.status),
+        **common,
         spec_source=text,
-        attempt=_int(tags.get(TAG_ATTEMPT)) or 1,
-        state=state,
-        manifest_path=tags.get(TAG_MANIFEST, ""),
         resume_from=tags.get(TAG_RESUME_FROM) or None,
-        has_checkpoint=has_checkpoint,
-        output_dir=output_dir,
-        pid=_int(tags.get(TAG_PID)),
-        host=tags.get(TAG_HOST),
-        start_time=start,
-        end_time=end,
+        has_checkpoint=bool(output_dir) and (Path(output_dir) / path_in_run("")).is_file(),
         metrics={k: float(v) for k, v in mlflow_run.data.metrics.items()},
         provenance=provenance,
         error_tail=tags.get(TAG_ERROR, ""),
-    )
-
-
-def _light_record(mlflow_run: Any, tags: dict[str, str], name: str, seed: int) -> RunRecord:
-    info = mlflow_run.info
-    state = stored_state(tags, getattr(info, "lifecycle_stage", "active") == "deleted")
-    return RunRecord(
-        run_name=name,
-        run_id=info.run_id,
-        experiment=tags.get(TAG_EXPERIMENT, ""),
-        seed=seed,
-        spec_hash=tags[TAG_SPEC_HASH],
-        status=status_from_mlflow(info.status),
-        spec_source={},
-        attempt=_int(tags.get(TAG_ATTEMPT)) or 1,
-        state=state,
-        manifest_path=tags.get(TAG_MANIFEST, ""),
-        output_dir=tags.get(TAG_OUTPUT_DIR),
-        pid=_int(tags.get(TAG_PID)),
-        host=tags.get(TAG_HOST),
-        start_time=info.start_time / 1000.0 if info.start_time else None,
-        end_time=info.end_time / 1000.0 if info.end_time else None,
     )
 
 

@@ -85,6 +85,22 @@ def cap_tail(text: str, limit: int = MAX_TAG_VALUE) -> str:
     return text[-limit:]
 
 
+def identity_facts(run: RunSpec, attempt: int) -> dict[str, str]:
+    """The immutable facts every store records on a new managed run (MLflow tags, Azure ML
+    properties): what makes it ours, its identity and attempt, its manifest, and provenance
+    (with the conda file digest it is submitted with; ``""``: no conda file)."""
+    return {
+        TAG_MANAGED: "true",
+        TAG_RUN_NAME: run.run_name,
+        TAG_EXPERIMENT: run.experiment,
+        TAG_SEED: str(run.seed),
+        TAG_SPEC_HASH: run.spec_hash,
+        TAG_ATTEMPT: str(attempt),
+        TAG_MANIFEST: run.manifest_path,
+        **provenance_tags({**run.provenance, "conda_sha256": run.conda_sha256 or ""}),
+    }
+
+
 def stored_provenance(facts: Mapping[str, str], spec_text: str) -> dict[str, str] | None:
     """The provenance facts of a stored run (``himl.provenance.*``), with the conda file digest
     it was submitted with, so the planner can tell a conda change apart from the other

@@ -32,23 +32,16 @@ from himl_manifest.backends.protocol import (
     INPUT_CHECKPOINT,
     INPUT_DATASET_PREFIX,
     OUTPUTS_DIR,
-    TAG_ATTEMPT,
     TAG_CONTAINER,
-    TAG_EXPERIMENT,
-    TAG_MANAGED,
-    TAG_MANIFEST,
     TAG_MODE,
     TAG_RESUME_FROM,
-    TAG_RUN_NAME,
-    TAG_SEED,
-    TAG_SPEC_HASH,
     TAG_STATE,
     TAG_USER_PREFIX,
     cap,
     display_name,
     experiment_name,
+    identity_facts,
     parse_run_reference,
-    provenance_tags,
 )
 from himl_manifest.errors import ConfigError
 from himl_manifest.model import Lifecycle, checkpoint_source
@@ -188,18 +181,11 @@ def job_properties(
     """Identity and provenance: add-only, like the facts they record. Empty values are left
     out (read them back with a default)."""
     properties = {
-        TAG_MANAGED: "true",
-        TAG_RUN_NAME: run.run_name,
-        TAG_EXPERIMENT: run.experiment,
-        TAG_SEED: str(run.seed),
-        TAG_SPEC_HASH: run.spec_hash,
-        TAG_ATTEMPT: str(attempt),
-        TAG_MANIFEST: run.manifest_path,
+        **identity_facts(run, attempt),
         TAG_CONTAINER: str(run.spec.get("container", "")),
         TAG_MODE: str(run.spec.get("mode", "train")),
         TAG_RESUME_FROM: run.resume_from or "",
         **spec_tags(run),
-        **provenance_tags({**run.provenance, "conda_sha256": run.conda_sha256 or ""}),
         **(extra or {}),
     }
     return {key: cap(value) for key, value in properties.items() if value != ""}
