@@ -323,17 +323,25 @@ class FakeWorkspace:
         view = (query.get("listViewType") or ["ActiveOnly"])[0]
         tag = (query.get("tag") or [""])[0]
         props = (query.get("properties") or [""])[0]
-        skip = int((query.get("$skipToken") or ["0"])[0])
-        selected = [
-            job
-            for job in [*self.jobs.values(), *self.raw_jobs]
-            if _visible(job, view) and _has(job, "tags", tag) and _has(job, "properties", props)
-        ]
-        page = selected[skip : skip + self.page_size]
+        # The continuation token is a position in the workspace's jobs, as a service's
+        # cursor is: each page scans on from where the last one stopped (one pass in all).
+        start = int((query.get("$skipToken") or ["0"])[0])
+        jobs = [*self.jobs.values(), *self.raw_jobs]
+        page: list[dict[str, Any]] = []
+        position = start
+        while position < len(jobs) and len(page) < self.page_size:
+            job = jobs[position]
+            position += 1
+            if _visible(job, view) and _has(job, "tags", tag) and _has(job, "properties", props):
+                page.append(job)
         reply: dict[str, Any] = {"value": [self._view(job) for job in page]}
-        if skip + self.page_size < len(selected):
+        more = any(
+            _visible(job, view) and _has(job, "tags", tag) and _has(job, "properties", props)
+            for job in jobs[position:]
+        )
+        if more:
             params = {k: v[0] for k, v in query.items() if k != "$skipToken"}
-            params["$skipToken"] = str(skip + self.page_size)
+            params["$skipToken"] = str(position)
             reply["nextLink"] = f"{self.url}{WS_PATH}/jobs?{urlencode(params)}"
         return Reply(200, reply)
 

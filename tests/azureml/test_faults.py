@@ -181,15 +181,23 @@ def test_a_refused_job_is_a_clear_error(
     assert workspace.created == []
 
 
-def test_a_job_of_a_type_the_sdk_does_not_know_is_a_clear_error(
-    backend: AzureMLBackend, workspace: FakeWorkspace
+def test_a_job_of_a_type_the_sdk_does_not_know_does_not_break_the_listing(
+    backend: AzureMLBackend, workspace: FakeWorkspace, make_runs: MakeRuns
 ) -> None:
-    """azure-ai-ml 1.35 fails the whole listing on such a job (it is not a JobParsingError)."""
+    """azure-ai-ml 1.35's own ``jobs.list`` fails the whole listing on such a job ("Unsupported
+    job type"); the backend reads the listing as JSON, so the runs beside it stay visible and
+    a job of ours is read whatever its type."""
+    (run,) = make_runs()
+    backend.submit([run])
+    (ours,) = [job for job in workspace.jobs.values() if job["name"] == run.run_name]
     workspace.add_raw_job(
         {
             "name": "odd",
             "properties": {"jobType": "NoSuchType", "properties": {"himl.managed": "1"}},
         }
     )
-    with pytest.raises(StoreError, match="listing the runs: Unsupported job type NoSuchType"):
-        backend.list_runs()
+    workspace.add_raw_job(
+        {**ours, "name": "odd-but-ours", "properties": {**ours["properties"], "jobType": "Sweep2"}}
+    )
+    listed = sorted((r.run_name, r.run_id) for r in backend.list_runs())
+    assert listed == sorted([(run.run_name, run.run_name), (run.run_name, "odd-but-ours")])

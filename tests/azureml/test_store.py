@@ -58,9 +58,35 @@ def test_listing_is_one_paged_read_whatever_the_number_of_manifests(
     assert {r.method for r in workspace.requests} == {"GET"}
     assert all(r.path.endswith("/jobs") for r in workspace.requests)  # no per-run GET
     views = [r.query["listViewType"][0] for r in workspace.requests]
-    assert views.count("All") == 3  # 6 jobs, 2 per page
-    assert views.count("ArchivedOnly") == 1
+    # 6 jobs, 2 per page; the JSON says which jobs are archived (``isArchived``): no second
+    # listing of the archived ones
+    assert views == ["All"] * 3
     assert all(r.query["properties"] == ["himl.managed"] for r in workspace.requests)
+    assert "list-sdk" not in backend.calls  # the JSON read, not the SDK's entities
+
+
+def test_the_sdk_listing_is_the_fallback_and_reads_the_same_records(
+    backend: AzureMLBackend,
+    workspace: FakeWorkspace,
+    make_runs: MakeRuns,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Should azure-ai-ml's internals move, the public ``jobs.list`` (SDK entities, which do
+    not say whether a job is archived: one more listing) gives the same records."""
+    runs = [run for name in ("a", "b") for run in make_runs(name, seeds=[0, 1])]
+    backend.submit(runs)
+    backend.set_state(runs[0].run_name, Lifecycle.ARCHIVED)
+    backend.set_state(runs[1].run_name, Lifecycle.SUPERSEDED)
+    fast = {(r.run_name, r.state, r.status, r.spec_hash, r.url) for r in backend.list_runs()}
+    from himl_manifest.backends.azureml import store
+
+    monkeypatch.setattr(store, "_json_pages", lambda *args: None)  # "internals moved"
+    workspace.requests.clear()
+    slow = {(r.run_name, r.state, r.status, r.spec_hash, r.url) for r in backend.list_runs()}
+    assert slow == fast
+    assert {state for _, state, *_ in fast} == {"archived", "superseded", "active"}
+    assert backend.calls["list-sdk"] == 2
+    assert "ArchivedOnly" in [r.query["listViewType"][0] for r in workspace.requests]
 
 
 def test_a_submitted_job_carries_identity_as_properties_and_state_as_tags(

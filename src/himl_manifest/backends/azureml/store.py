@@ -14,9 +14,9 @@ One attempt of one run is one command job (:mod:`.jobs`): attempt 1 is named aft
 - the job's status (mapped by :func:`..protocol.status_from_azureml`) and whether it is archived.
 
 Reads are bulk: :meth:`AzureMLBackend.list_runs` is one paged listing of every managed job
-(``properties=himl.managed``, all view types) plus one of the archived ones (the SDK's job
-objects don't say whether a job is archived); the number of requests depends on the number of
-jobs (pages), never on the number of manifests. Every Azure error becomes a
+(``properties=himl.managed``, all view types), read as JSON (:class:`JobFacts`, which also
+says whether a job is archived); the number of requests depends on the number of jobs (pages),
+never on the number of manifests. Every Azure error becomes a
 :class:`~himl_manifest.errors.StoreError` saying what failed and what to do (:mod:`.workspace`).
 """
 
@@ -26,8 +26,10 @@ import contextlib
 import json
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
@@ -127,27 +129,145 @@ def _int(value: object) -> int | None:
         return None
 
 
-def _timestamp(job: Any) -> float | None:
-    created = getattr(getattr(job, "creation_context", None), "created_at", None)
-    stamp = getattr(created, "timestamp", None)
-    return float(stamp()) if callable(stamp) else None
+def _strings(value: object) -> dict[str, str]:
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, Mapping) else {}
 
 
-def _studio_url(job: Any) -> str:
-    services = getattr(job, "services", None) or {}
-    studio = services.get("Studio") if isinstance(services, Mapping) else None
-    return str(getattr(studio, "endpoint", "") or "")
+@dataclass(frozen=True)
+class JobFacts:
+    """What a record needs from one job, read either from an SDK ``Job`` entity
+    (:meth:`of_entity`) or from the job's REST JSON as a listing page holds it
+    (:meth:`of_rest`): the bulk listing reads JSON, since building SDK entities costs about a
+    millisecond a job (most of a plan against a big workspace)."""
+
+    name: str
+    properties: dict[str, str]
+    tags: dict[str, str]
+    status: str
+    studio_url: str = ""
+    created: float | None = None
+    #: Whether the job is archived: the REST JSON says (``isArchived``), the SDK's entity
+    #: does not (None).
+    archived: bool | None = None
+
+    @classmethod
+    def of_entity(cls, job: Any) -> JobFacts:
+        created = getattr(getattr(job, "creation_context", None), "created_at", None)
+        stamp = getattr(created, "timestamp", None)
+        services = getattr(job, "services", None) or {}
+        studio = services.get("Studio") if isinstance(services, Mapping) else None
+        status = getattr(job, "status", None)
+        return cls(
+            name=str(job.name),
+            properties=_strings(getattr(job, "properties", None)),
+            tags=_strings(getattr(job, "tags", None)),
+            status=str(getattr(status, "value", status) or ""),
+            studio_url=str(getattr(studio, "endpoint", "") or ""),
+            created=float(stamp()) if callable(stamp) else None,
+        )
+
+    @classmethod
+    def of_rest(cls, data: Mapping[str, Any]) -> JobFacts | None:
+        """From a job's REST JSON (``{"name", "properties": {...}, "systemData"}``); None when
+        it has no name or no properties object (a malformed entry of a listing)."""
+        name = data.get("name")
+        body = data.get("properties")
+        if not name or not isinstance(body, Mapping):
+            return None
+        services = body.get("services")
+        studio = services.get("Studio") if isinstance(services, Mapping) else None
+        created = (data.get("systemData") or {}).get("createdAt")
+        stamp: float | None = None
+        if isinstance(created, str):
+            with contextlib.suppress(ValueError):
+                stamp = datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
+        return cls(
+            name=str(name),
+            properties=_strings(body.get("properties")),
+            tags=_strings(body.get("tags")),
+            status=str(body.get("status") or ""),
+            studio_url=str(studio.get("endpoint") or "") if isinstance(studio, Mapping) else "",
+            created=stamp,
+            archived=bool(body.get("isArchived")),
+        )
+
+
+def _json_pages(operations: Any, kind: Any, filters: Mapping[str, str]) -> Iterable[Any] | None:
+    """Every job of a ``jobs.list`` REST call, as the JSON the service sent, following its
+    ``nextLink`` pages through the SDK client's own pipeline; None when this azure-ai-ml has
+    not the internals this reads (the caller then uses the public listing)."""
+    try:
+        from azure.ai.ml._restclient.arm_ml_service.operations._operations import (
+            build_jobs_list_request,
+        )
+        from azure.core.exceptions import (
+            ClientAuthenticationError,
+            HttpResponseError,
+            ResourceExistsError,
+            ResourceNotFoundError,
+            map_error,
+        )
+        from azure.core.rest import HttpRequest
+
+        rest = operations.service_client_01_2024_preview_arm.jobs
+        client, config, scope = rest._client, rest._config, operations._operation_scope
+        endpoint = rest._serialize.url("base_url", config.base_url, "str", skip_quote=True)
+        first = build_jobs_list_request(
+            resource_group_name=scope.resource_group_name,
+            workspace_name=operations._workspace_name,
+            subscription_id=config.subscription_id,
+            list_view_type=kind,
+            api_version=config.api_version,
+            **filters,
+        )
+    except (ImportError, AttributeError, TypeError):
+        return None
+    errors = {401: ClientAuthenticationError, 404: ResourceNotFoundError, 409: ResourceExistsError}
+    extra = dict(getattr(operations, "_kwargs", None) or {})
+
+    def pages() -> Iterable[Any]:
+        request: Any = first
+        while request is not None:
+            request.url = client.format_url(request.url, endpoint=endpoint)
+            answer = client._pipeline.run(request, stream=False, **extra)
+            response = answer.http_response
+            if response.status_code != 200:
+                map_error(status_code=response.status_code, response=response, error_map=errors)
+                raise HttpResponseError(response=response)
+            # the pipeline's ContentDecodePolicy has decoded the body already
+            body = answer.context.get("deserialized_data")
+            if not isinstance(body, Mapping):
+                body = response.json()
+            yield from body.get("value") or []
+            request = None
+            link = body.get("nextLink")
+            if link:
+                parsed = urllib.parse.urlparse(link)
+                query = urllib.parse.parse_qs(parsed.query)
+                query["api-version"] = [config.api_version]
+                request = HttpRequest("GET", urllib.parse.urljoin(link, parsed.path), params=query)
+
+    return pages()
+
+
+#: The checkpoint a run resumes from, as the runner lists it in ``himl.checkpoints``.
+_DEFAULT_CHECKPOINT = str(path_in_run(""))
+
+
+def _facts(job: Any) -> JobFacts:
+    return job if isinstance(job, JobFacts) else JobFacts.of_entity(job)
 
 
 def to_record(job: Any, *, archived: bool = False) -> RunRecord | None:
-    """An Azure ML job -> a RunRecord (None for a job that is not ours or is damaged).
+    """An Azure ML job (SDK entity or :class:`JobFacts`) -> a RunRecord (None for a job that
+    is not ours or is damaged).
 
     The spec is decoded only when something reads ``record.spec``, except after an in-place
     metadata update, whose cosmetic fields are laid over the submitted spec here."""
     if job is None:
         return None
-    properties = {str(k): str(v) for k, v in (getattr(job, "properties", None) or {}).items()}
-    tags = {str(k): str(v) for k, v in (getattr(job, "tags", None) or {}).items()}
+    facts_of = _facts(job)
+    properties, tags = facts_of.properties, facts_of.tags
     facts = {**tags, **properties}  # identity from the (add-only) properties first
     name = facts.get(TAG_RUN_NAME)
     seed = _int(facts.get(TAG_SEED))
@@ -163,20 +283,20 @@ def to_record(job: Any, *, archived: bool = False) -> RunRecord | None:
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
     state = stored_state(tags, archived)
-    job_name = str(job.name)
-    status = status_from_azureml(getattr(job, "status", None))
-    word = str(getattr(getattr(job, "status", None), "value", getattr(job, "status", "")))
+    job_name = facts_of.name
+    status = status_from_azureml(facts_of.status or None)
     listing = tags.get(TAG_CHECKPOINTS)
     files = {f for f in (listing or "").split(",") if f}
-    default = str(path_in_run(""))
-    has_checkpoint = default in files if listing is not None else status == RunStatus.COMPLETED
+    has_checkpoint = (
+        _DEFAULT_CHECKPOINT in files if listing is not None else status == RunStatus.COMPLETED
+    )
     provenance = stored_provenance(facts, text)
     if provenance is None:
         return None
     error_tail = tags.get(TAG_ERROR, "")
+    where = facts_of.studio_url
     if not error_tail and status in (RunStatus.FAILED, RunStatus.CANCELLED):
-        where = _studio_url(job)
-        error_tail = f"Azure ML job {job_name} ended {word}" + (
+        error_tail = f"Azure ML job {job_name} ended {facts_of.status}" + (
             f"; its logs: {where}" if where else ""
         )
     return RunRecord(
@@ -194,10 +314,10 @@ def to_record(job: Any, *, archived: bool = False) -> RunRecord | None:
         has_checkpoint=has_checkpoint,
         output_dir=job_uri(job_name),
         host="azureml",
-        start_time=_timestamp(job),
+        start_time=facts_of.created,
         provenance=provenance,
         error_tail=error_tail,
-        url=_studio_url(job) or None,
+        url=where or None,
     )
 
 
@@ -280,27 +400,45 @@ class AzureMLBackend:
     def _count(self, kind: str) -> None:
         self.calls[kind] = self.calls.get(kind, 0) + 1
 
-    def _list(self, doing: str, *, view: str = "All", **filters: str) -> list[Any]:
+    def _list(self, doing: str, *, view: str = "All", **filters: str) -> list[JobFacts]:
+        """One paged listing of the workspace's jobs, read as JSON (:class:`JobFacts`)."""
+        self._count("list")
+        with azure_errors(doing, self.workspace):
+            return [facts for facts in self._pages(view, filters) if facts is not None]
+
+    def _pages(self, view: str, filters: Mapping[str, str]) -> Iterable[JobFacts | None]:
+        """The listing through the SDK's own REST client and pipeline (auth, retries,
+        timeouts), paged here and read as JSON: both the SDK's entities and its REST models cost
+        about half a millisecond a job to build. azure-ai-ml is pinned below 1.36: should its
+        internals move, its public ``jobs.list`` is read instead (counted as ``list-sdk``)."""
         from azure.ai.ml.constants import ListViewType
 
-        views = {
+        kind = {
             "All": ListViewType.ALL,
             "ArchivedOnly": ListViewType.ARCHIVED_ONLY,
             "ActiveOnly": ListViewType.ACTIVE_ONLY,
-        }
-        self._count("list")
-        with azure_errors(doing, self.workspace):
-            return list(self.client.jobs.list(list_view_type=views[view], **filters))
+        }[view]
+        pages = _json_pages(self.client.jobs, kind, filters)
+        if pages is not None:
+            return (JobFacts.of_rest(job) for job in pages if isinstance(job, Mapping))
+        self._count("list-sdk")
+        return (
+            JobFacts.of_entity(job)
+            for job in self.client.jobs.list(list_view_type=kind, **filters)
+            if job is not None
+        )
 
     def _records(self, doing: str, **filters: str) -> list[RunRecord]:
-        """Every managed job (matching ``filters``, ``properties=...``), as records."""
+        """Every managed job (matching ``filters``, ``properties=...``), as records: one paged
+        listing, plus one of the archived jobs when the listing does not say which they are."""
         wanted = filters.pop("properties", "")
         properties = ",".join(p for p in (TAG_MANAGED, wanted) if p)
         jobs = self._list(doing, properties=properties)
-        archived = {
-            job.name for job in self._list(doing, view="ArchivedOnly", properties=properties) if job
-        }
-        records = (to_record(job, archived=job.name in archived) for job in jobs if job is not None)
+        archived = {job.name for job in jobs if job.archived}
+        if any(job.archived is None for job in jobs):
+            listing = self._list(doing, view="ArchivedOnly", properties=properties)
+            archived = {job.name for job in listing}
+        records = (to_record(job, archived=job.name in archived) for job in jobs)
         return [record for record in records if record is not None]
 
     def list_runs(
@@ -533,9 +671,10 @@ class AzureMLBackend:
         job = self._get(job_name, doing)
         if job is None:
             raise StoreError(f"{doing}: no such job in {self._where()}")
-        word = str(getattr(job.status, "value", job.status))
+        facts = JobFacts.of_entity(job)
+        word = facts.status
         if word not in AZUREML_TERMINAL:
-            where = _studio_url(job)
+            where = facts.studio_url
             raise StoreError(
                 f"{doing}: the job is {word}; Azure ML hands out its logs once it has ended: "
                 "follow it with `himl logs RUN --follow`" + (f", or see {where}" if where else "")
