@@ -5,7 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HIML := $(VENV)/bin/himl
 # torch is pinned to the CPU build that lies on this machine's disk; an unpinned torch would
-# pull a multi-GB CUDA build.
+# pull a multi-GB CUDA build. It is installed first, then the package with its train extra
+# (torch and Lightning: the base install has neither), the azure extra and the dev tools.
 TORCH ?= torch==2.13.0
 
 .PHONY: setup run test lint typecheck unit bench clean
@@ -16,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e '.[dev,azure]' "$(TORCH)"
+	$(PY) -m pip install -q -e '.[dev,azure,train,report,ui]' "$(TORCH)"
 	touch $@
 
 run: setup

@@ -76,13 +76,14 @@ def _checkpoint(rng: random.Random, index: int, earlier: list[tuple[str, list[in
 def manifest(index: int, rng: random.Random, earlier: list[tuple[str, list[int]]]) -> str:
     """The text of one valid manifest; ``earlier`` holds (name, seeds) of those already made."""
     name = f"exp-{index:05d}"
+    container = rng.choice(CONTAINERS)
     lines = [
         "# yaml-language-server: $schema=../schema/experiment.v1.schema.json",
         "apiVersion: himl/v1",
         "kind: Experiment",
         f"name: {name}",
         f"description: Generated experiment number {index}, for the validate benchmark.",
-        f"container: {rng.choice(CONTAINERS)}",
+        f"container: {container}",
     ]
     if rng.random() < 0.5:
         count = rng.randint(1, 5)
@@ -95,8 +96,10 @@ def manifest(index: int, rng: random.Random, earlier: list[tuple[str, list[int]]
         lines += ["tags:", "  team: imaging", f"  batch: b{index % 7}"]
     if rng.random() < 0.6:
         lines += ["params:", f"  learning_rate: {rng.choice([0.1, 0.01, 0.001])}"]
-        lines.append(f"  batch_size: {rng.choice([8, 16, 32])}")
-        lines.append("  layers: [64, 64, 32]")
+        batch_size = rng.choice([8, 16, 32])
+        if container != "HelloWorld":  # HelloWorld's one field is learning_rate
+            lines.append(f"  batch_size: {batch_size}")
+            lines.append("  layers: [64, 64, 32]")
     if rng.random() < 0.8:
         lines += _trainer(rng)
     if rng.random() < 0.5:

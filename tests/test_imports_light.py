@@ -8,7 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-HEAVY = ("torch", "lightning", "pytorch_lightning", "mlflow", "azure")
+HEAVY = ("torch", "lightning", "pytorch_lightning", "mlflow", "azure", "scipy", "matplotlib")
 
 SCRIPT = textwrap.dedent(
     """
@@ -57,9 +57,24 @@ def test_help_imports_neither_yaml_nor_jsonschema() -> None:
     code = (
         "import sys\nfrom himl_manifest.cli.main import cli, run_cli\n"
         "run_cli(cli, ['--help'])\n"
-        "print(sorted(m for m in ('yaml', 'jsonschema', 'torch') if m in sys.modules))"
+        "print(sorted(m for m in ('yaml', 'jsonschema', 'torch', 'scipy', 'matplotlib') "
+        "if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
+    assert out.splitlines()[-1] == "[]"
+
+
+def test_report_and_compare_help_load_neither_scipy_nor_matplotlib() -> None:
+    """The report extra is imported when a report is made, not to show its options."""
+    code = (
+        "import sys\nfrom himl_manifest.cli.main import cli, run_cli\n"
+        "run_cli(cli, ['report', '--help'])\nrun_cli(cli, ['compare', '--help'])\n"
+        "print(sorted(m for m in ('scipy', 'matplotlib', 'mlflow', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert "--fail-if-worse" in out and "--plot" in out
     assert out.splitlines()[-1] == "[]"

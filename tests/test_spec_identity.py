@@ -90,7 +90,7 @@ def root(tmp_path: Path) -> Path:
 def test_hash_is_versioned_and_per_seed(root: Path) -> None:
     hashes = _hashes(root, BASE)
     assert len(hashes) == 2 and len(set(hashes)) == 2
-    assert all(re.fullmatch(r"v1:[0-9a-f]{64}", h) for h in hashes)
+    assert all(re.fullmatch(r"v2:[0-9a-f]{64}", h) for h in hashes)
 
 
 @pytest.mark.parametrize("path,value", COSMETIC, ids=lambda v: str(v))
@@ -183,3 +183,36 @@ def test_expand_orders_upstream_first_and_resolves_sources(root: Path) -> None:
     # The upstream run's identity is part of the dependent's: changing pretrain re-plans it.
     changed = _runs(root, finetune, _set(pretrain, ("trainer", "max_epochs"), 9))
     assert changed[2].spec_hash != runs[2].spec_hash
+
+
+def test_the_legacy_hash_is_what_v1_gave(tmp_path: Path) -> None:
+    # pinned from the v1 implementation (himl-manifest before code identity), same inputs: a
+    # run recorded under v1 is recognised as still matching its manifest
+    (tmp_path / "environment.yml").write_text("dependencies: [python=3.11]\n")
+    document = {
+        "apiVersion": "himl/v1",
+        "kind": "Experiment",
+        "name": "pinned",
+        "container": "HelloWorld",
+        "seeds": [0],
+        "trainer": {"max_epochs": 3},
+        "compute": {"target": "gpu-cluster"},
+    }
+    (run,) = _runs(tmp_path, document)
+    assert run.legacy_hash == (
+        "v1:b2748da1cf3238e06296bda447fb7bfbce2e887a9123961a8e95b54dc00af0d8"
+    )
+    assert run.spec_hash.startswith("v2:")
+    assert RunSpec.from_json(run.to_json()).legacy_hash is None  # not serialized: unknown
+
+
+def test_conda_counts_for_cluster_runs_only_and_by_meaning(root: Path) -> None:
+    local = _set(BASE, ("compute",), {"target": "local"})
+    cluster_before, local_before = _hashes(root, BASE), _hashes(root, local)
+    (root / "environment.yml").write_text("# a comment\ndependencies:\n  - python=3.11  # why\n")
+    assert _hashes(root, BASE) == cluster_before and _hashes(root, local) == local_before
+    (root / "environment.yml").write_text("dependencies: [python=3.11, numpy]\n")
+    assert set(_hashes(root, BASE)).isdisjoint(cluster_before)
+    assert _hashes(root, local) == local_before
+    # a local run's environment section does not count at all
+    assert _hashes(root, _set(local, ("environment", "image"), "img:9")) == local_before

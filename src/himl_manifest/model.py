@@ -122,6 +122,8 @@ class RunRecord:
     spec_hash: str
     status: RunStatus
     spec_source: Mapping[str, Any] | str = field(repr=False)
+    #: The cross-validation fold the run trains (``crossval_index``); None without folds.
+    fold: int | None = None
     attempt: int = 1
     state: Lifecycle = Lifecycle.ACTIVE
     manifest_path: str = ""
@@ -130,8 +132,11 @@ class RunRecord:
     output_dir: str | None = None
     pid: int | None = None
     host: str | None = None
-    start_time: float | None = None  # seconds since the epoch
+    start_time: float | None = None  # seconds since the epoch: the record was created (queued)
     end_time: float | None = None
+    #: When the run's process started (recorded by the local executor; None: not recorded).
+    #: Queue time is ``run_start_time - start_time``, run time ``end_time - run_start_time``.
+    run_start_time: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     provenance: dict[str, str] = field(default_factory=dict)
     error_tail: str = ""

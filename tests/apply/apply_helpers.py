@@ -75,6 +75,14 @@ def write_manifest(repo: Path, name: str = "hello", **fields: Any) -> Path:
 def env_for(repo: Path) -> dict[str, str]:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"}
     env.pop("HIML_TRACEBACK", None)
+    for actor in (
+        "HIML_APPLIED_BY",
+        "GITHUB_ACTOR",
+        "GITLAB_USER_LOGIN",
+        "BUILD_REQUESTEDFOREMAIL",
+        "BUILD_REQUESTEDFOR",
+    ):
+        env.pop(actor, None)  # who applied: git's user.email, inside CI as outside
     return env
 
 

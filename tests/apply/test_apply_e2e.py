@@ -55,11 +55,14 @@ def test_the_gitops_loop(repo: Path) -> None:
     assert provenance["branch"] == "main"
     assert provenance["remote_url"] == "https://example.org/lab/exp.git"
     assert provenance["applied_by"] == "researcher@example.org"
-    assert provenance["dirty"] == "false"
+    assert provenance["dirty"] is False
     assert provenance["manifest_blob"] == git(repo, "rev-parse", f"{first}:experiments/hello.yaml")
     assert answer["manifest_content"] == manifest.read_text().rstrip("\n")
-    assert answer["reproduce"] == (
-        f"git checkout {first[:12]} && himl apply experiments/hello.yaml --target hello"
+    reproduce = answer["reproduce"]
+    assert isinstance(reproduce, list) and [item["kind"] for item in reproduce] == ["plan"]
+    assert reproduce[0]["command"].endswith(
+        f"{first[:12]}) && cd {repo.parent / ('repo-' + first[:12])} && "
+        "himl plan experiments --target hello --tracking-uri sqlite:///mlflow.db"
     )
 
     # 2. apply again right away: nothing to do

@@ -130,7 +130,7 @@ def test_apply_wait_reports_a_failed_azure_job(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    write_manifest(repo, "cloud", params={"behaviour": "fail"})
+    write_manifest(repo, "cloud", container="fake.HelloWorld", params={"behaviour": "fail"})
     commit(repo, "fails")
     use(monkeypatch, routed(workspace, repo))
     code, _, err = himl(capsys, "apply", "--yes", "--wait")

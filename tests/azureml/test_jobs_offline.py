@@ -109,7 +109,7 @@ def test_single_node_job(tmp_path: Path) -> None:
     body = round_trip(job, tmp_path)
 
     assert job.name == run.run_name
-    assert job.experiment_name == "HelloWorld"
+    assert job.experiment_name == "hello"  # the manifest's name, not the container class
     assert job.display_name == run.run_name
     assert job.description == "baseline"
     assert job.compute == "gpu-cluster"
@@ -143,7 +143,7 @@ def test_single_node_job(tmp_path: Path) -> None:
     assert props["himl.provenance.conda_sha256"] == run.conda_sha256
     assert "himl.resume_from" not in props
     assert spec_from_tags(props) == run
-    assert body["experimentName"] == "HelloWorld"
+    assert body["experimentName"] == "hello"
     assert body["properties"] == props
 
 
@@ -194,7 +194,7 @@ def test_several_seeds_make_one_job_each(tmp_path: Path) -> None:
     assert [job.name for job in jobs] == [run.run_name for run in runs]
     assert len({job.name for job in jobs}) == 3
     assert [job.properties["himl.seed"] for job in jobs] == ["0", "1", "2"]
-    assert {job.experiment_name for job in jobs} == {"HelloWorld"}
+    assert {job.experiment_name for job in jobs} == {"seeds"}
     # one environment for all seeds: its version is a content hash
     assert len({job.environment.version for job in jobs}) == 1
 
@@ -310,7 +310,13 @@ def test_long_specs_and_tags_stay_under_the_caps(tmp_path: Path) -> None:
     params = {f"p{i}": "x" * 900 for i in range(12)}
     (run,) = write_project(
         tmp_path,
-        {"name": "long", "params": params, "description": "d" * 9000, "tags": {"t": "v" * 1000}},
+        {
+            "name": "long",
+            "container": "fake.HelloWorld",
+            "params": params,
+            "description": "d" * 9000,
+            "tags": {"t": "v" * 1000},
+        },
     )
     run = replace(run, provenance={"commit": "c" * 40, "message": "m" * 7000})
     job = build(run, tmp_path, state=Lifecycle.SUPERSEDED, extra_properties={"himl.apply_id": "a1"})
@@ -327,7 +333,9 @@ def test_long_specs_and_tags_stay_under_the_caps(tmp_path: Path) -> None:
 
 def test_a_spec_too_long_for_the_job_is_refused(tmp_path: Path) -> None:
     params = {f"p{i}": "x" * 1000 for i in range(MAX_RUN_SPEC_ENV // 1000 + 2)}
-    (run,) = write_project(tmp_path, {"name": "huge", "params": params})
+    (run,) = write_project(
+        tmp_path, {"name": "huge", "container": "fake.HelloWorld", "params": params}
+    )
     with pytest.raises(ConfigError, match=RUN_SPEC_ENV):
         build(run, tmp_path)
 

@@ -42,7 +42,8 @@ def make_runs(project: Path) -> MakeRuns:
             "apiVersion": "himl/v1",
             "kind": "Experiment",
             "name": name,
-            "container": "HelloWorld",
+            # Not in the project: the fake runner reads params (`behaviour`) it has no field for.
+            "container": "fake.HelloWorld",
             "seeds": [0],
             "trainer": {"max_epochs": 1},
             **fields,

@@ -284,3 +284,52 @@ def test_a_fresh_store_needs_no_confirmation(harness: Harness, make_runs: MakeRu
     harness.backend.submit(runs)
     harness.backend.wait(names(runs))
     assert harness.backend.check_continuity(confirmed=False) == []
+
+
+def _log_history(backend: Backend, run_id: str, key: str, points: list[tuple[int, float]]) -> None:
+    """Record what a runner logs for one run, the way each store takes it."""
+    if isinstance(backend, RoutedBackend):
+        for inner in backend.backends.values():
+            if any(record.run_id == run_id for record in inner.list_runs()):
+                _log_history(inner, run_id, key, points)
+    elif isinstance(backend, MemoryBackend):
+        backend.log_history(run_id, key, points)
+    elif isinstance(backend, LocalBackend):
+        from mlflow.entities import Metric
+        from mlflow.tracking import MlflowClient
+
+        metrics = [Metric(key, value, 1_700_000_000_000 + step, step) for step, value in points]
+        MlflowClient(backend.uri).log_batch(run_id, metrics=metrics)
+    else:
+        pytest.skip(
+            "the Azure ML store reads histories through MLflow on the workspace's tracking URI: "
+            "not testable without a workspace"
+        )
+
+
+def test_metric_histories_are_read_in_bulk(harness: Harness, make_runs: MakeRuns) -> None:
+    import math
+
+    from himl_manifest.backends import local_metrics
+
+    backend = harness.backend
+    runs = make_runs(seeds=[0, 1])
+    backend.submit(runs)
+    backend.wait(names(runs))
+    records = {record.seed: record for record in backend.list_runs()}
+    first, second = records[0].run_id, records[1].run_id
+    _log_history(backend, first, "val_loss", [(7, 0.5), (3, 0.7), (11, math.nan)])
+    _log_history(backend, first, "epoch", [(3, 0.0), (7, 1.0), (11, 2.0)])
+    _log_history(backend, second, "val_loss", [(3, 0.9)])
+    before = local_metrics.executed
+    found = backend.metric_histories([first, second, "no-such-run-id"])
+    if isinstance(backend, LocalBackend):
+        assert local_metrics.executed - before == 1  # one SQL read for every run
+    assert set(found) == {first, second, "no-such-run-id"}
+    assert found["no-such-run-id"] == {}
+    assert found[second] == {"val_loss": [(3, 0.9)]}
+    assert found[first]["epoch"] == [(3, 0.0), (7, 1.0), (11, 2.0)]
+    steps = [step for step, _ in found[first]["val_loss"]]
+    values = [value for _, value in found[first]["val_loss"]]
+    assert steps == [3, 7, 11] and values[:2] == [0.7, 0.5] and math.isnan(values[2])
+    assert backend.metric_histories([]) == {}

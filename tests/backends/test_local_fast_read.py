@@ -204,7 +204,8 @@ def test_a_light_read_skips_what_history_does_not_need(
     backend: LocalBackend, make_runs: MakeRuns
 ) -> None:
     """``full=False``: live records exactly as the full read; history (superseded, archived,
-    deleted) without spec, metrics, provenance, error tail or checkpoint look-up."""
+    deleted) without spec, metrics, provenance or error tail, but with the checkpoints the
+    store records (``himl.checkpoints``, read in the same pass)."""
     populate(backend, make_runs)
     db = Path(backend.store.db or "")
     before = local_sql.executed
@@ -241,7 +242,7 @@ def test_a_light_read_skips_what_history_does_not_need(
             whole.run_id,
         )
         assert record.spec == {} and record.metrics == {} and record.provenance == {}
-        assert not record.has_checkpoint
+        assert record.has_checkpoint == whole.has_checkpoint
     assert history == 4  # two superseded attempts, one archived, one deleted
 
 

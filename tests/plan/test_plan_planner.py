@@ -350,15 +350,25 @@ def test_an_interrupted_resume_is_finished_as_a_resume() -> None:
     assert action.run is not None and action.run.resume_from == old.run_name
 
 
-def test_conda_file_content_is_part_of_the_identity(tmp_path: Path) -> None:
+def test_conda_file_content_is_part_of_a_cluster_runs_identity(tmp_path: Path) -> None:
+    cluster = {"target": "gpu-cluster"}
     (tmp_path / "environment.yml").write_text("dependencies: [python=3.11]\n")
-    old = runs(experiment("exp", root=tmp_path, seeds=[0]))[0]
+    old = runs(experiment("exp", root=tmp_path, seeds=[0], compute=cluster))[0]
     (tmp_path / "environment.yml").write_text("dependencies: [python=3.12]\n")
-    new = runs(experiment("exp", root=tmp_path, seeds=[0]))[0]
+    new = runs(experiment("exp", root=tmp_path, seeds=[0], compute=cluster))[0]
     action = only(plan([new], [record(old)]))
     assert action.kind == ActionKind.REPLACE
     assert [c.path for c in action.changes] == ["environment.conda_sha256"]
     assert action.changes[0].old == old.conda_sha256 and action.changes[0].new == new.conda_sha256
+
+
+def test_conda_file_content_is_no_part_of_a_local_runs_identity(tmp_path: Path) -> None:
+    (tmp_path / "environment.yml").write_text("dependencies: [python=3.11]\n")
+    old = runs(experiment("exp", root=tmp_path, seeds=[0]))[0]
+    (tmp_path / "environment.yml").write_text("dependencies: [python=3.12]\n")
+    new = runs(experiment("exp", root=tmp_path, seeds=[0]))[0]
+    assert new.run_name == old.run_name and new.conda_sha256 is None
+    assert only(plan([new], [record(old)])).kind == ActionKind.KEEP
 
 
 def test_a_record_without_a_conda_digest_falls_back_to_the_hash() -> None:

@@ -147,7 +147,7 @@ def test_log_from_vm_default_experiment_is_the_class_name(
     assert result.ok
     assert all_runs(os.environ["MLFLOW_TRACKING_URI"]) == []  # nothing recorded locally
     runs = _runs_in(tracking_server, "HelloWorld")
-    assert [r.info.run_name for r in runs] == ["HelloWorld"]
+    assert [r.info.run_name for r in runs] == ["HelloWorld-s42"]  # <experiment>-s<seed>
     assert result.run_id == runs[0].info.run_id  # the one record is the workspace's
     assert runs[0].info.status == "FINISHED"
 

@@ -53,6 +53,7 @@ def _richest_specs() -> list[RunSpec]:
         run_spec(checkpoint={"source": url, "resume": True}),
         run_spec(mode="inference", checkpoint={"source": {"run": "other"}}),
         run_spec(resume_from="exp-s1-11111111"),
+        run_spec(crossval_count=3, crossval_index=1),  # a fold's run spec
         run_spec(
             datasets=[
                 {"azure": "panda:3", "mountpoint": "/mnt/panda"},
@@ -114,12 +115,15 @@ def test_the_manifest_docs_name_every_reserved_field() -> None:
     assert [name for name in WORKFLOW_FIELDS if f"`{name}`" not in section] == []
 
 
-@pytest.mark.parametrize("name", ["crossval_count", "crossval_index"])
-def test_params_may_not_ask_for_cross_validation_yet(name: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "section"),
+    [("crossval_count", "crossval.folds"), ("crossval_index", "crossval.indices")],
+)
+def test_params_may_not_set_the_fold(name: str, section: str, tmp_path: Path) -> None:
     assert params_conflict(name) == (
-        "cross-validation is not available yet",
-        "the runner refuses it too, rather than ignore it",
+        f"set it with `{section}`",
+        "the manifest sets this field itself; params may not override it",
     )
     run = run_spec(trainer={"max_epochs": 2}, params={name: 2})
-    with pytest.raises(ConfigError, match=rf"params\.{name}: cross-validation is not available"):
+    with pytest.raises(ConfigError, match=rf"params\.{name}: set it with `{section}`"):
         from_run_spec(run, root=tmp_path)

@@ -145,11 +145,20 @@ def test_an_error_in_init_is_the_users_even_while_parsing_flags(
 # --- item 17: what cannot work is refused --------------------------------------------------------
 
 
-@pytest.mark.parametrize("flag", ["--crossval_count=3", "--crossval_index=1"])
-def test_crossval_is_refused_until_it_exists(project: Path, flag: str) -> None:
-    settings = parse_args(["--model=HelloWorld", flag])
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--crossval_index=1"], "crossval_index=1 needs crossval_count"),
+        (["--crossval_count=1"], "at least 2 folds, not 1"),
+        (["--crossval_count=3", "--crossval_index=3"], r"must be in 0\.\.crossval_count-1"),
+    ],
+)
+def test_crossval_flags_that_cannot_work_are_refused(
+    project: Path, flags: list[str], message: str
+) -> None:
+    settings = parse_args(["--model=HelloWorld", *flags])
     assert settings is not None
-    with pytest.raises(ConfigError, match="cross-validation is not available yet"):
+    with pytest.raises(ConfigError, match=message):
         execute(settings)
     assert not (project / "outputs").exists()
 

@@ -51,8 +51,8 @@ def test_different_seeds_run_in_parallel_processes(project: Path) -> None:
     assert len(list((project / "outputs").iterdir())) == 2
     runs = all_runs(_uri())
     assert sorted(r.data.tags["mlflow.runName"] for r in runs) == [
-        "HelloWorld seed 0",
-        "HelloWorld seed 1",
+        "HelloWorld-s0",
+        "HelloWorld-s1",
     ]
     assert sorted(r.data.params["random_seed"] for r in runs) == ["0", "1"]
     assert {r.info.status for r in runs} == {"FINISHED"}

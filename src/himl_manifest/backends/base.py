@@ -7,7 +7,9 @@ changes, all in bulk or by run name, never per manifest:
 - :meth:`RunStore.update_metadata`: change cosmetic fields (description, tags, display name);
 - :meth:`RunStore.set_state`: mark a run superseded or archived (never delete it);
 - :meth:`RunStore.find_run` / :meth:`RunStore.resolve_checkpoint`: a run reference
-  ``<run>[:<dir/>file.ckpt]`` -> the run, and its checkpoint as a path or URI a job can read.
+  ``<run>[:<dir/>file.ckpt]`` -> the run, and its checkpoint as a path or URI a job can read;
+- :meth:`RunStore.metric_histories`: every logged value of the metrics of many runs, in bulk
+  (what ``himl report`` and ``himl compare`` read).
 
 An **executor** (:class:`Executor`) starts runs and reports on them:
 
@@ -46,6 +48,9 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
+
+#: ``{run_id: {metric: [(step, value), ...]}}``: what :meth:`RunStore.metric_histories` returns.
+MetricHistories = dict[str, dict[str, list[tuple[int, float]]]]
 
 
 class SubmitOutcome(_StrEnum):
@@ -117,6 +122,12 @@ class RunStore(Protocol):
 
     def resolve_checkpoint(self, reference: str) -> str:
         """``<run name or id>[:<dir/>file.ckpt]`` -> a local path or a URI the job can read."""
+        ...
+
+    def metric_histories(self, run_ids: Collection[str]) -> MetricHistories:
+        """Every logged value of every metric of the runs ``run_ids`` (backend ids), in bulk:
+        ``{run_id: {metric: [(step, value), ...]}}``, each history ordered by step, then by
+        logging time; an entry per requested id, empty for a run without metrics or unknown."""
         ...
 
 

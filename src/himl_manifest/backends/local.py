@@ -26,6 +26,7 @@ from typing import Any
 
 from himl_manifest.backends.base import (
     Capabilities,
+    MetricHistories,
     Progress,
     ProgressCallback,
     SubmitOutcome,
@@ -48,29 +49,38 @@ from himl_manifest.backends.local_lock import (
 from himl_manifest.backends.local_store import (
     Store,
     apply_id_of,
-    cosmetic_tags,
     find_any,
+    manifest_tags,
     run_tags,
     spec_from_tags,
     spec_tags,
     sqlite_path,
+    store_errors,
     to_record,
 )
 from himl_manifest.backends.protocol import (
     OUTPUTS_DIR,
     RUN_SPEC_FILE,
+    TAG_CHECKPOINT_ARTIFACTS,
     TAG_ERROR,
+    TAG_HOST,
     TAG_OUTPUT_DIR,
+    TAG_PARENT_RUN,
     TAG_SPEC,
     TAG_SPEC_PARTS,
     TAG_STATE,
     TAG_USER_PREFIX,
-    experiment_name,
     listed,
+    listing_files,
     parse_run_reference,
+    plain_tags,
+    recorded_checkpoints,
+    run_experiment,
     run_folder_name,
+    status_from_mlflow,
 )
 from himl_manifest.errors import CheckpointError, StoreError
+from himl_manifest.extras import require_train
 from himl_manifest.model import Lifecycle, RunRecord, RunStatus, parse_enum, with_cosmetic
 from himl_manifest.paths import project_root, tracking_uri
 from himl_manifest.spec import RunSpec
@@ -219,7 +229,9 @@ class LocalStore:
     # -- metadata --------------------------------------------------------------------------
 
     def update_metadata(self, run_name: str, run: RunSpec) -> None:
-        """Copy description, tags and display name of ``run`` onto every attempt of the run."""
+        """Copy description, tags and display name of ``run`` onto every attempt of the run:
+        the manifest's tags as ``himl.tag.<key>`` and as plain tags, as a new run gets them;
+        tags the manifest dropped are removed (both forms)."""
         self._before_change()
         records = self._records(run_name)
         if not records:
@@ -230,12 +242,13 @@ class LocalStore:
             if stored is None:
                 continue
             updated = replace(stored, spec=with_cosmetic(stored.spec, run.spec))
-            new_tags = {**spec_tags(updated), **cosmetic_tags(updated)}
+            new_tags = {**spec_tags(updated), **manifest_tags(updated)}
             stale = [
                 key
                 for key in old_tags
                 if key.startswith((TAG_USER_PREFIX, f"{TAG_SPEC}.")) and key not in new_tags
             ]
+            stale += [k for k in plain_tags(stored.spec.get("tags")) if k not in new_tags]
             stale += [k for k in (TAG_SPEC_PARTS, TAG_SPEC) if k in old_tags and k not in new_tags]
             self.store.set_tags(found.info.run_id, new_tags)
             self.store.delete_tags(found.info.run_id, sorted(set(stale)))
@@ -250,6 +263,18 @@ class LocalStore:
         for record, _ in records:
             self.store.set_tags(record.run_id, {TAG_STATE: lifecycle.value})
 
+    def metric_histories(self, run_ids: Collection[str]) -> MetricHistories:
+        """Every logged value of the runs' metrics: one SQL read of an SQLite store
+        (:mod:`.local_metrics`), else MLflow's client (one request per run and metric)."""
+        from himl_manifest.backends import local_metrics
+
+        db = sqlite_path(self.uri)
+        found = local_metrics.read_histories(db, run_ids) if db is not None else None
+        if found is not None:
+            return found
+        with store_errors(self.uri, "reading metric histories"):
+            return local_metrics.client_histories(self.store.client, run_ids)
+
     # -- checkpoints -----------------------------------------------------------------------
 
     def find_run(self, reference: str) -> RunRecord | None:
@@ -262,25 +287,69 @@ class LocalStore:
         return to_record(found) if found is not None else None
 
     def resolve_checkpoint(self, reference: str) -> str:
-        """``<run>[:<dir/>file.ckpt]`` -> the file's path in the run's folder, from the newest
-        attempt that has it. The run is found by its himl run name, its MLflow run id or its
-        MLflow run name (one-off ``himl-runner`` runs included)."""
+        """``<run>[:<dir/>file.ckpt]`` -> a local file (see :meth:`locate_checkpoint`)."""
+        return self.locate_checkpoint(reference)[0]
+
+    def locate_checkpoint(self, reference: str) -> tuple[str, str]:
+        """``<run>[:<dir/>file.ckpt]`` -> (a local file, the MLflow run id it belongs to), from
+        the newest attempt that has it: the file in the run's folder when that folder is on
+        this machine, else the copy the runner logged as an MLflow artifact, downloaded
+        (:meth:`download_checkpoint`). The run
+        is found by its himl run name, its MLflow run id or its MLflow run name (one-off
+        ``himl-runner`` runs included). The error says whether the store records no such
+        checkpoint, or records one that is neither here nor logged as an artifact."""
         name, inside = parse_run_reference(reference)
-        folders = [
-            Path(str(run.data.tags[TAG_OUTPUT_DIR]))
-            for run in find_any(self.store, name)
-            if run.data.tags.get(TAG_OUTPUT_DIR)
-        ]
-        if not folders:
+        runs = [run for run in find_any(self.store, name) if run.data.tags.get(TAG_OUTPUT_DIR)]
+        if not runs:
             raise CheckpointError(
                 f"checkpoint {reference!r}: no run {name!r} with a run folder in {self.uri}; a "
                 "run is found by its himl run name, MLflow run id or MLflow run name"
             )
-        for folder in folders:
+        wanted = str(inside)
+        elsewhere = []
+        for run in runs:
+            tags = run.data.tags
+            folder = Path(str(tags[TAG_OUTPUT_DIR]))
+            run_id = str(run.info.run_id)
             if (folder / inside).is_file():
-                return str(folder / inside)
-        looked = ", ".join(str(folder / inside) for folder in folders)
-        raise CheckpointError(f"checkpoint {reference!r}: run {name} has no {inside} ({looked})")
+                return str(folder / inside), run_id
+            if wanted in (listing_files(tags.get(TAG_CHECKPOINT_ARTIFACTS)) or set()):
+                return str(self.download_checkpoint(run, wanted)), run_id
+            if wanted in recorded_checkpoints(tags, status_from_mlflow(run.info.status)):
+                host = tags.get(TAG_HOST)
+                gone = " (no longer there)" if host == self.host else ""
+                elsewhere.append(f"written to {folder / inside} on {host or 'its machine'}{gone}")
+        if elsewhere:
+            raise CheckpointError(
+                f"checkpoint {reference!r}: run {name} has {inside} recorded in the store, but "
+                f"not on this machine and not logged as an artifact ({', '.join(elsewhere)}): "
+                "resume where it trained, copy the run folder here, or record runs in an MLflow "
+                "server so their checkpoints are logged as artifacts"
+            )
+        looked = ", ".join(str(Path(str(run.data.tags[TAG_OUTPUT_DIR])) / inside) for run in runs)
+        raise CheckpointError(
+            f"checkpoint {reference!r}: run {name} has no {inside} recorded in the store ({looked})"
+        )
+
+    def download_checkpoint(self, run: Any, path: str) -> Path:
+        """The artifact ``path`` of an MLflow run, downloaded into
+        ``.himl/cache/runs/<run id>/<path>`` of this project; a run that has ended keeps its
+        artifacts, so its download is reused; a run still going is downloaded again."""
+        run_id = str(run.info.run_id)
+        target = self.root / STATE_DIR / "cache" / "runs" / run_id / path
+        ended = status_from_mlflow(run.info.status) not in (RunStatus.QUEUED, RunStatus.RUNNING)
+        if ended and target.is_file():
+            return target
+        return self.store.download_artifact(run_id, path, target)
+
+
+def _continued(attempts: list[tuple[RunRecord, Any]]) -> str | None:
+    """The MLflow run id a resumed run continues: of the attempts of the run it resumes, the
+    newest completed one, else the newest (the attempt :meth:`LocalStore.find_run` picks)."""
+    records = [record for record, _ in attempts]
+    completed = [r for r in records if r.status == RunStatus.COMPLETED]
+    chosen = max(completed or records, key=lambda r: r.attempt, default=None)
+    return chosen.run_id if chosen is not None else None
 
 
 class LocalBackend(LocalStore):
@@ -315,6 +384,8 @@ class LocalBackend(LocalStore):
 
         Until then this process holds a liveness lock: if it dies first, the next reader sees
         the records' apply gone and reports them cancelled, so the next apply retries them."""
+        if runs and self.job_command is himl_run_command:
+            require_train()  # the job is `himl run` in this Python: check before any record
         self._before_change()
         if self._liveness_lock is None:
             self._apply_id = uuid.uuid4().hex[:16]
@@ -402,14 +473,15 @@ class LocalBackend(LocalStore):
             writable_folder(folder)  # before any record: a run that can't start spends nothing
         for run, attempt, previous, output_dir in creating:
             self._end_interrupted(previous)
-            experiment = experiment_name(
-                run.spec.get("tracking", {}).get("experiment"), run.experiment
-            )
+            experiment = run_experiment(run)
             if experiment not in experiment_ids:
                 experiment_ids[experiment] = self.store.experiment_id(
                     experiment, self.artifact_root
                 )
             tags = run_tags(run, attempt, output_dir, self.host, self._apply_id)
+            parent = _continued(existing.get(run.resume_from or "", []))
+            if parent is not None:
+                tags[TAG_PARENT_RUN] = parent
             run_id = self.store.create_run(experiment_ids[experiment], tags)
             cwd = (self.root / str(run.spec.get("code_root", "."))).resolve()
             batch.append(

@@ -29,6 +29,7 @@ from himl_manifest.backends.protocol import (
     RUN_SPEC_FILE,
     TAG_ERROR,
     TAG_PID,
+    TAG_STARTED_AT,
     attempt_marker,
     status_from_mlflow,
 )
@@ -197,7 +198,8 @@ class Scheduler:
             )
         job.status = RunStatus.RUNNING
         job.started = time.monotonic()
-        self.store.set_tags(job.run_id, {TAG_PID: str(job.process.pid)})
+        started = {TAG_PID: str(job.process.pid), TAG_STARTED_AT: f"{time.time():.3f}"}
+        self.store.set_tags(job.run_id, started)
         log_path = job.output_dir / LOG_FILE
         self.progress(
             Progress(job.name, RunStatus.RUNNING, f"pid {job.process.pid}, log {log_path}")

@@ -30,7 +30,9 @@ from pathlib import Path
 from himl_manifest.backends.protocol import (
     TAG_APPLY_ID,
     TAG_ATTEMPT,
+    TAG_CHECKPOINTS,
     TAG_EXPERIMENT,
+    TAG_FOLD,
     TAG_HOST,
     TAG_MANAGED,
     TAG_OUTPUT_DIR,
@@ -47,12 +49,14 @@ ALL_STAGES = ("active", "deleted")
 
 #: The tags a history record (superseded, archived or deleted) is read with when
 #: :func:`read_managed_runs` is asked for a light read (``full=False``): what the planner needs of
-#: it (name, attempt, identity, state) and what the liveness check reads. Not its spec, metrics,
-#: provenance, user tags or error: the big values, which history never needs for a plan.
+#: it (name, attempt, identity, state, the checkpoints the store records) and what the liveness
+#: check reads. Not its spec, metrics, provenance, user tags or error: the big values, which
+#: history never needs for a plan.
 LIGHT_TAGS = (
     TAG_RUN_NAME,
     TAG_EXPERIMENT,
     TAG_SEED,
+    TAG_FOLD,
     TAG_SPEC_HASH,
     TAG_ATTEMPT,
     TAG_STATE,
@@ -60,6 +64,7 @@ LIGHT_TAGS = (
     TAG_PID,
     TAG_HOST,
     TAG_APPLY_ID,
+    TAG_CHECKPOINTS,
 )
 _STAGES = ", ".join(f"'{s}'" for s in ALL_STAGES)
 _HISTORY_STATES = f"'{Lifecycle.SUPERSEDED.value}', '{Lifecycle.ARCHIVED.value}'"

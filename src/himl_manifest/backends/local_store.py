@@ -46,13 +46,18 @@ from himl_manifest.backends.protocol import (
     TAG_SPEC,
     TAG_SPEC_HASH,
     TAG_SPEC_PARTS,
+    TAG_STARTED_AT,
     TAG_STATE,
     TAG_USER_PREFIX,
     cap,
     display_name,
+    has_default_checkpoint,
     identity_facts,
-    path_in_run,
+    plain_tags,
+    run_source_tags,
+    seconds,
     status_from_mlflow,
+    stored_fold,
     stored_provenance,
     stored_state,
 )
@@ -216,6 +221,13 @@ def cosmetic_tags(run: RunSpec) -> dict[str, str]:
     return tags
 
 
+def manifest_tags(run: RunSpec) -> dict[str, str]:
+    """Every tag a run's cosmetic fields make on an MLflow run: :func:`cosmetic_tags`, and the
+    manifest's ``tags`` as plain tags too (``team`` beside ``himl.tag.team``), on a new run
+    and after an in-place update alike."""
+    return {**plain_tags(run.spec.get("tags")), **cosmetic_tags(run)}
+
+
 def run_tags(
     run: RunSpec, attempt: int, output_dir: Path, host: str, apply_id: str
 ) -> dict[str, str]:
@@ -226,8 +238,9 @@ def run_tags(
         TAG_OUTPUT_DIR: str(output_dir),
         TAG_HOST: host,
         TAG_APPLY_ID: apply_id,
+        **run_source_tags(run),
         **spec_tags(run),
-        **cosmetic_tags(run),
+        **manifest_tags(run),
     }
     if run.resume_from:
         tags[TAG_RESUME_FROM] = run.resume_from
@@ -247,9 +260,13 @@ def to_record(mlflow_run: Any) -> RunRecord | None:
     Only the tags are read: the stored spec is decoded when something reads ``record.spec``
     (records written before the conda digest was a tag decode it here, once).
 
+    ``has_checkpoint`` is what the store records (``himl.checkpoints``, written by the runner
+    each time it saves a checkpoint: :func:`.protocol.has_default_checkpoint`), never a look
+    at a disk, so every machine planning against the store sees the same.
+
     A light history run of :func:`.local_sql.read_managed_runs` (``full=False``) gives a light
-    record: identity, attempt, state, status and times as usual; an empty spec, no metrics, no
-    provenance, no error tail, and ``has_checkpoint`` False (the disk is not looked at)."""
+    record: identity, attempt, state, status, times and ``has_checkpoint`` as usual; an empty
+    spec, no metrics, no provenance, no error tail."""
     tags: dict[str, str] = dict(mlflow_run.data.tags)
     info = mlflow_run.info
     name = tags.get(TAG_RUN_NAME)
@@ -259,13 +276,16 @@ def to_record(mlflow_run: Any) -> RunRecord | None:
     if not name or not (text or light) or seed is None or TAG_SPEC_HASH not in tags:
         return None
     deleted = getattr(info, "lifecycle_stage", "active") == "deleted"
+    status = status_from_mlflow(info.status)
     common: dict[str, Any] = {
         "run_name": name,
         "run_id": info.run_id,
         "experiment": tags.get(TAG_EXPERIMENT, ""),
         "seed": seed,
+        "fold": stored_fold(tags),
         "spec_hash": tags[TAG_SPEC_HASH],
-        "status": status_from_mlflow(info.status),
+        "status": status,
+        "has_checkpoint": has_default_checkpoint(tags, status),
         "attempt": _int(tags.get(TAG_ATTEMPT)) or 1,
         "state": stored_state(tags, deleted),
         "manifest_path": tags.get(TAG_MANIFEST, ""),
@@ -274,18 +294,17 @@ def to_record(mlflow_run: Any) -> RunRecord | None:
         "host": tags.get(TAG_HOST),
         "start_time": info.start_time / 1000.0 if info.start_time else None,
         "end_time": info.end_time / 1000.0 if info.end_time else None,
+        "run_start_time": seconds(tags.get(TAG_STARTED_AT)),
     }
     if light:
         return RunRecord(**common, spec_source={})
     provenance = stored_provenance(tags, text)
     if provenance is None:
         return None
-    output_dir = common["output_dir"]
     return RunRecord(
         **common,
         spec_source=text,
         resume_from=tags.get(TAG_RESUME_FROM) or None,
-        has_checkpoint=bool(output_dir) and (Path(output_dir) / path_in_run("")).is_file(),
         metrics={k: float(v) for k, v in mlflow_run.data.metrics.items()},
         provenance=provenance,
         error_tail=tags.get(TAG_ERROR, ""),
@@ -579,6 +598,26 @@ class Store:
                 chunk = batch[start : start + 100]
                 retrying(functools.partial(self.client.log_batch, run_id, params=chunk))
         return kept
+
+    def log_artifact(self, run_id: str, local_file: Path, artifact_dir: str) -> None:
+        """Log ``local_file`` as the artifact ``<artifact_dir>/<its name>`` of the run (an
+        artifact logged again under the same path replaces the earlier one)."""
+        with store_errors(self.uri, f"logging {local_file.name} as an artifact of run {run_id}"):
+            retrying(lambda: self.client.log_artifact(run_id, str(local_file), artifact_dir))
+
+    def download_artifact(self, run_id: str, path: str, target: Path) -> Path:
+        """Download the artifact ``path`` of the run to ``target``, atomically: a partial
+        download never takes the target's name."""
+        import tempfile
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".download-", dir=target.parent) as folder:
+            with store_errors(self.uri, f"downloading artifact {path} of run {run_id}"):
+                got = Path(self.client.download_artifacts(run_id, path, folder))
+            if not got.is_file():
+                raise StoreError(f"run store {self.uri}: artifact {path} of {run_id}: not a file")
+            got.replace(target)
+        return target
 
     def log_metrics(self, run_id: str, entries: Sequence[tuple[Mapping[str, float], int]]) -> None:
         """Record ``(metrics, step)`` entries, in as few store writes as MLflow allows."""

@@ -17,12 +17,14 @@ the CLI does not offer it to users.
 from __future__ import annotations
 
 import copy
+import itertools
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from himl_manifest.backends.base import (
     Capabilities,
+    MetricHistories,
     Progress,
     ProgressCallback,
     SubmitOutcome,
@@ -39,6 +41,8 @@ from himl_manifest.model import (
     with_cosmetic,
 )
 from himl_manifest.spec import RunSpec
+
+_INSTANCES = itertools.count(1)
 
 #: The outcome of a submitted run: a status, or a function of (run, attempt) giving one.
 Outcome = RunStatus | str | Callable[[RunSpec, int], RunStatus | str]
@@ -63,6 +67,10 @@ class MemoryBackend:
         self._checkpoints: dict[str, bool] = {}
         self._pending: dict[str, RunSpec] = {}
         self._files: dict[tuple[str, int], set[str]] = {}
+        self._histories: MetricHistories = {}
+        #: Tells this store's run ids from another's (ids are unique across stores, as real
+        #: backends' are).
+        self._instance = next(_INSTANCES)
         self.outcome = outcome
         #: Whether runs that end (completed, failed, cancelled) leave a checkpoint.
         self.checkpoints = checkpoints
@@ -151,6 +159,25 @@ class MemoryBackend:
                 return f"{record.output_dir}/{inside}"
         raise CheckpointError(f"checkpoint {reference!r}: run {found.run_name} has no {inside}")
 
+    def metric_histories(self, run_ids: Collection[str]) -> MetricHistories:
+        """The histories given to :meth:`log_history` (one read, counted in :attr:`queries`)."""
+        self._query()
+        return {
+            run_id: {key: list(points) for key, points in self._histories.get(run_id, {}).items()}
+            for run_id in run_ids
+        }
+
+    def log_history(self, run_id: str, key: str, points: Iterable[tuple[int, float]]) -> None:
+        """Record the logged values ``(step, value)`` of metric ``key`` of run ``run_id``; the
+        record's latest metrics (``RunRecord.metrics``) follow."""
+        history = self._histories.setdefault(run_id, {}).setdefault(key, [])
+        history.extend((int(step), float(value)) for step, value in points)
+        history.sort(key=lambda point: point[0])
+        for index, record in self._records.items():
+            if record.run_id == run_id and history:
+                metrics = {**record.metrics, key: history[-1][1]}
+                self._records[index] = replace(record, metrics=metrics)
+
     def add_file(self, run_name: str, path: str) -> None:
         """Put a file (e.g. ``checkpoints/best.ckpt``) into the latest attempt's run folder."""
         record = self._latest(run_name)
@@ -225,9 +252,10 @@ class MemoryBackend:
         provenance["conda_sha256"] = run.conda_sha256 or ""  # "": no conda file
         return RunRecord(
             run_name=run.run_name,
-            run_id=f"mem-{len(self._records) + 1}",
+            run_id=f"mem{self._instance}-{len(self._records) + 1}",
             experiment=run.experiment,
             seed=run.seed,
+            fold=run.fold,
             spec_hash=run.spec_hash,
             status=RunStatus.QUEUED,
             spec_source=copy.deepcopy(run.spec),

@@ -4,6 +4,10 @@ Apply's backends and the runner inside a job both read and write runs through th
 rules here, so a run looks the same whoever wrote it last:
 
 - tag names (MLflow tags locally, Azure ML properties and tags) and the one length limit;
+- MLflow's own source tags (git commit, branch, repository URL without credentials:
+  :func:`strip_credentials`, the one place a remote URL loses its secrets) and the link of a
+  resumed run to the run it continued;
+- what the store records about a run's checkpoints (:func:`recorded_checkpoints`);
 - the display name of a run, and the experiment it is filed under;
 - status mapping between the store's words and :class:`~himl_manifest.model.RunStatus`;
 - the run-folder layout: folder name, file names, where checkpoints are inside it, and how a
@@ -37,6 +41,8 @@ TAG_MANAGED = "himl.managed"
 TAG_RUN_NAME = "himl.run_name"
 TAG_EXPERIMENT = "himl.experiment"
 TAG_SEED = "himl.seed"
+#: The cross-validation fold of a fold's run (absent on runs without folds).
+TAG_FOLD = "himl.fold"
 TAG_SPEC_HASH = "himl.spec_hash"
 #: The RunSpec JSON; split over ``himl.spec.0``, ``.1``, ... with ``himl.spec.parts`` if long.
 TAG_SPEC = "himl.spec"
@@ -48,6 +54,9 @@ TAG_MANIFEST = "himl.manifest_path"
 TAG_OUTPUT_DIR = "himl.output_dir"
 TAG_PID = "himl.pid"
 TAG_HOST = "himl.host"
+#: When the run's process started, in seconds since the epoch (the local executor sets it with
+#: the pid): the record's creation to this is queue time, this to the run's end run time.
+TAG_STARTED_AT = "himl.started_at"
 TAG_ERROR = "himl.error_tail"
 #: The apply that created a record (its liveness lock lives in the store's state folder).
 TAG_APPLY_ID = "himl.apply_id"
@@ -60,13 +69,29 @@ TAG_PROVENANCE = "himl.provenance."
 TAG_COSMETIC = "himl.cosmetic"
 TAG_COSMETIC_PARTS = "himl.cosmetic.parts"
 #: The checkpoint files of a run folder, comma-separated (``checkpoints/last.ckpt,...``), set by
-#: the runner at the end of a run: how a store that cannot see the files knows them.
+#: the runner each time it writes one and when the run ends: how any machine planning against
+#: the store knows whether (and which) checkpoints a run has, without seeing its folder.
 TAG_CHECKPOINTS = "himl.checkpoints"
+#: The checkpoint files the runner also logged as MLflow artifacts of the run (same relative
+#: paths, comma-separated), when the store is not a file on the training machine: another
+#: machine downloads them to resume or start from.
+TAG_CHECKPOINT_ARTIFACTS = "himl.checkpoints.artifacts"
 #: Cosmetic manifest tags land under this prefix.
 TAG_USER_PREFIX = "himl.tag."
 #: MLflow's own tags: the display name and the description.
 TAG_DISPLAY_NAME = "mlflow.runName"
 TAG_NOTE = "mlflow.note.content"
+#: MLflow's own tags: the run a resumed run continued (the UI nests it there), and the source
+#: (the UI shows the commit, linked to the repository).
+TAG_PARENT_RUN = "mlflow.parentRunId"
+TAG_SOURCE_NAME = "mlflow.source.name"
+TAG_SOURCE_TYPE = "mlflow.source.type"
+TAG_GIT_COMMIT = "mlflow.source.git.commit"
+TAG_GIT_BRANCH = "mlflow.source.git.branch"
+TAG_GIT_REPO_URL = "mlflow.source.git.repoURL"
+#: Tag-name prefixes a manifest's own ``tags`` never write as plain tags (they stay
+#: ``himl.tag.<key>``): ours, and MLflow's.
+RESERVED_TAG_PREFIXES = (TAG_PREFIX, "mlflow.")
 
 #: Longest tag value written by anyone (MLflow allows 8000, Azure ML less: stay under both).
 MAX_TAG_VALUE = 5000
@@ -89,7 +114,7 @@ def identity_facts(run: RunSpec, attempt: int) -> dict[str, str]:
     """The immutable facts every store records on a new managed run (MLflow tags, Azure ML
     properties): what makes it ours, its identity and attempt, its manifest, and provenance
     (with the conda file digest it is submitted with; ``""``: no conda file)."""
-    return {
+    facts = {
         TAG_MANAGED: "true",
         TAG_RUN_NAME: run.run_name,
         TAG_EXPERIMENT: run.experiment,
@@ -99,6 +124,15 @@ def identity_facts(run: RunSpec, attempt: int) -> dict[str, str]:
         TAG_MANIFEST: run.manifest_path,
         **provenance_tags({**run.provenance, "conda_sha256": run.conda_sha256 or ""}),
     }
+    if run.fold is not None:
+        facts[TAG_FOLD] = str(run.fold)
+    return facts
+
+
+def stored_fold(facts: Mapping[str, str]) -> int | None:
+    """The fold a run's facts record (:data:`TAG_FOLD`); None without one."""
+    value = facts.get(TAG_FOLD)
+    return int(value) if value is not None and value.isdigit() else None
 
 
 def stored_provenance(facts: Mapping[str, str], spec_text: str) -> dict[str, str] | None:
@@ -119,6 +153,14 @@ def stored_provenance(facts: Mapping[str, str], spec_text: str) -> dict[str, str
     return provenance
 
 
+def seconds(value: str | None) -> float | None:
+    """A stored time in seconds since the epoch (``himl.started_at``); None when not one."""
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
 def stored_state(tags: Mapping[str, str], deleted: bool = False) -> Lifecycle:
     """A stored run's lifecycle state (``himl.state``; a run deleted in the store is archived)."""
     if deleted:
@@ -137,23 +179,158 @@ def provenance_tags(provenance: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+def plain_tags(tags: Mapping[str, Any] | None) -> dict[str, str]:
+    """A manifest's ``tags`` as the plain tags of its runs (``team: imaging`` -> tag ``team``),
+    as a new run gets them and an in-place update changes them; keys under a reserved prefix
+    (``himl.``, ``mlflow.``) are left to their ``himl.tag.<key>`` copy."""
+    return {
+        str(key): cap(value)
+        for key, value in (tags or {}).items()
+        if not str(key).startswith(RESERVED_TAG_PREFIXES)
+    }
+
+
+# --- MLflow's source tags --------------------------------------------------------------------
+
+_SCHEME = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*)://", re.IGNORECASE)
+#: Schemes whose user name is an account name (``ssh://git@host/...``), never a token.
+_SSH_SCHEMES = frozenset({"ssh", "git+ssh", "ssh+git"})
+
+
+def strip_credentials(url: str) -> str:
+    """A remote URL with no secret left in it.
+
+    - URLs with a scheme (``https://``, ``git+https://``, ``ssh://``, ...): the whole userinfo
+      (everything before the *last* ``@`` of the authority, so ``user:tok1@tok2@host`` loses
+      both tokens), the query (``?private_token=...``, ``?access_token=...``: a git remote
+      needs none) and the fragment are dropped. An ``ssh://`` user without a password is an
+      account name and is kept (``ssh://git@host/r.git``).
+    - scp-like remotes (``git@github.com:o/r.git``) and local paths are kept as they are; a
+      password in an scp-like userinfo (``user:pw@host:path``) is dropped with its user.
+    """
+    match = _SCHEME.match(url)
+    if match is None:
+        return _strip_scp_like(url)
+    scheme = match.group("scheme")
+    rest = url[match.end() :]
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    userinfo, at, host = authority.rpartition("@")
+    if at:
+        keep_user = scheme.lower() in _SSH_SCHEMES and ":" not in userinfo and userinfo
+        authority = f"{userinfo}@{host}" if keep_user else host
+    path = re.split(r"[?#]", tail, maxsplit=1)[0]
+    return f"{scheme}://{authority}{path}"
+
+
+def _strip_scp_like(url: str) -> str:
+    head, slash, tail = url.partition("/")
+    userinfo, at, host = head.rpartition("@")
+    if at and ":" in userinfo:
+        return host + slash + tail
+    return url
+
+
+def source_tags(
+    *,
+    source: str,
+    commit: str | None = None,
+    branch: str | None = None,
+    remote_url: str | None = None,
+) -> dict[str, str]:
+    """MLflow's own source tags of a run (its UI shows the commit natively): ``source`` (the
+    manifest, or the command of a one-off run), and what git says, when it says it; the
+    remote URL without credentials."""
+    tags = {TAG_SOURCE_NAME: cap(source), TAG_SOURCE_TYPE: "LOCAL"}
+    if commit:
+        tags[TAG_GIT_COMMIT] = cap(commit)
+    if branch:
+        tags[TAG_GIT_BRANCH] = cap(branch)
+    if remote_url:
+        tags[TAG_GIT_REPO_URL] = cap(strip_credentials(remote_url))
+    return tags
+
+
+def run_source_tags(run: RunSpec) -> dict[str, str]:
+    """The source tags of a managed run, from the git provenance apply stamped on it."""
+    facts = run.provenance
+    return source_tags(
+        source=run.manifest_path or run.run_name,
+        commit=facts.get("head_commit"),
+        branch=facts.get("branch"),
+        remote_url=facts.get("remote_url"),
+    )
+
+
+# --- checkpoints recorded in the store -------------------------------------------------------
+
+
+def listing_files(listing: str | None) -> set[str] | None:
+    """The files of a ``himl.checkpoints``-style listing (None: nothing was recorded)."""
+    return None if listing is None else {f for f in listing.split(",") if f}
+
+
+def recorded_checkpoints(tags: Mapping[str, str], status: RunStatus) -> set[str]:
+    """The checkpoint files the store records for a run (``himl.checkpoints``), relative to
+    its run folder. A run recorded by a version that did not write the tag while it trained
+    (None from :func:`listing_files`) is taken to have ``checkpoints/last.ckpt`` when it
+    completed, and none otherwise: the same rule for every store, and never a look at a disk."""
+    files = listing_files(tags.get(TAG_CHECKPOINTS))
+    if files is not None:
+        return files
+    return {str(path_in_run(""))} if status == RunStatus.COMPLETED else set()
+
+
+def has_default_checkpoint(tags: Mapping[str, str], status: RunStatus) -> bool:
+    """Whether the store records ``checkpoints/last.ckpt`` for a run (what a resume needs)."""
+    return str(path_in_run("")) in recorded_checkpoints(tags, status)
+
+
 # --- names -----------------------------------------------------------------------------------
 
 _UNSAFE_EXPERIMENT = re.compile(r"[^A-Za-z0-9_.\- ]+")
 
 
 def display_name(run_name: str, display: str | None = None) -> str:
-    """What a run is called in the store's UI: the manifest's display name, else its run name
-    (which already carries the seed). The runner never renames a run apply created."""
+    """What a run is called in the store's UI, one rule for runs made by apply, `himl run` and
+    `himl-runner`: the chosen display name (``tracking.display_name``, ``--tag``), else its
+    run name (which carries the seed; a one-off run's is :func:`one_off_run_name`). The runner
+    never renames a run apply created."""
     return display or run_name
 
 
+def one_off_run_name(experiment: str, seed: int) -> str:
+    """The run name of a one-off ``himl-runner`` run (no manifest, so no spec hash):
+    ``<experiment>-s<seed>``, a managed run name's shape without its hash."""
+    return f"{experiment}-s{seed}"
+
+
 def experiment_name(name: str | None, fallback: str) -> str:
-    """The store experiment a run is filed under: the manifest's ``tracking.experiment`` (or
-    ``--experiment``), else ``fallback`` (the container class), with characters stores refuse
-    (``/`` among them) made safe."""
+    """The store experiment a run is filed under: ``name`` (the manifest's
+    ``tracking.experiment``, ``--experiment``), else ``fallback`` (a manifest's experiment name;
+    a one-off run's container class), with characters stores refuse (``/`` among them) made
+    safe."""
     safe = _UNSAFE_EXPERIMENT.sub("_", str(name or fallback)).strip()
     return safe or "default"
+
+
+def run_experiment(run: RunSpec) -> str:
+    """The store experiment of a managed run: its ``tracking.experiment``, else the manifest's
+    experiment name (never the container class: experiments sharing a container stay apart).
+
+    Computed here, not as a default of the spec: a normalized spec holds the container's class
+    name in ``tracking.experiment`` when the manifest sets none (earlier versions filed runs
+    there, and that value is part of every spec hash), so that value is read as "unset": no
+    spec hash changes. (A manifest that names its container's class as its experiment cannot
+    be told apart from one that names none: its runs are filed under the manifest's name.)
+
+    A run with no manifest (``himl-runner``'s imperative form, the reference's behaviour) keeps
+    the experiment it names: the container's class unless ``--experiment`` says otherwise."""
+    chosen = run.spec.get("tracking", {}).get("experiment")
+    imperative = not run.manifest_path
+    if not imperative and chosen == str(run.spec.get("container", "")).rsplit(".", 1)[-1]:
+        chosen = None
+    return experiment_name(chosen, run.experiment)
 
 
 # --- statuses --------------------------------------------------------------------------------

@@ -14,7 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 
-from himl_manifest.backends.base import Backend, Capabilities, ProgressCallback, Submitted
+from himl_manifest.backends.base import (
+    Backend,
+    Capabilities,
+    MetricHistories,
+    ProgressCallback,
+    Submitted,
+)
 from himl_manifest.errors import CheckpointError, ConfigError, StoreError
 from himl_manifest.model import Lifecycle, RunRecord, parse_enum
 from himl_manifest.spec import RunSpec
@@ -114,6 +120,23 @@ class RoutedBackend:
             except CheckpointError as exc:
                 errors.append(str(exc))
         raise CheckpointError("; ".join(errors))
+
+    def metric_histories(self, run_ids: Collection[str]) -> MetricHistories:
+        """Each store's histories of the runs it holds (a run's id names it in one store);
+        local stores first, so a remote one is asked only about the runs they lack."""
+        merged: MetricHistories = {run_id: {} for run_id in run_ids}
+        ordered = sorted(
+            self.backends.items(),
+            key=lambda item: (not item[1].capabilities.waits_locally, item[0]),
+        )
+        for _kind, backend in ordered:
+            wanted = [run_id for run_id, found in merged.items() if not found]
+            if not wanted:
+                break
+            for run_id, found in backend.metric_histories(wanted).items():
+                if found and run_id in merged:
+                    merged[run_id] = found
+        return merged
 
     def _first(self, run_name: str, change: Callable[[Backend], None]) -> None:
         """Apply ``change`` in the store that holds ``run_name``."""

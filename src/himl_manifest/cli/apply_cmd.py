@@ -36,6 +36,14 @@ if TYPE_CHECKING:
 @click.option("--prune", is_flag=True, help="Archive orphaned runs (never deletes them).")
 @click.option("--retry-failed", is_flag=True, help="Retry failed runs whatever their policy says.")
 @click.option(
+    "--replace",
+    "replace_runs",
+    multiple=True,
+    metavar="RUN",
+    help="Force a new run for RUN (a run name, an experiment, or experiment:seed) even when it "
+    "is in sync (repeatable).",
+)
+@click.option(
     "-j",
     "--jobs",
     type=click.IntRange(1, 256),
@@ -57,6 +65,7 @@ def apply(
     targets: tuple[str, ...],
     prune: bool,
     retry_failed: bool,
+    replace_runs: tuple[str, ...],
     jobs: int,
     allow_dirty: bool,
     yes: bool,
@@ -74,6 +83,7 @@ def apply(
         lambda: open_backend(backend_name, tracking_uri=tracking_uri, jobs=jobs),
         targets=targets,
         retry_failed=retry_failed,
+        replace_runs=replace_runs,
     )
     click.echo(render_text(plan, color=sys.stderr.isatty()), err=True, color=sys.stderr.isatty())
     if not operation.has_work(plan, prune):
@@ -92,7 +102,14 @@ def apply(
     _confirm(yes)
     _stop_on_sigterm()
     printer = ProgressPrinter()
-    result = operation.apply(plan, backend, prune=prune, allow_dirty=allow_dirty, progress=printer)
+    result = operation.apply(
+        plan,
+        backend,
+        prune=prune,
+        allow_dirty=allow_dirty,
+        progress=printer,
+        warn=lambda text: click.echo(f"warning: {text}", err=True),
+    )
     interrupted = _follow(plan, backend, result, wait, printer)
     for conflict in result.conflicts:
         click.echo(f"conflict: {conflict}: not submitted", err=True)

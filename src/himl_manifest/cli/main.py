@@ -22,6 +22,11 @@ EXIT_USAGE = UsageError.exit_code
 
 # Subcommands, imported on first use: name -> (module, attribute, one-line help).
 _COMMANDS = {
+    "init": (
+        "himl_manifest.cli.init_cmd",
+        "init",
+        "Set up a repository: example manifest, schema, pre-commit hook, CI workflow.",
+    ),
     "validate": (
         "himl_manifest.cli.validate_cmd",
         "validate",
@@ -41,7 +46,18 @@ _COMMANDS = {
         "Which commit and manifest produced a run, and vice versa.",
     ),
     "logs": ("himl_manifest.cli.logs_cmd", "logs", "Print a run's log (--follow: as it grows)."),
+    "report": (
+        "himl_manifest.cli.report_cmd",
+        "report",
+        "Statistics over seeds and folds: tables, plots, HTML.",
+    ),
+    "compare": (
+        "himl_manifest.cli.report_cmd",
+        "compare",
+        "Compare two experiments (or one at two commits); a regression gate.",
+    ),
     "run": ("himl_manifest.cli.run_cmd", "run", "Execute one run spec (the in-job entry point)."),
+    "ui": ("himl_manifest.cli.ui_cmd", "ui", "Start the MLflow UI on the run store."),
 }
 
 

@@ -10,6 +10,19 @@ import click
 F = TypeVar("F", bound=Callable[..., object])
 
 
+def format_option(*choices: str, help: str) -> Callable[[F], F]:
+    """``--format`` (passed as ``output_format``), ``text`` by default, one of ``choices``."""
+    option: Callable[[F], F] = click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(["text", *choices]),
+        default="text",
+        show_default=True,
+        help=help,
+    )
+    return option
+
+
 def backend_options(function: F) -> F:
     """``--backend`` and ``--tracking-uri``, passed as ``backend_name`` and ``tracking_uri``."""
     function = click.option("--tracking-uri", help="MLflow tracking URI of the local run store.")(

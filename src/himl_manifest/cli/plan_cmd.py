@@ -1,4 +1,10 @@
-"""`himl plan`: show what apply would change, and optionally save the plan for `himl apply`."""
+"""`himl plan`: show what apply would change, and optionally save the plan for `himl apply`.
+
+``--detailed-exitcode`` (the drift check): 0 when the plan is clean, 2 when anything would
+change, orphaned runs included (a run whose manifest or seed is gone leaves the store out of
+line with the manifests until `himl apply --prune` archives it; apply without --prune reports
+it and keeps it), 1 on errors.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from himl_manifest.cli.options import backend_options
+from himl_manifest.cli.options import backend_options, format_option
 
 if TYPE_CHECKING:
     from himl_manifest.backends.base import Backend
+    from himl_manifest.plan.model import Plan
 
 #: Exit code of ``--detailed-exitcode`` when the plan has changes (Terraform's).
 EXIT_CHANGES = 2
@@ -21,24 +28,30 @@ EXIT_CHANGES = 2
 
 @click.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "json", "markdown"]),
-    default="text",
-    show_default=True,
+@format_option(
+    "json",
+    "markdown",
     help="text for people, json for tools (himl-plan/v1, see docs/plan.md), markdown for a PR.",
 )
 @click.option(
     "--detailed-exitcode",
     is_flag=True,
-    help="Exit 0 when there are no changes, 2 when there are, 1 on errors.",
+    help="Exit 0 when the plan is clean, 2 when anything would change (orphaned runs count: "
+    "they are archived only by `himl apply --prune`), 1 on errors.",
 )
 @click.option(
     "-o", "--out", type=click.Path(path_type=Path), help="Save the plan for `himl apply FILE`."
 )
 @click.option("--target", "targets", multiple=True, help="Plan only this experiment (repeatable).")
 @click.option("--retry-failed", is_flag=True, help="Retry failed runs whatever their policy says.")
+@click.option(
+    "--replace",
+    "replace_runs",
+    multiple=True,
+    metavar="RUN",
+    help="Plan a new run for RUN (a run name, an experiment, or experiment:seed) even when it "
+    "is in sync (repeatable).",
+)
 @backend_options
 @click.option(
     "--color/--no-color", default=None, help="Colour the text output (default: on a TTY)."
@@ -50,6 +63,7 @@ def plan(
     out: Path | None,
     targets: tuple[str, ...],
     retry_failed: bool,
+    replace_runs: tuple[str, ...],
     backend_name: str,
     tracking_uri: str | None,
     color: bool | None,
@@ -64,6 +78,7 @@ def plan(
         lambda: open_backend(backend_name, tracking_uri),
         retry_failed=retry_failed,
         targets=targets or None,
+        replace_runs=replace_runs,
     )
     if out is not None:
         from himl_manifest.plan.serialize import plan_to_json
@@ -73,7 +88,23 @@ def plan(
     use_color = sys.stdout.isatty() if color is None else color
     text = render(result, output_format, color=use_color and output_format == "text")
     click.echo(text, color=use_color)
-    return EXIT_CHANGES if detailed_exitcode and result.has_changes else 0
+    if not detailed_exitcode or not result.has_changes:
+        return 0
+    if only_orphans(result):
+        click.echo(
+            "Only orphaned runs differ: `himl apply --prune` archives them; until then the plan "
+            f"is not clean (exit code {EXIT_CHANGES}).",
+            err=True,
+        )
+    return EXIT_CHANGES
+
+
+def only_orphans(result: Plan) -> bool:
+    """True when the plan's only pending changes are orphans (apply without --prune keeps them)."""
+    from himl_manifest.model import CHANGING, ActionKind
+
+    kinds = {action.kind for action in result.actions}
+    return ActionKind.ORPHAN in kinds and not kinds & CHANGING
 
 
 def open_backend(name: str, tracking_uri: str | None) -> Backend:

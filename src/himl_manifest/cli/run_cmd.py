@@ -54,6 +54,9 @@ def run(
         raise click.UsageError("give the run spec as SPEC_FILE or --spec-env NAME, not both")
     if spec_file is None and spec_env is None:
         raise click.UsageError("no run spec: give SPEC_FILE or --spec-env NAME")
+    from himl_manifest.extras import require_train
+
+    require_train()
     enter_launch_cwd()
     if spec_env is not None:
         text = os.environ.get(spec_env)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from himl_manifest.cli.options import backend_options
+from himl_manifest.cli.options import backend_options, format_option
 
 if TYPE_CHECKING:
     from himl_manifest.operations.runs import RunRow
@@ -19,14 +19,7 @@ if TYPE_CHECKING:
 
 @click.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="text for people, json for tools (himl-runs/v1).",
-)
+@format_option("json", help="text for people, json for tools (himl-runs/v1).")
 @click.option(
     "--all",
     "show_all",
@@ -54,7 +47,16 @@ def runs(
         click.echo(json.dumps(document, indent=2, sort_keys=True))
     else:
         click.echo(render_rows(rows, Path.cwd()))
+        if rows:
+            click.echo(ui_pointer())
     return 0
+
+
+def ui_pointer() -> str:
+    """Where to browse the runs: `himl ui`, and the MLflow UI's filter for the live ones."""
+    from himl_manifest.operations.runs import LIVE_RUNS_FILTER
+
+    return f"Browse them in the MLflow UI: himl ui (live runs: {LIVE_RUNS_FILTER})"
 
 
 def _desired(paths: tuple[Path, ...]) -> Sequence[RunSpec] | None:
@@ -91,6 +93,14 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+def _queued(row: RunRow) -> str:
+    """Queue time; ``?`` for an ended run that did not record when it started (its TOOK is
+    then the whole time since it was queued)."""
+    if row.queued_s is not None:
+        return _duration(row.queued_s)
+    return "?" if row.run_s is None and row.duration_s is not None else "-"
+
+
 def _short_path(path: str | None, base: Path) -> str:
     if not path:
         return "-"
@@ -101,13 +111,15 @@ def _short_path(path: str | None, base: Path) -> str:
 
 
 def render_rows(rows: Sequence[RunRow], base: Path) -> str:
-    """An aligned table, failed runs followed by the last lines of their error tail."""
+    """An aligned table, failed runs followed by the last lines of their error tail. STARTED
+    is when the run was queued, QUEUED how long it waited, TOOK how long it ran."""
     from himl_manifest.operations.runs import failed_tail, key_metrics
 
     if not rows:
         return "No managed runs."
     links = any(row.url for row in rows)  # the column only when some run has a studio link
-    header: tuple[str, ...] = ("RUN", "SEED", "TRY", "STATUS", "SYNC", "STARTED", "TOOK")
+    header: tuple[str, ...] = ("RUN", "SEED", "TRY", "STATUS", "SYNC", "STARTED", "QUEUED")
+    header += ("TOOK",)
     header += ("METRICS", "OUTPUT")
     header += ("LINK",) if links else ()
     table = [header]
@@ -120,7 +132,8 @@ def render_rows(rows: Sequence[RunRow], base: Path) -> str:
             row.status,
             row.sync,
             _when(row.start_time),
-            _duration(row.duration_s),
+            _queued(row),
+            _duration(row.run_s if row.run_s is not None else row.duration_s),
             metrics or "-",
             _short_path(row.output_dir, base),
         )

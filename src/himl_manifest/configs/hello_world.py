@@ -3,9 +3,12 @@
 The data is ``hello_world.csv`` in this package: 200 points of y = 0.2·x + N(0, 0.1²), x uniform
 in [0, 10), made once from a fixed data seed (see :mod:`.hello_world_data`) and therefore the
 same whatever the training seed. The first 40 rows are the test set, the next 50 the validation
-set, the last 110 the training set. One ``Linear(1, 1)``, MSE loss, Adam (lr 0.1) with a step
-schedule, batch size 5, 20 epochs: a trained model reaches test MSE ≈ 0.0108 and MAE ≈ 0.083
-(the noise floor is an MSE of 0.01).
+set, the last 110 the training set. With cross-validation (``crossval_count`` K > 1) the 160
+rows after the test set are split into K contiguous folds: fold ``crossval_index`` is the
+validation set, the other K-1 folds the training set; the test set stays the same.
+
+One ``Linear(1, 1)``, MSE loss, Adam (lr 0.1) with a step schedule, batch size 5, 20 epochs:
+a trained model reaches test MSE ≈ 0.0108 and MAE ≈ 0.083 (the noise floor is an MSE of 0.01).
 
 Metrics: ``loss`` (training, per epoch), ``val_loss``, ``test_mse`` and ``test_mae``; the test
 metrics are also written to ``test_mse.txt`` and ``test_mae.txt`` in the working directory,
@@ -49,17 +52,43 @@ def load_points(path: Path | None = None) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.float32)
 
 
-class HelloDataModule(LightningDataModule):
-    """The CSV split into test (40), validation (50) and training (110) points."""
+def fold_rows(n_rows: int, crossval_count: int, crossval_index: int) -> tuple[range, list[int]]:
+    """K-fold split of ``n_rows`` rows (in file order: the points are already in random order):
+    ``(validation rows, training rows)``. Fold ``i`` is the contiguous block
+    ``[i*n//K, (i+1)*n//K)``; the K blocks cover every row exactly once."""
+    if crossval_count < 2 or not 0 <= crossval_index < crossval_count:
+        raise ValueError(f"fold {crossval_index} of {crossval_count}: not a cross-validation fold")
+    start = crossval_index * n_rows // crossval_count
+    stop = (crossval_index + 1) * n_rows // crossval_count
+    return range(start, stop), [*range(start), *range(stop, n_rows)]
 
-    def __init__(self, csv_path: Path | None = None, batch_size: int = BATCH_SIZE) -> None:
+
+class HelloDataModule(LightningDataModule):
+    """The CSV split into test (40), validation (50) and training (110) points; with
+    ``crossval_count`` K > 1, the 160 non-test points split into K folds, fold
+    ``crossval_index`` the validation set and the rest the training set."""
+
+    def __init__(
+        self,
+        csv_path: Path | None = None,
+        batch_size: int = BATCH_SIZE,
+        crossval_count: int = 0,
+        crossval_index: int = 0,
+    ) -> None:
         super().__init__()
         points = load_points(csv_path)
-        xs, ys = points[:, :1], points[:, 1:]
-        cuts = (N_TEST, N_TEST + N_VAL, N_TEST + N_VAL + N_TRAIN)
-        self.test = TensorDataset(xs[: cuts[0]], ys[: cuts[0]])
-        self.val = TensorDataset(xs[cuts[0] : cuts[1]], ys[cuts[0] : cuts[1]])
-        self.train = TensorDataset(xs[cuts[1] : cuts[2]], ys[cuts[1] : cuts[2]])
+        if crossval_count > 1:
+            val_rows, train_rows = fold_rows(N_VAL + N_TRAIN, crossval_count, crossval_index)
+        else:
+            val_rows, train_rows = range(N_VAL), list(range(N_VAL, N_VAL + N_TRAIN))
+        #: Rows of the CSV (0-based data rows) in each split, for inspection and tests.
+        self.test_rows = list(range(N_TEST))
+        self.val_rows = [N_TEST + row for row in val_rows]
+        self.train_rows = [N_TEST + row for row in train_rows]
+        self.test, self.val, self.train = (
+            TensorDataset(points[rows, :1], points[rows, 1:])
+            for rows in (self.test_rows, self.val_rows, self.train_rows)
+        )
         self.batch_size = batch_size
 
     def train_dataloader(self) -> DataLoader[Any]:
@@ -138,4 +167,9 @@ class HelloWorld(LightningContainer):
         return HelloRegression(learning_rate=self.learning_rate)
 
     def get_data_module(self) -> LightningDataModule:
-        return HelloDataModule(csv_path=self.local_dataset)
+        # Cross-validation: the data module splits by crossval_count / crossval_index.
+        return HelloDataModule(
+            csv_path=self.local_dataset,
+            crossval_count=self.crossval_count,
+            crossval_index=self.crossval_index,
+        )

@@ -1,7 +1,7 @@
 """Validated manifest documents -> :class:`~himl_manifest.spec.Experiment` objects.
 
 :func:`normalize` applies the schema's defaults (read from the schema itself, so the format has
-one definition) and spells seeds out as a list."""
+one definition) and spells seeds, and cross-validation folds, out as lists."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from himl_manifest.manifest.schema import resolve, schema
 from himl_manifest.manifest.semantic import find_root
 from himl_manifest.manifest.validate import ValidationResult, validate_paths
 from himl_manifest.model import seed_list
-from himl_manifest.spec import Experiment, plain_copy
+from himl_manifest.spec import Experiment, fold_list, plain_copy
 
 
 def _schema_defaults(value: Any, node: Mapping[str, Any]) -> Any:
@@ -49,6 +49,8 @@ def normalize(document: Mapping[str, Any]) -> dict[str, Any]:
     """A schema-valid manifest with every default applied and seeds as an explicit list."""
     data: dict[str, Any] = _schema_defaults(plain_copy(dict(document)), schema())
     data["seeds"] = seed_list(data["seeds"])
+    if "crossval" in data:  # the folds it runs, spelled out as seeds are
+        data["crossval"]["indices"] = [f for f in fold_list(data) if f is not None]
     data["tracking"].setdefault("experiment", data["container"].rsplit(".", 1)[-1])
     return data
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from himl_manifest.diagnostics import did_you_mean
+from himl_manifest.diagnostics import close_matches, did_you_mean
+from himl_manifest.manifest.container_source import SourceIndex, StaticClass
 from himl_manifest.manifest.loader import Document
 from himl_manifest.model import checkpoint_source, seed_list
 from himl_manifest.paths import project_root
@@ -39,6 +40,8 @@ WORKFLOW_FIELDS: dict[str, str] = {
     "experiment": "tracking.experiment",
     "tag": "tracking.display_name",
     "log_from_vm": "tracking.log_from_vm",
+    "crossval_count": "crossval.folds",
+    "crossval_index": "crossval.indices",
 }
 
 
@@ -80,13 +83,6 @@ def _trainer_options() -> frozenset[str]:
     return frozenset(resolve(schema()["properties"]["trainer"])["properties"])
 
 
-#: Container fields that exist (as in the reference runner) but do nothing yet: refused.
-NOT_AVAILABLE = {
-    "crossval_count": "cross-validation is not available yet",
-    "crossval_index": "cross-validation is not available yet",
-}
-
-
 def params_conflict(name: str) -> tuple[str, str] | None:
     """Why ``params`` may not set container field ``name`` (message, hint), or None when it may.
 
@@ -101,8 +97,6 @@ def params_conflict(name: str) -> tuple[str, str] | None:
             f"set it with `{WORKFLOW_FIELDS[name]}`",
             "the manifest sets this field itself; params may not override it",
         )
-    if name in NOT_AVAILABLE:
-        return NOT_AVAILABLE[name], "the runner refuses it too, rather than ignore it"
     return None
 
 
@@ -119,8 +113,9 @@ def _get(data: Any, path: tuple[str | int, ...]) -> Any:
     return data
 
 
-def check(documents: list[Document]) -> Iterator[Finding]:
-    """Every semantic problem of a set of schema-valid documents."""
+def check(documents: list[Document], sources: SourceIndex | None = None) -> Iterator[Finding]:
+    """Every semantic problem of a set of schema-valid documents. ``sources`` caches the
+    containers' parsed sources (default: a new cache for this call)."""
     by_name: dict[str, Document] = {}
     for doc in documents:
         name = doc.data["name"]
@@ -135,12 +130,15 @@ def check(documents: list[Document]) -> Iterator[Finding]:
             )
         else:
             by_name[name] = doc
+    sources = sources or SourceIndex()  # each container's source is parsed once per run
     for doc in documents:
-        yield from _check_one(doc, by_name)
+        yield from _check_one(doc, by_name, sources)
     yield from _check_cycles(by_name)
 
 
-def _check_one(doc: Document, by_name: dict[str, Document]) -> Iterator[Finding]:
+def _check_one(
+    doc: Document, by_name: dict[str, Document], sources: SourceIndex
+) -> Iterator[Finding]:
     data = doc.data
     mode = data.get("mode", "train")
     checkpoint = data.get("checkpoint", {})
@@ -176,15 +174,18 @@ def _check_one(doc: Document, by_name: dict[str, Document]) -> Iterator[Finding]
                 f"no experiment named {parsed.experiment!r} in the manifests given",
                 hint,
             )
-        elif parsed.seed is not None:
-            seeds = seed_list(target.data.get("seeds"))
-            if parsed.seed not in seeds:
-                yield Finding(
-                    doc,
-                    ("checkpoint", "source", "seed"),
-                    f"experiment {parsed.experiment!r} has no seed {parsed.seed}",
-                    "its seeds: " + ", ".join(map(str, seeds[:20])),
-                )
+        else:
+            if parsed.seed is not None:
+                seeds = seed_list(target.data.get("seeds"))
+                if parsed.seed not in seeds:
+                    yield Finding(
+                        doc,
+                        ("checkpoint", "source", "seed"),
+                        f"experiment {parsed.experiment!r} has no seed {parsed.seed}",
+                        "its seeds: " + ", ".join(map(str, seeds[:20])),
+                    )
+            yield from _check_source_fold(doc, target)
+    yield from _check_crossval(doc)
     seeds = data.get("seeds")
     if isinstance(seeds, list):
         seen: set[int] = set()
@@ -200,16 +201,134 @@ def _check_one(doc: Document, by_name: dict[str, Document]) -> Iterator[Finding]
             "more than one node needs an Azure ML cluster",
             "set compute.target to the cluster's name",
         )
-    yield from _check_params(doc)
+    yield from _check_params(doc, sources)
     yield from _check_paths(doc)
 
 
-def _check_params(doc: Document) -> Iterator[Finding]:
+def _folds(data: dict[str, Any]) -> tuple[int, list[int]]:
+    """``(crossval.folds, the folds run)`` of a document; ``(0, [])`` without folds."""
+    crossval = data.get("crossval")
+    if not isinstance(crossval, dict) or not isinstance(crossval.get("folds"), int):
+        return 0, []
+    count = int(crossval["folds"])
+    indices = crossval.get("indices")
+    if not isinstance(indices, list):
+        return count, list(range(count))
+    return count, [i for i in indices if isinstance(i, int) and i < count]
+
+
+def _check_crossval(doc: Document) -> Iterator[Finding]:
+    count, _ = _folds(doc.data)
+    indices = (doc.data.get("crossval") or {}).get("indices")
+    if not count or not isinstance(indices, list):
+        return
+    seen: set[int] = set()
+    for position, index in enumerate(indices):
+        if index in seen:
+            yield Finding(doc, ("crossval", "indices", position), f"fold {index} is listed twice")
+        seen.add(index)
+        if isinstance(index, int) and index >= count:
+            yield Finding(
+                doc,
+                ("crossval", "indices", position),
+                f"fold {index} does not exist: crossval.folds is {count}",
+                f"folds are numbered 0..{count - 1}",
+            )
+
+
+def _check_source_fold(doc: Document, target: Document) -> Iterator[Finding]:
+    """The fold a checkpoint source reads (``spec.upstream_fold``'s rule, with positions)."""
+    name = target.data["name"]
+    named = doc.data["checkpoint"]["source"].get("fold")
+    count, upstream_folds = _folds(target.data)
+    own_count, own_folds = _folds(doc.data)
+    where = ("checkpoint", "source", "fold")
+    if not count:
+        if named is not None:
+            yield Finding(doc, where, f"experiment {name!r} has no cross-validation folds")
+        return
+    if named is not None:
+        if named not in upstream_folds:
+            listed = ", ".join(map(str, upstream_folds))
+            yield Finding(
+                doc, where, f"experiment {name!r} runs no fold {named}", f"its folds: {listed}"
+            )
+        return
+    if own_count != count:
+        yield Finding(
+            doc,
+            ("checkpoint", "source", "experiment"),
+            f"experiment {name!r} has {count} cross-validation folds: say which one to start from",
+            "set checkpoint.source.fold, or give this experiment the same crossval.folds to "
+            "start each fold from its own",
+        )
+        return
+    missing = [fold for fold in own_folds if fold not in upstream_folds]
+    if missing:
+        yield Finding(
+            doc,
+            ("checkpoint", "source", "experiment"),
+            f"experiment {name!r} runs no fold {missing[0]}, which this one's fold "
+            f"{missing[0]} starts from",
+            "its folds: " + ", ".join(map(str, upstream_folds)),
+        )
+
+
+def _check_params(doc: Document, sources: SourceIndex) -> Iterator[Finding]:
     params = doc.data.get("params")
-    for name in params if isinstance(params, dict) else ():
+    if not isinstance(params, dict) or not params:
+        return
+    container: StaticClass | None = None
+    for name in params:
         conflict = params_conflict(str(name))
         if conflict is not None:
             yield Finding(doc, ("params", name), *conflict, key=True)
+            continue
+        if container is None:
+            container = sources.container(str(doc.data["container"]), code_roots(doc))
+            if container is None:
+                return  # its source can't be read statically: --check-imports can tell
+        if name not in container.fields:
+            yield Finding(
+                doc,
+                ("params", name),
+                f"{container.name} has no field {name!r}",
+                unknown_field_hint(str(name), container),
+                code="params",
+                key=True,
+            )
+
+
+def code_roots(doc: Document) -> tuple[Path, ...]:
+    """The folders a manifest's job imports its code from: ``code_root``, the repository root,
+    and the ``src/`` folder of each (an installed ``src`` layout)."""
+    return _code_roots(find_root(doc.file.path.parent), str(doc.data.get("code_root", ".")))
+
+
+@functools.lru_cache(maxsize=256)
+def _code_roots(root: Path, code_root: str) -> tuple[Path, ...]:
+    code = Path(os.path.normpath(root / code_root))
+    if not code.is_relative_to(root):  # reported by the path rule; read nothing out there
+        code = root
+    return tuple(dict.fromkeys((code, root, code / "src", root / "src")))
+
+
+def unknown_field_hint(name: str, container: StaticClass) -> str:
+    """did you mean ...? among the fields params may set; else a field set elsewhere (with where
+    to set it); else the container's own fields."""
+    settable = [f for f in container.fields if params_conflict(f) is None]
+    hint = did_you_mean(name, settable)
+    if hint:
+        return hint
+    elsewhere = close_matches(name, [f for f in container.fields if f not in settable])
+    conflict = params_conflict(elsewhere[0]) if elsewhere else None
+    if conflict is not None:
+        return f"did you mean {elsewhere[0]!r}? {conflict[0]}"
+    own = [f for f in container.own_fields() if f in settable]
+    if own:
+        shown = ", ".join(own[:12]) + (", ..." if len(own) > 12 else "")
+        return f"its fields: {shown}"
+    return f"{container.name} declares no fields of its own"
 
 
 def _check_paths(doc: Document) -> Iterator[Finding]:
@@ -218,6 +337,8 @@ def _check_paths(doc: Document) -> Iterator[Finding]:
     for index, dataset in enumerate(doc.data.get("datasets", [])):
         if "local" in dataset:
             fields.append(("datasets", index, "local"))
+    code_paths = (doc.data.get("code") or {}).get("paths") or []
+    fields += [("code", "paths", index) for index in range(len(code_paths))]
     for field in fields:
         value = _get(doc.data, field)
         if not isinstance(value, str):
@@ -236,6 +357,21 @@ def _check_paths(doc: Document) -> Iterator[Finding]:
             )
         elif field == ("environment", "conda_file") and not _is_file(resolved):
             yield Finding(doc, field, f"conda file {value!r} does not exist", f"looked in {root}")
+        elif field[:2] == ("code", "paths") and not _exists(resolved):
+            yield Finding(
+                doc,
+                field,
+                f"code path {value!r} does not exist",
+                f"paths are relative to the repository root, {root}",
+            )
+
+
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; False where the OS can't even look."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
 
 
 def _is_file(path: Path) -> bool:

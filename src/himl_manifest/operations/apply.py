@@ -68,10 +68,12 @@ def prepare(
     *,
     targets: Collection[str] = (),
     retry_failed: bool = False,
+    replace_runs: Sequence[str] = (),
 ) -> tuple[Plan, Backend]:
     """The plan to apply, and the backend it was checked against: a saved plan in ``paths``
-    (refused when stale), else a new one. The backend is opened once the manifests are valid,
-    so invalid manifests are reported without creating or waiting for a store."""
+    (refused when stale), else a new one (``replace_runs``: ``--replace``). The backend is
+    opened once the manifests are valid, so invalid manifests are reported without creating
+    or waiting for a store."""
     saved = saved_plan(paths)
     if saved is None:
         opened: list[Backend] = []
@@ -85,10 +87,14 @@ def prepare(
             opener,
             retry_failed=retry_failed,
             targets=targets or None,
+            replace_runs=replace_runs,
         )
         return plan, opened[0]
-    if targets or retry_failed:
-        raise UsageError("--target and --retry-failed are fixed by a saved plan: plan again")
+    if targets or retry_failed or replace_runs:
+        raise UsageError(
+            "--target, --retry-failed and --replace are fixed by a saved plan: plan again "
+            "(`himl plan --replace RUN -o FILE`)"
+        )
     backend = open_backend()
     check_fresh(saved, backend)
     return saved, backend
@@ -113,12 +119,15 @@ def has_work(plan: Plan, prune: bool) -> bool:
     return any(a.kind in CHANGING or (prune and a.kind == ActionKind.ORPHAN) for a in plan.actions)
 
 
-def stamp_provenance(plan: Plan, root: Path, allow_dirty: bool) -> Plan:
+def stamp_provenance(
+    plan: Plan, root: Path, allow_dirty: bool, warn: Callable[[str], None] | None = None
+) -> Plan:
     """``plan`` with the git provenance of its manifest on every run it submits or updates;
     a manifest with uncommitted changes (or untracked) is refused unless ``allow_dirty``,
-    which is then recorded on its runs (``dirty=true``)."""
+    which is then recorded on its runs (``dirty=true``). ``warn`` hears, once, about a
+    shallow clone's history (:func:`~himl_manifest.operations.provenance.gather`)."""
     stamped = [a for a in plan.actions if a.run is not None and a.kind in CHANGING]
-    found = gather(root, {a.run.manifest_path for a in stamped if a.run is not None})
+    found = gather(root, {a.run.manifest_path for a in stamped if a.run is not None}, warn)
     if not allow_dirty:
         refuse_dirty(found)
     actions = []
@@ -140,7 +149,8 @@ def apply(
     wait: bool | None = None,
     progress: ProgressCallback | None = None,
     root: Path | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> ApplyResult:
     """Stamp provenance on ``plan``'s runs and carry it out through ``backend``."""
-    stamped = stamp_provenance(plan, root or project_root(), allow_dirty)
+    stamped = stamp_provenance(plan, root or project_root(), allow_dirty, warn)
     return execute(stamped, backend, prune=prune, wait=wait, progress=progress)

@@ -15,6 +15,7 @@ from typing import cast
 
 from himl_manifest.backends.base import Backend
 from himl_manifest.errors import StalePlanError, UsageError
+from himl_manifest.model import RunRecord
 from himl_manifest.plan.model import Action, Plan
 from himl_manifest.plan.planner import plan as plan_runs
 from himl_manifest.spec import RunSpec, canonical_json
@@ -22,15 +23,18 @@ from himl_manifest.spec import RunSpec, canonical_json
 DEFAULT_PATHS = ("experiments",)
 
 
-def desired_runs(paths: Sequence[str | PathLike[str]]) -> list[RunSpec]:
-    """The run specs the manifests under ``paths`` ask for (ManifestError when invalid)."""
+def desired_runs(
+    paths: Sequence[str | PathLike[str]], *, warnings: list[str] | None = None
+) -> list[RunSpec]:
+    """The run specs the manifests under ``paths`` ask for (ManifestError when invalid); what
+    the user should know about their code (uncommitted changes, ...) goes to ``warnings``."""
     from himl_manifest.manifest.build import load_experiments
     from himl_manifest.spec import expand
 
     # absolute: diagnostics still show paths relative to the cwd, and a cwd change between two
     # plans in one process (tests, library use) cannot mix up cached repository roots
     experiments, _ = load_experiments([Path(p).absolute() for p in paths], allow_empty=True)
-    return expand(experiments)
+    return expand(experiments, warnings=warnings)
 
 
 def make_plan(
@@ -39,24 +43,85 @@ def make_plan(
     *,
     retry_failed: bool = False,
     targets: Collection[str] | None = None,
+    replace_runs: Sequence[str] = (),
 ) -> Plan:
     """Plan the manifests under ``paths`` against ``backend``'s run store (one bulk read).
 
     ``backend`` may be a function that opens one: it is called only once the manifests are
     valid, so invalid manifests are reported without creating or waiting for a store.
+    ``replace_runs`` (``--replace``): run names, experiments or ``experiment:seed`` that get a
+    new run whatever the plan would say; one that names nothing is a UsageError.
     ``plan.meta`` records what the plan was made from, so that :func:`check_fresh` can make it
-    again: ``paths`` (as given), ``backend`` (its name), ``retry_failed`` and ``targets``.
+    again: ``paths`` (as given), ``backend`` (its name), ``retry_failed``, ``targets`` and
+    ``replace``.
     """
     paths = [str(p) for p in (paths or DEFAULT_PATHS)]
-    desired = desired_runs(paths)  # first: a ManifestError opens no store
+    warnings: list[str] = []
+    desired = desired_runs(paths, warnings=warnings)  # first: a ManifestError opens no store
     backend = _opened(backend)
     # what the plan needs of the store: every active record, and of history only the attempts
     # of the runs it may submit
     observed = backend.list_runs(full=False, history_of={run.run_name for run in desired})
+    observed = within_paths(observed, paths, desired)
     if targets is not None:
         _check_targets(targets, desired, [r.experiment for r in observed])
-    result = plan_runs(desired, observed, retry_failed=retry_failed, targets=targets)
-    return replace(result, meta={**result.meta, "paths": paths, "backend": backend.name})
+    forced = replace_keys(replace_runs, desired, observed)
+    result = plan_runs(
+        desired,
+        observed,
+        retry_failed=retry_failed,
+        targets=targets,
+        forced=forced,
+        warnings=warnings,
+    )
+    meta = {**result.meta, "paths": paths, "backend": backend.name}
+    if replace_runs:
+        meta["replace"] = sorted(set(replace_runs))
+    return replace(result, meta=meta)
+
+
+def replace_keys(
+    references: Sequence[str], desired: Sequence[RunSpec], observed: Sequence[RunRecord]
+) -> set[tuple[str, int]]:
+    """The (experiment, seed) pairs ``--replace`` references name: an experiment (every seed),
+    ``experiment:seed``, or a run name (a desired run, or a live run of a desired seed).
+
+    A reference that names none of them is a UsageError with a did-you-mean hint."""
+    from himl_manifest.diagnostics import did_you_mean
+    from himl_manifest.model import Lifecycle, split_run_reference
+
+    keys = {(run.experiment, run.seed) for run in desired}
+    by_experiment: dict[str, set[tuple[str, int]]] = {}
+    for key in keys:
+        by_experiment.setdefault(key[0], set()).add(key)
+    by_name = {run.run_name: (run.experiment, run.seed) for run in desired}
+    for record in observed:
+        key = (record.experiment, record.seed)
+        if record.state == Lifecycle.ACTIVE and key in keys:
+            by_name.setdefault(record.run_name, key)
+    forced: set[tuple[str, int]] = set()
+    for reference in references:
+        name, seed_text = split_run_reference(reference)
+        if name in by_name and not seed_text:
+            forced.add(by_name[name])
+            continue
+        if name in by_experiment and not seed_text:
+            forced |= by_experiment[name]
+            continue
+        if name in by_experiment and seed_text.strip().isdigit():
+            key = (name, int(seed_text))
+            if key in keys:
+                forced.add(key)
+                continue
+            seeds = ", ".join(str(s) for _, s in sorted(by_experiment[name]))
+            raise UsageError(f"--replace {reference!r}: {name} has no seed {seed_text} ({seeds})")
+        candidates = [*by_experiment, *(f"{e}:{s}" for e, s in keys), *by_name]
+        hint = did_you_mean(reference, candidates)
+        raise UsageError(
+            f"--replace {reference!r}: no run, experiment or experiment:seed of that name in the "
+            "manifests" + (f" ({hint})" if hint else "")
+        )
+    return forced
 
 
 def _opened(backend: Backend | Callable[[], Backend]) -> Backend:
@@ -83,6 +148,7 @@ def check_fresh(plan: Plan, backend: Backend) -> None:
         backend,
         retry_failed=bool(plan.meta.get("retry_failed", False)),
         targets=None if targets is None else list(targets),
+        replace_runs=[str(r) for r in plan.meta.get("replace") or ()],
     )
     if fresh.fingerprint != plan.fingerprint:
         raise StalePlanError(
@@ -132,3 +198,36 @@ def _check_targets(
     if unknown:
         names = ", ".join(repr(name) for name in unknown)
         raise UsageError(f"--target {names}: no such experiment in the manifests or the run store")
+
+
+def within_paths(
+    observed: Sequence[RunRecord],
+    paths: Sequence[str | PathLike[str]],
+    desired: Sequence[RunSpec],
+) -> list[RunRecord]:
+    """The records a plan of the manifests under ``paths`` judges: those of the experiments it
+    wants, and those whose manifest lies under ``paths`` or no longer exists (they may be
+    orphans). A run of a manifest that still exists outside ``paths`` belongs to another plan:
+    `himl plan experiments/a.yaml` never calls the runs of ``experiments/b.yaml`` orphans."""
+    from himl_manifest.paths import project_root
+
+    # manifest paths are recorded relative to the root of the repository that holds them
+    anchor = Path(paths[0]).absolute() if paths else Path.cwd()
+    root = project_root(anchor if anchor.is_dir() else anchor.parent)
+    prefixes = []
+    for path in paths:
+        try:
+            prefixes.append(Path(path).absolute().resolve().relative_to(root).as_posix())
+        except ValueError:  # outside the repository: its manifests' runs are matched by name
+            continue
+    wanted = {run.experiment for run in desired}
+
+    def judged(manifest: str) -> bool:
+        if not manifest or any(
+            prefix == "." or manifest == prefix or manifest.startswith(f"{prefix}/")
+            for prefix in prefixes
+        ):
+            return True
+        return not (root / manifest).exists()
+
+    return [r for r in observed if r.experiment in wanted or judged(r.manifest_path)]

@@ -2,8 +2,20 @@
 
 For each manifest: the commit that last changed it, its blob sha (of the file as applied), HEAD,
 branch, the remote URL with credentials stripped, whether the manifest and the work tree are
-dirty, who applied (git ``user.email``, else ``$USER``), when, and the tool and schema versions.
+dirty, who applied and from where (a CI run's link), when, and the tool and schema versions.
 The keys become ``himl.provenance.<key>`` tags in the run store (see ``docs/store.md``).
+
+Shallow clones (CI's default checkout): the history stops at the clone's boundary commits,
+where every file looks added, so "the commit that last changed the manifest" found there may be
+wrong. It is recorded only when provably right (the manifest changed in a commit above the
+boundary); otherwise apply first tries to fetch the full history (bounded by
+``HIML_DEEPEN_TIMEOUT`` seconds, default 60; 0 never fetches), and if that fails records the
+commit as unknown, with the reason (``manifest_commit_unknown``), never HEAD in its place.
+
+Who applied: ``HIML_APPLIED_BY``, else the CI system's actor (GitHub Actions
+``GITHUB_ACTOR``, GitLab ``GITLAB_USER_LOGIN``, Azure Pipelines ``BUILD_REQUESTEDFOREMAIL`` /
+``BUILD_REQUESTEDFOR``), else git ``user.email``, ``user.name``, else ``$USER``; the fact
+``applied_by_source`` says which.
 """
 
 from __future__ import annotations
@@ -11,51 +23,36 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import os
-import re
-from collections.abc import Iterable
+import signal
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from himl_manifest.backends.protocol import strip_credentials
 from himl_manifest.errors import ConfigError
 
-_SCHEME = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*)://", re.IGNORECASE)
-#: Schemes whose user name is an account name (``ssh://git@host/...``), never a token.
-_SSH_SCHEMES = frozenset({"ssh", "git+ssh", "ssh+git"})
+#: Environment variables naming who applied, first found wins: an explicit override, then the
+#: actor of a CI run (GitHub Actions, GitLab CI, Azure Pipelines).
+APPLIED_BY_VARIABLES = (
+    "HIML_APPLIED_BY",
+    "GITHUB_ACTOR",
+    "GITLAB_USER_LOGIN",
+    "BUILD_REQUESTEDFOREMAIL",
+    "BUILD_REQUESTEDFOR",
+)
+#: Seconds apply may spend fetching the full history of a shallow clone (0: never fetch).
+DEEPEN_TIMEOUT_ENV = "HIML_DEEPEN_TIMEOUT"
+DEFAULT_DEEPEN_TIMEOUT_S = 60.0
+#: Why a manifest's commit is unknown in a shallow clone (``manifest_commit_unknown``).
+SHALLOW_UNKNOWN = (
+    "shallow clone: the manifest's last change is older than the clone's history "
+    "(check out with fetch-depth: 0)"
+)
 
-
-def strip_credentials(url: str) -> str:
-    """A remote URL with no secret left in it.
-
-    - URLs with a scheme (``https://``, ``git+https://``, ``ssh://``, ...): the whole userinfo
-      (everything before the *last* ``@`` of the authority, so ``user:tok1@tok2@host`` loses
-      both tokens), the query (``?private_token=...``, ``?access_token=...``: a git remote
-      needs none) and the fragment are dropped. An ``ssh://`` user without a password is an
-      account name and is kept (``ssh://git@host/r.git``).
-    - scp-like remotes (``git@github.com:o/r.git``) and local paths are kept as they are; a
-      password in an scp-like userinfo (``user:pw@host:path``) is dropped with its user.
-    """
-    match = _SCHEME.match(url)
-    if match is None:
-        return _strip_scp_like(url)
-    scheme = match.group("scheme")
-    rest = url[match.end() :]
-    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    authority, tail = rest[:end], rest[end:]
-    userinfo, at, host = authority.rpartition("@")
-    if at:
-        keep_user = scheme.lower() in _SSH_SCHEMES and ":" not in userinfo and userinfo
-        authority = f"{userinfo}@{host}" if keep_user else host
-    path = re.split(r"[?#]", tail, maxsplit=1)[0]
-    return f"{scheme}://{authority}{path}"
-
-
-def _strip_scp_like(url: str) -> str:
-    head, slash, tail = url.partition("/")
-    userinfo, at, host = head.rpartition("@")
-    if at and ":" in userinfo:
-        return host + slash + tail
-    return url
+Warn = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -80,6 +77,11 @@ class RepoFacts:
     worktree_dirty: bool
     applied_by: str
     applied_at: str
+    applied_by_source: str = ""
+    #: Link to the CI run that applied (GitHub Actions, GitLab CI, Azure Pipelines), if any.
+    ci_run_url: str | None = None
+    #: Whether the repository is a shallow clone (its history stops at boundary commits).
+    shallow: bool = False
 
 
 def _versions() -> dict[str, str]:
@@ -93,17 +95,63 @@ def _applied_at() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _user(reader: Any) -> str:
+def applied_by(reader: Any, environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """Who applied, and where that came from: the first of :data:`APPLIED_BY_VARIABLES` that
+    is set, else git ``user.email``, else ``user.name``, else ``$USER``."""
+    env = os.environ if environ is None else environ
+    for name in APPLIED_BY_VARIABLES:
+        value = env.get(name, "").strip()
+        if value:
+            return value, name
+    for option in ("email", "name"):
+        try:
+            value = str(reader.get_value("user", option, default="") or "").strip()
+        except Exception:  # a broken git config is no reason to fail an apply
+            value = ""
+        if value:
+            return value, f"git user.{option}"
     try:
-        email = reader.get_value("user", "email", default="")
-    except Exception:  # a broken git config is no reason to fail an apply
-        email = ""
-    if email:
-        return str(email)
-    try:
-        return os.environ.get("USER") or getpass.getuser()
+        return env.get("USER") or getpass.getuser(), "USER"
     except Exception:
-        return "unknown"
+        return "unknown", ""
+
+
+def ci_run_url(environ: Mapping[str, str] | None = None) -> str | None:
+    """The web page of the CI run this process belongs to, when a known CI system says."""
+    env = os.environ if environ is None else environ
+    server, repository, run_id = (
+        env.get("GITHUB_SERVER_URL"),
+        env.get("GITHUB_REPOSITORY"),
+        env.get("GITHUB_RUN_ID"),
+    )
+    if server and repository and run_id:
+        attempt = env.get("GITHUB_RUN_ATTEMPT")
+        suffix = f"/attempts/{attempt}" if attempt else ""
+        return f"{server.rstrip('/')}/{repository}/actions/runs/{run_id}{suffix}"
+    if env.get("CI_JOB_URL"):
+        return env["CI_JOB_URL"]
+    collection, project, build = (
+        env.get("SYSTEM_COLLECTIONURI"),
+        env.get("SYSTEM_TEAMPROJECT"),
+        env.get("BUILD_BUILDID"),
+    )
+    if collection and project and build:
+        return f"{collection.rstrip('/')}/{project}/_build/results?buildId={build}"
+    return None
+
+
+def deepen_timeout(environ: Mapping[str, str] | None = None) -> float:
+    """``$HIML_DEEPEN_TIMEOUT`` in seconds (default 60; 0 or less: never fetch)."""
+    env = os.environ if environ is None else environ
+    text = env.get(DEEPEN_TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_DEEPEN_TIMEOUT_S
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{DEEPEN_TIMEOUT_ENV}={text!r}: not a number of seconds (0 never fetches)"
+        ) from exc
 
 
 class GitProvenance:
@@ -119,10 +167,14 @@ class GitProvenance:
         except Exception:  # not a repository, or git missing: provenance says so
             self.repo = None
         self.repo_root = Path(self.repo.working_tree_dir).resolve() if self.repo else self.root
+        self._boundary: frozenset[str] | None = None
 
     def repo_facts(self) -> RepoFacts:
         if self.repo is None:
-            return RepoFacts(None, None, None, True, _user(_NoConfig()), _applied_at())
+            who, source = applied_by(_NoConfig())
+            return RepoFacts(
+                None, None, None, True, who, _applied_at(), source, ci_run_url(), False
+            )
         repo = self.repo
         try:
             head = repo.head.commit.hexsha
@@ -133,13 +185,75 @@ class GitProvenance:
         else:
             branch = repo.active_branch.name
         remote = None
-        remotes = {r.name: r for r in repo.remotes}
-        chosen = remotes.get("origin") or next(iter(remotes.values()), None)
+        chosen = self._remote()
         if chosen is not None:
             urls = list(chosen.urls)
             remote = strip_credentials(urls[0]) if urls else None
         dirty = repo.is_dirty(untracked_files=False)
-        return RepoFacts(head, branch, remote, dirty, _user(repo.config_reader()), _applied_at())
+        who, source = applied_by(repo.config_reader())
+        return RepoFacts(
+            head, branch, remote, dirty, who, _applied_at(), source, ci_run_url(), self.shallow
+        )
+
+    def _remote(self) -> Any:
+        remotes = {r.name: r for r in self.repo.remotes} if self.repo is not None else {}
+        return remotes.get("origin") or next(iter(remotes.values()), None)
+
+    # --- shallow clones ---------------------------------------------------------------------
+
+    @property
+    def shallow(self) -> bool:
+        """Whether the repository is a shallow clone (``git rev-parse --is-shallow-repository``)."""
+        return bool(self.boundary())
+
+    def boundary(self) -> frozenset[str]:
+        """The shallow clone's boundary commits (empty for a complete repository): commits
+        whose parents the clone does not have, so every file looks added in them."""
+        if self._boundary is None:
+            self._boundary = frozenset()
+            if self.repo is not None:
+                try:
+                    shallow = self.repo.git.rev_parse("--is-shallow-repository") == "true"
+                    if shallow:
+                        path = Path(self.repo.common_dir) / "shallow"
+                        self._boundary = frozenset(path.read_text(encoding="ascii").split())
+                except Exception:  # an old git: no way to tell; treat it as complete
+                    self._boundary = frozenset()
+        return self._boundary
+
+    def deepen(self, timeout_s: float) -> str | None:
+        """Fetch the full history of a shallow clone (``git fetch --unshallow``) within
+        ``timeout_s`` seconds, never asking for credentials; None when it worked, else why
+        not. The repository's boundary is read again afterwards."""
+        remote = self._remote()
+        if remote is None:
+            return "the repository has no remote to fetch the history from"
+        command = ["git", "fetch", "--quiet", "--unshallow", str(remote.name)]
+        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GCM_INTERACTIVE": "never"}
+        with tempfile.TemporaryFile() as errors:
+            process = subprocess.Popen(
+                command,
+                cwd=self.repo_root,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+                start_new_session=True,  # so a timeout stops git's helpers (ssh, https) too
+            )
+            try:
+                code = process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                _stop_group(process)
+                return f"`{' '.join(command)}` did not finish in {timeout_s:g} s"
+            errors.seek(0)
+            message = errors.read().decode("utf-8", "replace").strip()
+        self._boundary = None
+        if code != 0:
+            last = message.splitlines()[-1] if message else f"exit code {code}"
+            return f"`{' '.join(command)}` failed: {last}"
+        return None
+
+    # --- manifests --------------------------------------------------------------------------
 
     def _relative(self, manifest_path: str) -> str:
         path = Path(manifest_path)
@@ -148,6 +262,22 @@ class GitProvenance:
             return absolute.resolve().relative_to(self.repo_root).as_posix()
         except ValueError:
             return manifest_path
+
+    def last_change(self, manifest_path: str) -> tuple[str | None, str | None]:
+        """``(commit that last changed the manifest, None)``, or ``(None, why unknown)``: in a
+        shallow clone a change found at a boundary commit is not provably the last one."""
+        if self.repo is None:
+            return None, "not a git repository"
+        relative = self._relative(manifest_path)
+        try:
+            found = next(iter(self.repo.iter_commits(paths=relative, max_count=1)), None)
+        except Exception:  # no commit yet
+            found = None
+        if found is None:
+            return None, "no commit holds the manifest"
+        if found.hexsha in self.boundary():
+            return None, SHALLOW_UNKNOWN
+        return str(found.hexsha), None
 
     def manifest(self, manifest_path: str, repo: RepoFacts) -> ManifestProvenance:
         """Provenance of one manifest (a path relative to the project root)."""
@@ -158,23 +288,26 @@ class GitProvenance:
             "remote_url": repo.remote_url,
             "worktree_dirty": repo.worktree_dirty,
             "applied_by": repo.applied_by,
+            "applied_by_source": repo.applied_by_source or None,
             "applied_at": repo.applied_at,
+            "ci_run_url": repo.ci_run_url,
+            "shallow": repo.shallow,
             **_versions(),
         }
         if self.repo is None:
             return ManifestProvenance(manifest_path, {**base, "dirty": True, "tracked": False})
         relative = self._relative(manifest_path)
         tracked = self._tracked(relative)
-        commit = None
+        commit, unknown = None, None
         if tracked and repo.head_commit:
-            found = next(iter(self.repo.iter_commits(paths=relative, max_count=1)), None)
-            commit = found.hexsha if found is not None else None
+            commit, unknown = self.last_change(manifest_path)
         absolute = self.repo_root / relative
         blob = self.repo.git.hash_object(str(absolute)) if absolute.is_file() else None
         dirty = not tracked or bool(self.repo.git.status("--porcelain", "--", relative).strip())
         facts = {
             **base,
             "manifest_commit": commit,
+            "manifest_commit_unknown": unknown,
             "manifest_blob": blob,
             "dirty": dirty,
             "tracked": tracked,
@@ -208,16 +341,67 @@ class GitProvenance:
             return None
 
 
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    """Stop a process started in its own session, and everything it started."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=5)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 class _NoConfig:
     def get_value(self, section: str, option: str, default: str = "") -> str:
         return default
 
 
-def gather(root: Path, manifest_paths: Iterable[str]) -> dict[str, ManifestProvenance]:
-    """Provenance of each manifest path (relative to ``root``), gathered in one pass."""
+def gather(
+    root: Path, manifest_paths: Iterable[str], warn: Warn | None = None
+) -> dict[str, ManifestProvenance]:
+    """Provenance of each manifest path (relative to ``root``), gathered in one pass.
+
+    In a shallow clone where some manifest's last change is not provably in the clone's
+    history, the full history is fetched first (bounded: :func:`deepen_timeout`); ``warn``
+    is called once with what happened when that was tried, or when some commit stays
+    unknown."""
     provenance = GitProvenance(root)
+    paths = sorted(set(manifest_paths))
+    if provenance.shallow and paths:
+        _deepen_if_needed(provenance, paths, warn or (lambda _message: None))
     repo = provenance.repo_facts()
-    return {path: provenance.manifest(path, repo) for path in sorted(set(manifest_paths))}
+    return {path: provenance.manifest(path, repo) for path in paths}
+
+
+def _deepen_if_needed(provenance: GitProvenance, paths: list[str], warn: Warn) -> None:
+    unknown = [p for p in paths if provenance.last_change(p)[1] == SHALLOW_UNKNOWN]
+    if not unknown:
+        return  # every manifest changed above the boundary: provably right as it is
+    timeout_s = deepen_timeout()
+    if timeout_s > 0:
+        failure = provenance.deepen(timeout_s)
+        if failure is None:
+            warn(
+                "shallow clone: fetched its full history (git fetch --unshallow) to find the "
+                "commits that last changed the manifests; in CI, check out with "
+                "fetch-depth: 0 to skip this"
+            )
+            return
+        why = f"fetching the full history failed: {failure}"
+    else:
+        why = f"{DEEPEN_TIMEOUT_ENV}=0: the history was not fetched"
+    still = [p for p in paths if provenance.last_change(p)[1] == SHALLOW_UNKNOWN]
+    if still:
+        warn(
+            f"shallow clone ({why}): the commit that last changed {', '.join(still)} is not in "
+            "the clone's history and is recorded as unknown (manifest_commit_unknown), so "
+            "`himl audit --commit` finds these runs by HEAD only; check out with "
+            "fetch-depth: 0 (actions/checkout) to record it"
+        )
 
 
 def refuse_dirty(found: dict[str, ManifestProvenance]) -> None:

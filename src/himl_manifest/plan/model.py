@@ -8,7 +8,7 @@ kind        symbol  meaning
 create      ``+``   no run with this identity exists: submit it
 keep        ``=``   the run exists, in sync and healthy: nothing to do
 update      ``~``   only cosmetic fields changed: update the run's metadata in place
-replace     ``-/+`` a run-affecting field changed: a new run; the old one is marked superseded
+replace     ``-/+`` a run-affecting field (or the code) changed, or ``--replace``: a new run
 resume      ``>``   only max_epochs grew and the old run has a checkpoint: a new run continues
 retry       ``!``   same identity, but the latest attempt failed or was cancelled
 wait        ``…``   the run is queued or running: nothing to do now
@@ -99,6 +99,9 @@ class Plan:
     experiments: tuple[ExperimentStatus, ...] = ()
     version: int = PLAN_FORMAT_VERSION
     meta: dict[str, Any] = field(default_factory=dict)
+    #: What the user should know that is no action: code with uncommitted changes, code not
+    #: committed, runs kept under an older identity. Shown by every renderer.
+    warnings: tuple[str, ...] = ()
 
     def count(self, kind: ActionKind) -> int:
         return sum(1 for a in self.actions if a.kind == kind)

@@ -12,8 +12,14 @@ How one desired run (one experiment and seed) is decided, DESIGN.md decision 3:
    and not retried).
 2. Else a live record of the same experiment and seed has another identity: ``wait`` while it is
    queued or running, ``resume`` when the one run-affecting change is a larger
-   ``trainer.max_epochs`` and it has a checkpoint, else ``replace``.
+   ``trainer.max_epochs`` and it has a checkpoint, else ``replace``. A completed record made
+   under the previous hash version (``v1``) whose ``v1`` hash is the desired run's
+   (:attr:`RunSpec.legacy_hash`) still matches its manifest: ``keep``, saying so.
 3. Else ``create``.
+
+``--replace`` (``forced``: experiment and seed pairs) turns what would be kept, updated,
+retried or resumed into ``replace`` with the reason "replace requested": a run in sync gets a
+new attempt of the same run (same name and identity), run from scratch.
 
 Live records whose experiment and seed are no longer desired are ``orphan``. Superseded and
 archived records are history: they only count for attempt numbers.
@@ -41,13 +47,16 @@ from himl_manifest.model import (
 )
 from himl_manifest.plan.model import Action, ExperimentStatus, FieldChange, Plan
 from himl_manifest.spec import (
+    HASH_VERSION,
+    LEGACY_HASH_VERSION,
     RunSpec,
     canonical_json,
+    hash_version,
     identity_view,
 )
 
 #: Version of the fingerprint's payload; bump it when what the fingerprint covers changes.
-FINGERPRINT_VERSION = 2
+FINGERPRINT_VERSION = 3
 #: ``retry.max_attempts`` when a spec does not say (the schema's default).
 DEFAULT_MAX_ATTEMPTS = 3
 #: Upstream actions a dependent run has to wait for (their checkpoint is not there yet).
@@ -55,8 +64,13 @@ _UPSTREAM_PENDING = frozenset(
     {ActionKind.CREATE, ActionKind.REPLACE, ActionKind.RESUME, ActionKind.RETRY, ActionKind.WAIT}
 )
 _MAX_EPOCHS = "trainer.max_epochs"
+#: Field-change paths under this prefix are code identities (``code.identity.myproj/``).
+CODE_IDENTITY = "code.identity."
+REPLACE_REQUESTED = "replace requested"
 
 Key = tuple[str, int]
+#: (experiment, seed, fold): one run of the manifests (fold None without cross-validation).
+RunKey = tuple[str, int, int | None]
 # --- field views and diffs -------------------------------------------------------------------
 
 
@@ -127,7 +141,7 @@ class Observed:
 
     latest: dict[str, RunRecord]  # run name -> latest live attempt
     max_attempt: dict[str, int]  # run name -> highest attempt in any state
-    by_key: dict[Key, dict[str, RunRecord]]  # (experiment, seed) -> run name -> latest live
+    by_key: dict[RunKey, dict[str, RunRecord]]  # (experiment, seed, fold) -> name -> latest live
     #: run name -> attempts that never started (they spend no ``retry.max_attempts``)
     unstarted: dict[str, int] = field(default_factory=dict)
 
@@ -147,17 +161,17 @@ class Observed:
             current = latest.get(name)
             if current is None or record.attempt > current.attempt:
                 latest[name] = record
-        by_key: dict[Key, dict[str, RunRecord]] = defaultdict(dict)
+        by_key: dict[RunKey, dict[str, RunRecord]] = defaultdict(dict)
         for name, record in latest.items():
-            by_key[(record.experiment, record.seed)][name] = record
+            by_key[(record.experiment, record.seed, record.fold)][name] = record
         return cls(latest, max_attempt, dict(by_key), dict(unstarted))
 
     def next_attempt(self, run_name: str) -> int:
         return self.max_attempt.get(run_name, 0) + 1
 
     def others(self, run: RunSpec) -> list[RunRecord]:
-        """Live runs of the same experiment and seed under another name, newest first."""
-        found = self.by_key.get((run.experiment, run.seed), {})
+        """Live runs of the same experiment, seed and fold under another name, newest first."""
+        found = self.by_key.get((run.experiment, run.seed, run.fold), {})
         others = [record for name, record in found.items() if name != run.run_name]
         return sorted(others, key=_recency, reverse=True)
 
@@ -249,7 +263,13 @@ def _existing(run: RunSpec, latest: RunRecord, observed: Observed, retry_failed:
 
 
 def _paths(changes: Sequence[FieldChange]) -> str:
-    return ", ".join(change.path for change in changes)
+    """The changed fields, by name; code identities as ``code of myproj/``."""
+    return ", ".join(
+        f"code of {change.path[len(CODE_IDENTITY) :]}"
+        if change.path.startswith(CODE_IDENTITY)
+        else change.path
+        for change in changes
+    )
 
 
 def _is_resume(changes: Sequence[FieldChange]) -> bool:
@@ -287,10 +307,92 @@ def _changed(run: RunSpec, old: RunRecord, observed: Observed) -> Action:
         resumed = replace(run, resume_from=old.run_name)
         return _base(resumed, kind=ActionKind.RESUME, reason=reason, **common)
     if resume_only:
-        reason = f"max_epochs raised but {old.run_name} has no checkpoint: a new run replaces it"
+        reason = (
+            f"max_epochs raised, but the run store records no checkpoint for {old.run_name} "
+            "(resuming needs one): a new run replaces it"
+        )
     else:
         reason = f"run-affecting fields changed ({_paths(identity)}): a new run replaces it"
+    version = hash_version(old.spec_hash)
+    if version != HASH_VERSION:
+        reason = f"{old.run_name} was recorded under identity {version or '?'}; {reason}"
     return _base(run, kind=ActionKind.REPLACE, reason=reason, **common)
+
+
+def _legacy_match(run: RunSpec, old: RunRecord) -> bool:
+    """``old`` was recorded under the previous hash version, and that version's hash of the
+    desired run is its hash: nothing the manifest says has changed since."""
+    if hash_version(old.spec_hash) != LEGACY_HASH_VERSION:
+        return False
+    return run.legacy_hash == old.spec_hash
+
+
+def _legacy_keep(run: RunSpec, old: RunRecord) -> Action | None:
+    """A completed ``v1`` run that still matches its manifest (cosmetic fields included) is
+    kept; anything else about it is decided as a change (a new run under the current
+    identity)."""
+    if not _legacy_match(run, old) or old.status != RunStatus.COMPLETED:
+        return None
+    if diff(cosmetic_view(old.spec), cosmetic_view(run.spec)):
+        return None
+    reason = (
+        f"completed and in sync as {old.run_name}, recorded under identity "
+        f"{LEGACY_HASH_VERSION} (before code was part of a run's identity): kept; "
+        f"`--replace {run.experiment}:{run.seed}` reruns it under the current identity"
+    )
+    return _base(
+        run,
+        kind=ActionKind.KEEP,
+        reason=reason,
+        previous=old.run_name,
+        attempt=old.attempt,
+        observed_status=old.status,
+    )
+
+
+def _forced(run: RunSpec, observed: Observed) -> Action:
+    """``--replace``: a new run for this experiment and seed, whatever the plan would say,
+    except while a run of it is queued or running (a run in progress is never replaced)."""
+    latest = observed.latest.get(run.run_name)
+    others = observed.others(run)
+    busy = [r for r in ([latest] if latest else []) + others if r.status in IN_PROGRESS]
+    if busy:
+        action = _decide(run, observed, retry_failed=False)
+        if action.kind == ActionKind.WAIT:
+            why = f"{REPLACE_REQUESTED}, but {action.reason}"
+            return replace(action, reason=why)
+        return action
+    fresh = replace(run, resume_from=None)
+    old = others[0] if others else None
+    if latest is not None:
+        attempt = observed.next_attempt(run.run_name)
+        reason = (
+            f"{REPLACE_REQUESTED}: attempt {attempt} of {run.run_name} runs from scratch "
+            f"(attempt {latest.attempt}, {latest.status}, stays in the store)"
+        )
+        return _base(
+            fresh,
+            kind=ActionKind.REPLACE,
+            reason=reason,
+            changes=diff(cosmetic_view(latest.spec), cosmetic_view(run.spec)),
+            previous=old.run_name if old is not None else None,
+            attempt=attempt,
+            observed_status=latest.status,
+        )
+    if old is not None:
+        identity = _identity_changes(old, run)
+        changed = "" if _legacy_match(run, old) else f" (run-affecting fields: {_paths(identity)})"
+        return _base(
+            fresh,
+            kind=ActionKind.REPLACE,
+            reason=f"{REPLACE_REQUESTED}: a new run replaces {old.run_name}{changed}",
+            changes=identity + diff(cosmetic_view(old.spec), cosmetic_view(run.spec)),
+            previous=old.run_name,
+            attempt=observed.next_attempt(run.run_name),
+            observed_status=old.status,
+        )
+    action = _decide(run, observed, retry_failed=False)
+    return replace(action, reason=f"{action.reason} ({REPLACE_REQUESTED}: nothing to replace)")
 
 
 def _finish_interrupted(action: Action, latest: RunRecord, leftover: RunRecord) -> Action:
@@ -323,21 +425,30 @@ def _decide(run: RunSpec, observed: Observed, retry_failed: bool) -> Action:
         action = _existing(run, latest, observed, retry_failed)
         return _finish_interrupted(action, latest, others[0]) if others else action
     if others:
-        return _changed(run, others[0], observed)
+        return _legacy_keep(run, others[0]) or _changed(run, others[0], observed)
     attempt = observed.next_attempt(run.run_name)
     earlier = f" (attempts 1-{attempt - 1} are archived or superseded)" if attempt > 1 else ""
-    reason = f"no run of {run.experiment} seed {run.seed} exists{earlier}"
+    fold = "" if run.fold is None else f" fold {run.fold}"
+    reason = f"no run of {run.experiment} seed {run.seed}{fold} exists{earlier}"
     return _base(run, kind=ActionKind.CREATE, reason=reason, attempt=attempt)
 
 
 def _orphans(desired: Sequence[RunSpec], observed: Observed) -> list[Action]:
-    wanted_keys = {(run.experiment, run.seed) for run in desired}
+    wanted_keys = {(run.experiment, run.seed, run.fold) for run in desired}
+    wanted_seeds = {(run.experiment, run.seed) for run in desired}
     wanted_experiments = {run.experiment for run in desired}
     actions = []
-    for (experiment, seed), records in observed.by_key.items():
-        if (experiment, seed) in wanted_keys:
+    for (experiment, seed, fold), records in observed.by_key.items():
+        if (experiment, seed, fold) in wanted_keys:
             continue
-        if experiment in wanted_experiments:
+        if (experiment, seed) in wanted_seeds:
+            reason = (
+                f"{experiment} now runs cross-validation folds: its run of seed {seed} without "
+                "folds is no longer wanted"
+                if fold is None
+                else f"fold {fold} of seed {seed} is no longer in the folds of {experiment}"
+            )
+        elif experiment in wanted_experiments:
             reason = f"seed {seed} is no longer in the seeds of {experiment}"
         else:
             reason = f"experiment {experiment} is no longer in the manifests"
@@ -457,6 +568,7 @@ def fingerprint(
     *,
     retry_failed: bool = False,
     targets: Collection[str] | None = None,
+    forced: Collection[Key] = (),
 ) -> str:
     """sha256 of what a plan is made from: a saved plan whose fingerprint no longer matches a
     fresh one is stale."""
@@ -478,6 +590,7 @@ def fingerprint(
             "fingerprint": FINGERPRINT_VERSION,
             "retry_failed": retry_failed,
             "targets": sorted(targets) if targets is not None else None,
+            "replace": sorted([experiment, seed] for experiment, seed in forced),
         }
     )
     digest = hashlib.sha256(header.encode())
@@ -516,30 +629,59 @@ def plan(
     *,
     retry_failed: bool = False,
     targets: Collection[str] | None = None,
+    forced: Collection[Key] = (),
+    warnings: Sequence[str] = (),
 ) -> Plan:
     """Desired runs (from :func:`~himl_manifest.spec.expand`) x observed records (one
     ``backend.list_runs()``) -> the actions that bring the store in line, in execution order.
 
     ``targets`` limits the plan to those experiments (and the experiments they start from);
-    ``retry_failed`` retries failed runs whatever their ``retry.on_failure`` says.
+    ``retry_failed`` retries failed runs whatever their ``retry.on_failure`` says; ``forced``
+    (experiment, seed) pairs get a new run (``--replace``); ``warnings`` (from expanding the
+    manifests) are carried on the plan, with one about runs kept under an older identity.
     """
     covered = scope(desired, targets)
     if covered is not None:
         desired = [run for run in desired if run.experiment in covered]
         observed = [record for record in observed if record.experiment in covered]
     index = Observed.index(observed)
-    actions = [_decide(run, index, retry_failed) for run in desired]
+    wanted = frozenset(forced)
+    actions = [
+        _forced(run, index)
+        if (run.experiment, run.seed) in wanted
+        else _decide(run, index, retry_failed)
+        for run in desired
+    ]
     actions += _orphans(desired, index)
     ordered = _order(_link(actions))
     return Plan(
         actions=ordered,
-        fingerprint=fingerprint(desired, observed, retry_failed=retry_failed, targets=targets),
+        fingerprint=fingerprint(
+            desired, observed, retry_failed=retry_failed, targets=targets, forced=wanted
+        ),
         experiments=experiment_statuses(ordered),
         meta={
             "retry_failed": retry_failed,
             "targets": sorted(targets) if targets is not None else None,
         },
+        warnings=(*warnings, *_legacy_warning(ordered)),
     )
+
+
+def _legacy_warning(actions: Sequence[Action]) -> list[str]:
+    kept = [
+        a
+        for a in actions
+        if a.kind == ActionKind.KEEP and a.previous is not None and a.previous != a.run_name
+    ]
+    if not kept:
+        return []
+    noun = "run was" if len(kept) == 1 else "runs were"
+    return [
+        f"{len(kept)} {noun} recorded under identity {LEGACY_HASH_VERSION}, before a run's "
+        "identity covered its code and its conda file's meaning: kept while their manifests "
+        "match them; `himl apply --replace EXPERIMENT` reruns them under the current identity"
+    ]
 
 
 __all__ = [

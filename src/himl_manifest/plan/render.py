@@ -11,8 +11,10 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from himl_manifest.code_identity import short
 from himl_manifest.model import ActionKind, Health, RunStatus
 from himl_manifest.plan.model import SYMBOLS, Action, ExperimentStatus, FieldChange, Plan
+from himl_manifest.plan.planner import CODE_IDENTITY
 from himl_manifest.plan.serialize import plan_document
 
 #: The hidden first line of the Markdown rendering: a workflow finds its earlier comment by it.
@@ -57,7 +59,18 @@ def format_value(value: Any, limit: int = _MAX_VALUE) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def code_change(change: FieldChange) -> str | None:
+    """``code changed: myproj/ (abc1234 → def5678)`` for a change of a code identity."""
+    if not change.path.startswith(CODE_IDENTITY):
+        return None
+    old, new = (v if isinstance(v, str) else None for v in (change.old, change.new))
+    return f"code changed: {change.path[len(CODE_IDENTITY) :]} ({short(old)} → {short(new)})"
+
+
 def format_change(change: FieldChange) -> str:
+    code = code_change(change)
+    if code is not None:
+        return code
     return f"{change.path}: {format_value(change.old)} → {format_value(change.new)}"
 
 
@@ -111,6 +124,10 @@ def render_text(plan: Plan, color: bool = False) -> str:
             symbol = paint(f"{SYMBOLS[ActionKind.KEEP]:<3}", ActionKind.KEEP)
             lines.append(f"  {symbol} {unchanged} {noun} unchanged")
         lines.append("")
+    for warning in plan.warnings:
+        lines.append(f"Warning: {warning}")
+    if plan.warnings:
+        lines.append("")
     lines.append(summary_line(plan))
     return "\n".join(lines)
 
@@ -140,11 +157,19 @@ def _code(text: str) -> str:
     return f"<code>{_cell(text)}</code>"
 
 
+def _markdown_change(change: FieldChange) -> str:
+    code = code_change(change)
+    if code is not None:
+        return _cell(code)
+    old, new = format_value(change.old, 60), format_value(change.new, 60)
+    return f"{_code(change.path)}: {_code(old)} → {_code(new)}"
+
+
 def _markdown_row(action: Action) -> str:
-    changes = "<br>".join(
-        f"{_code(c.path)}: {_code(format_value(c.old, 60))} → {_code(format_value(c.new, 60))}"
-        for c in action.changes
-    )
+    changes = "<br>".join(_markdown_change(c) for c in action.changes)
+    why = _cell(action.reason)
+    if action.depends_on:
+        why += "<br>after " + ", ".join(_code(name) for name in action.depends_on)
     cells = [
         _code(SYMBOLS[action.kind]),
         action.kind,
@@ -152,7 +177,7 @@ def _markdown_row(action: Action) -> str:
         str(action.seed),
         _code(action.run_name),
         changes,
-        _cell(action.reason),
+        why,
     ]
     return "| " + " | ".join(cells) + " |"
 
@@ -182,6 +207,8 @@ def render_markdown(plan: Plan, color: bool = False) -> str:
         ]
         lines += [_markdown_row(action) for action in shown]
         lines.append("")
+    for warning in plan.warnings:
+        lines += [f"> **Warning:** {_cell(warning)}", ""]
     if plan.experiments:
         lines += ["<details><summary>Experiments</summary>", ""]
         lines += _markdown_experiments(plan.experiments)

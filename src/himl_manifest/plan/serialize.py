@@ -79,6 +79,7 @@ def plan_document(plan: Plan, *, include_runs: bool) -> dict[str, Any]:
             for status in plan.experiments
         ],
         "actions": [action_to_dict(a, include_run=include_runs) for a in plan.actions],
+        "warnings": list(plan.warnings),
     }
 
 
@@ -103,7 +104,7 @@ def verify_run(run: RunSpec, where: str) -> None:
             f"{where}: run {run.run_name}: its spec does not match its spec hash (edited after "
             "`himl plan -o`?): refused; change the manifests and plan again"
         )
-    name = run_name(run.experiment, run.seed, derived)
+    name = run_name(run.experiment, run.seed, derived, run.fold)
     if name != run.run_name:
         raise ConfigError(
             f"{where}: run name {run.run_name!r} is not the name its spec gives ({name!r}): "
@@ -157,6 +158,7 @@ def plan_from_json(text: str) -> Plan:
             experiments=experiments,
             version=version,
             meta=dict(document.get("meta") or {}),
+            warnings=tuple(str(w) for w in document.get("warnings") or ()),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"saved plan is missing or has a bad field: {exc!r}") from exc

@@ -56,10 +56,22 @@ _RUNNER_FLAGS: list[tuple[str, Any, Any, str, tuple[str, ...] | None]] = [
     ("num_nodes", int, 1, "Number of machines.", None),
     ("tracking_uri", str, None, "Run store (default: mlflow.db in the project; none: off).", None),
     ("output_dir", Path, None, "Run folder (default: outputs/<timestamp>_<model>).", None),
-    ("jobs", int, None, "Seeds run at once with --different_seeds (default: CPUs).", None),
+    (
+        "jobs",
+        int,
+        None,
+        "Seeds (--different_seeds) or folds (--crossval_count) run at once (default: CPUs).",
+        None,
+    ),
     ("log_level", str, None, "Runner log level.", None),
     ("debug_ddp", str, None, "torch.distributed debug level.", None),
-    ("cluster", str, "", "Azure ML cluster to submit the run to (one job per seed).", None),
+    (
+        "cluster",
+        str,
+        "",
+        "Azure ML cluster to submit the run to (one job per seed and fold).",
+        None,
+    ),
     ("conda_env", str, None, "Conda environment file (Azure ML).", None),
     ("docker_shm_size", str, None, "Shared memory of the job (Azure ML).", None),
     ("wait_for_completion", bool, False, "Wait for the job to finish (Azure ML).", None),
@@ -84,15 +96,18 @@ class _Parser(argparse.ArgumentParser):
         raise click.exceptions.Exit(status)
 
 
-def _converter(tp: Any, name: str, check: Any = None) -> Any:
-    """Text -> a value of ``tp`` (then ``check(value)``: a trainer option's words)."""
+def _converter(tp: Any, name: str, check: Any = None, context: str = "") -> Any:
+    """Text -> a value of ``tp`` (then ``check(value)``: a trainer option's words). ``context``
+    (``BlobsClassifier.hidden_size``) ends the message of a bad value:
+    ``argument --hidden_size: 'big' is not an int (BlobsClassifier.hidden_size)``."""
 
     def convert(text: str) -> Any:
         try:
             value = coerce(text, tp)
             return check(value) if check is not None else value
         except (TypeError, ValueError) as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from exc
+            where = f" ({context})" if context else ""
+            raise argparse.ArgumentTypeError(f"{exc}{where}") from exc
 
     convert.__name__ = name
     return convert
@@ -127,10 +142,17 @@ def _add(group: Any, name: str, dest: str, help_text: str, **kwargs: Any) -> Non
 
 
 def _add_flag(
-    group: Any, name: str, tp: Any, dest: str, help_text: str, check: Any = None, **extra: Any
+    group: Any,
+    name: str,
+    tp: Any,
+    dest: str,
+    help_text: str,
+    check: Any = None,
+    context: str = "",
+    **extra: Any,
 ) -> None:
     if is_bool(tp):
-        bool_type = _converter(bool, "bool")
+        bool_type = _converter(bool, "bool", context=context)
         _add(
             group,
             name,
@@ -153,7 +175,7 @@ def _add_flag(
             default=extra.get("default"),
         )
         return
-    convert = _converter(tp, label(tp), check)
+    convert = _converter(tp, label(tp), check, context)
     _add(group, name, dest, help_text, type=convert, metavar=_metavar(tp), **extra)
 
 
@@ -225,6 +247,7 @@ def build_parser(container: object | None) -> _Parser:
             _FIELD + field.name,
             text,
             check=_trainer_check(field.name),
+            context=f"{type(container).__name__}.{field.name}",
             default=argparse.SUPPRESS,
         )
     return parser
@@ -249,10 +272,15 @@ def _model_in(argv: Sequence[str]) -> tuple[str | None, str | None]:
 
 
 def _template(model: str, variant: str | None) -> object:
+    from himl_manifest.errors import LookupFailed
     from himl_manifest.runner.container import instantiate
-    from himl_manifest.runner.lookup import find_container
+    from himl_manifest.runner.lookup import NotFound, find_container
 
-    return instantiate(find_container(model), variant)
+    try:
+        found = find_container(model)
+    except NotFound as exc:  # suggest the project's class as the flag to type
+        raise LookupFailed(exc.suggest(lambda qualified: f"--model={qualified}")) from exc
+    return instantiate(found, variant)
 
 
 def _reject_unknown(parser: _Parser, unknown: list[str]) -> None:
@@ -346,6 +374,9 @@ def _report(results: list[Any]) -> int:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def runner_command(args: tuple[str, ...]) -> int:
     """Train, resume or evaluate a LightningContainer (see --help)."""
+    from himl_manifest.extras import require_train
+
+    require_train()
     settings = parse_args(args)
     if settings is None:
         return 0

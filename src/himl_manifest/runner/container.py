@@ -136,8 +136,10 @@ class LightningContainer:
     resume_training: Annotated[bool, "Continue training from src_checkpoint (full state)."] = False
     run_inference_only: Annotated[bool, "No training: validate and test src_checkpoint."] = False
     different_seeds: Annotated[int, "Run seeds 0..N-1, each its own run (0: off)."] = 0
-    crossval_count: Annotated[int, "Number of cross-validation folds (0: off)."] = 0
-    crossval_index: Annotated[int, "Which cross-validation fold this run trains."] = 0
+    crossval_count: Annotated[
+        int, "Number of cross-validation folds (0: off); alone, runs every fold."
+    ] = 0
+    crossval_index: Annotated[int, "Which cross-validation fold this run trains (0..count-1)."] = 0
 
     # Datasets. (Mutable defaults are copied per instance in __init__.)
     azure_datasets: Annotated[list[str], "Azure ML data assets the container reads."] = []  # noqa: RUF012
@@ -199,15 +201,27 @@ class LightningContainer:
             raise ConfigError(f"max_epochs must be >= 0, not {self.max_epochs}")
         if self.different_seeds < 0:
             raise ConfigError(f"different_seeds must be >= 0, not {self.different_seeds}")
-        if self.crossval_count < 0 or (
-            self.crossval_count > 1 and not 0 <= self.crossval_index < self.crossval_count
-        ):
+        if self.crossval_count < 0 or self.crossval_count == 1:
+            raise ConfigError(
+                f"crossval_count must be 0 (no cross-validation) or at least 2 folds, not "
+                f"{self.crossval_count}"
+            )
+        if self.crossval_count == 0 and self.crossval_index != 0:
+            raise ConfigError(
+                f"crossval_index={self.crossval_index} needs crossval_count, the number of folds "
+                "(at least 2)"
+            )
+        if self.crossval_count > 1 and not 0 <= self.crossval_index < self.crossval_count:
             raise ConfigError(
                 f"crossval_index={self.crossval_index} must be in 0..crossval_count-1 "
                 f"(crossval_count={self.crossval_count})"
             )
         if self.different_seeds > 0 and self.crossval_count > 1:
-            raise ConfigError("different_seeds and crossval_count cannot be combined in one run")
+            raise ConfigError(
+                "different_seeds and crossval_count cannot be combined in one command (as in "
+                "the reference runner): list seeds and crossval.folds in a manifest, which runs "
+                "every (seed, fold)"
+            )
         if self.resume_training and self.run_inference_only:
             raise ConfigError("resume_training and run_inference_only exclude each other")
         if self.dataset_mountpoints and len(self.dataset_mountpoints) != len(self.azure_datasets):
@@ -226,6 +240,19 @@ class LightningContainer:
             raise ConfigError("; ".join(problems))
 
     # --- conveniences ----------------------------------------------------------------------------
+
+    @property
+    def is_crossvalidation_enabled(self) -> bool:
+        """Whether this run trains one fold of a cross-validation (``crossval_count`` > 1)."""
+        return self.crossval_count > 1
+
+    def get_effective_random_seed(self) -> int:
+        """The seed the run is seeded with: :attr:`random_seed`, and with cross-validation
+        ``random_seed + crossval_index + 1`` (the reference's rule: each fold starts from its
+        own random state, and fold 0 from another than the run without folds)."""
+        if self.is_crossvalidation_enabled:
+            return self.random_seed + self.crossval_index + 1
+        return self.random_seed
 
     @property
     def local_dataset(self) -> Path | None:

@@ -1,7 +1,8 @@
 """The one code path of every run: `himl-runner` flags and `himl run` specs both end here.
 
 :func:`execute` builds the container (lookup, ``__init__``, model variant, overrides), then
-either starts one child process per seed (``--different_seeds``) or runs once:
+either starts one child process per seed (``--different_seeds``) or per cross-validation fold
+(``--crossval_count`` without ``--crossval_index``), or runs once:
 
 1. choose the checkpoint (a restarted run's own newest checkpoint wins over ``src_checkpoint``)
    and check it fits the mode (resume: ``max_epochs`` above the checkpoint's epochs) - before
@@ -27,7 +28,10 @@ from himl_manifest.backends.protocol import (
     LOG_FILE,
     TAG_CONTAINER,
     TAG_MODE,
+    TAG_PARENT_RUN,
     TAG_RUN_NAME,
+    display_name,
+    one_off_run_name,
 )
 from himl_manifest.errors import (
     CheckpointError,
@@ -86,17 +90,24 @@ def execute(settings: RunSettings) -> list[RunResult]:
         from himl_manifest.runner.seeds import run_seeds
 
         return run_seeds(settings, container)
+    if runs_every_fold(settings, container):
+        from himl_manifest.runner.seeds import run_folds
+
+        return run_folds(settings, container)
     return [run_once(settings, container)]
+
+
+def runs_every_fold(settings: RunSettings, container: LightningContainer) -> bool:
+    """``--crossval_count=K`` without ``--crossval_index``: every fold, each its own run (a
+    run spec always names its fold)."""
+    return container.crossval_count > 1 and "crossval_index" not in settings.overrides
 
 
 def _check_available(settings: RunSettings, container: LightningContainer) -> None:
     if container.different_seeds > 0 and not settings.argv:
         raise ConfigError("different_seeds works on the command line; list seeds in a manifest")
-    if container.crossval_count > 1 or container.crossval_index != 0:
-        raise ConfigError(
-            "cross-validation is not available yet: --crossval_count/--crossval_index would "
-            "train every fold on the same data with the same seed; run without them"
-        )
+    if runs_every_fold(settings, container) and not settings.argv and not settings.cluster:
+        raise ConfigError("crossval_count alone works on the command line; a run names its fold")
     if settings.num_nodes > 1 and not settings.cluster and not _in_cluster():
         raise ConfigError(
             f"num_nodes={settings.num_nodes} needs a cluster (it would wait for machines that "
@@ -261,7 +272,9 @@ def run_once(settings: RunSettings, container: LightningContainer) -> RunResult:
         try:
             if rank0:
                 _write_records(settings, container, mode, choice, folders.outputs)
-                tracker = _start_tracking(settings, container, mode, folders.outputs, uri, vm_uri)
+                tracker = _start_tracking(
+                    settings, container, mode, folders.outputs, uri, vm_uri, choice
+                )
             metrics = _run_in_folder(settings, container, mode, choice, folders, tracker)
         except BaseException as exc:
             logger.exception("run failed: %s", exc)
@@ -315,6 +328,19 @@ def _write_records(
     outputs.write_run_spec(folder, {**settings.source, "resolved": resolved})
 
 
+def run_display_name(settings: RunSettings, container: LightningContainer) -> str:
+    """The display name of a run the runner creates, by the one rule of
+    :func:`~himl_manifest.backends.protocol.display_name`: ``--tag`` (a spec's display name),
+    else the run name (a one-off run's: ``<experiment>-s<seed>``, and ``-f<fold>`` after it
+    for a cross-validation fold)."""
+    run_name = settings.run_name
+    if not run_name:
+        run_name = one_off_run_name(container.effective_experiment, container.random_seed)
+        if container.is_crossvalidation_enabled:
+            run_name += f"-f{container.crossval_index}"
+    return display_name(run_name, container.tag or None)
+
+
 def _start_tracking(
     settings: RunSettings,
     container: LightningContainer,
@@ -322,8 +348,11 @@ def _start_tracking(
     folder: Path,
     uri: str | None,
     vm_uri: str | None = None,
+    choice: CheckpointChoice | None = None,
 ) -> tracking.Tracker:
+    command = f"himl-runner --model={settings.model}"
     tags = {
+        **tracking.run_source_tags(settings.source, command),
         TAG_CONTAINER: f"{type(container).__module__}.{type(container).__qualname__}",
         TAG_MODE: mode,
         **settings.tags,
@@ -331,10 +360,14 @@ def _start_tracking(
     }
     if settings.run_name:
         tags[TAG_RUN_NAME] = settings.run_name
+    if choice is not None and choice.use == RESUME and not choice.recovered:
+        continued = tracking.checkpoint_run(choice.path)  # resumed from another run's checkpoint
+        if continued is not None:
+            tags[TAG_PARENT_RUN] = continued
     return tracking.start(
         uri,
         experiment=container.effective_experiment,
-        name=container.tag or settings.run_name or type(container).__name__,
+        name=run_display_name(settings, container),
         params=field_values(container),
         tags=tags,
         output_dir=folder,

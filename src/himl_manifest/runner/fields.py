@@ -116,7 +116,16 @@ def parse_bool(text: str) -> bool:
         return True
     if lowered in _FALSE:
         return False
-    raise ValueError(f"expected true/false/yes/no/1/0, not {text!r}")
+    raise ValueError(f"{text!r} is not a bool: use true/false, yes/no or 1/0")
+
+
+def _a(label: str) -> str:
+    """``an int``, ``a float``: a type label with its article."""
+    return f"{'an' if label[:1].lower() in 'aeiou' else 'a'} {label}"
+
+
+def _not_a(value: Any, tp: Any) -> ValueError:
+    return ValueError(f"{value!r} is not {_a(type_label(tp))}")
 
 
 def _coerce_union(value: Any, members: tuple[Any, ...]) -> Any:
@@ -136,7 +145,7 @@ def _coerce_union(value: Any, members: tuple[Any, ...]) -> Any:
             return coerce(value, member)
         except (ValueError, TypeError) as exc:
             errors.append(str(exc))
-    raise ValueError(f"{value!r} is not a {' | '.join(type_label(m) for m in members)}")
+    raise ValueError(f"{value!r} is not {_a(' | '.join(type_label(m) for m in members))}")
 
 
 def _coerce_list(value: Any, tp: Any) -> list[Any]:
@@ -147,7 +156,7 @@ def _coerce_list(value: Any, tp: Any) -> list[Any]:
     elif isinstance(value, (list, tuple)):
         items = list(value)
     else:
-        raise TypeError(f"expected a list, not {value!r}")
+        raise _not_a(value, tp)
     return [coerce(v, item) for v in items]
 
 
@@ -170,39 +179,45 @@ def _coerce_scalar(value: Any, tp: Any) -> Any:
             return parse_bool(value)
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
-        raise TypeError(f"expected true or false, not {value!r}")
+        raise _not_a(value, tp)
     if tp is int:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise TypeError(f"expected an integer, not {value!r}")
+            raise _not_a(value, tp)
         if isinstance(value, (int, float)):
             return int(value)
         if isinstance(value, str):
-            return int(value.strip())
-        raise TypeError(f"expected an integer, not {value!r}")
+            try:
+                return int(value.strip())
+            except ValueError:
+                raise _not_a(value, tp) from None
+        raise _not_a(value, tp)
     if tp is float:
         if isinstance(value, bool):
-            raise TypeError(f"expected a number, not {value!r}")
+            raise _not_a(value, tp)
         if isinstance(value, (int, float)):
             return float(value)
         if isinstance(value, str):
-            return float(value.strip())
-        raise TypeError(f"expected a number, not {value!r}")
+            try:
+                return float(value.strip())
+            except ValueError:
+                raise _not_a(value, tp) from None
+        raise _not_a(value, tp)
     if tp is str:
         if isinstance(value, str):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-        raise TypeError(f"expected a string, not {value!r}")
+        raise _not_a(value, tp)
     if tp is Path:
         if isinstance(value, (str, Path)):
             return Path(value)
-        raise TypeError(f"expected a path, not {value!r}")
+        raise _not_a(value, tp)
     if isinstance(value, tp):
         return value
     try:
         return tp(value)
     except Exception as exc:
-        raise TypeError(f"cannot make a {type_label(tp)} of {value!r}: {exc}") from exc
+        raise ValueError(f"{value!r} is not {_a(type_label(tp))}: {exc}") from exc
 
 
 def coerce(value: Any, tp: Any) -> Any:
@@ -222,24 +237,41 @@ def coerce(value: Any, tp: Any) -> Any:
     if tp is type(None):
         if value is None or (isinstance(value, str) and value.lower() in _NONE):
             return None
-        raise ValueError(f"expected none, not {value!r}")
+        raise _not_a(value, tp)
     return _coerce_scalar(value, tp)
+
+
+def field_value(field: Field, value: Any, container: str) -> Any:
+    """``value`` (text from a flag, or JSON data) for ``field`` of class ``container``: the one
+    conversion rule of flags, manifest params and ``himl validate --check-imports``. A value of
+    the wrong type is a ValueError naming the field: ``'big' is not an int
+    (BlobsClassifier.hidden_size)``."""
+    try:
+        return coerce(value, field.type)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{exc} ({container}.{field.name})") from exc
+
+
+def unknown_field(name: str, fields: Mapping[str, Field], container: str) -> str:
+    """``BlobsClassifier has no field 'learning_rat' (did you mean 'learning_rate'?)``."""
+    hint = f" ({close})" if (close := did_you_mean(name, fields)) else ""
+    return f"{container} has no field {name!r}{hint}"
 
 
 def apply_overrides(container: object, overrides: Mapping[str, Any], *, source: str) -> None:
     """Set fields of ``container`` from ``overrides`` (text or JSON values), all checked first."""
     fields = container_fields(container)
+    owner = type(container).__name__
     values: dict[str, Any] = {}
     problems = []
     for name, raw in overrides.items():
         field = fields.get(name)
         if field is None:
-            hint = f" ({close})" if (close := did_you_mean(name, fields)) else ""
-            problems.append(f"{source}: {type(container).__name__} has no field {name!r}{hint}")
+            problems.append(f"{source}: {unknown_field(name, fields, owner)}")
             continue
         try:
-            values[name] = coerce(raw, field.type)
-        except (ValueError, TypeError) as exc:
+            values[name] = field_value(field, raw, owner)
+        except ValueError as exc:
             problems.append(f"{source}: {name}: {exc}")
     if problems:
         raise ConfigError("\n".join(problems))

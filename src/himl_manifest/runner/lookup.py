@@ -1,6 +1,9 @@
 """Find a LightningContainer class by name, as `himl-runner --model=...` and manifests name it.
 
-- ``Name``: search every module of the default configs package, :data:`DEFAULT_NAMESPACE`.
+- ``Name``: search every module of the default configs package, :data:`DEFAULT_NAMESPACE`;
+  when it is not there, the project's own packages are searched statically (their sources
+  read, not imported) and a class of that name found there is suggested in full
+  (:class:`NotFound`): the name itself still means the default package, as in hi-ml.
 - ``pkg.Name``: search every module under package ``pkg``, recursively.
 - ``pkg.module.Name``: search that module only (or, when it is a package, everything under it).
 
@@ -24,19 +27,44 @@ import pkgutil
 import re
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
 from himl_manifest.diagnostics import close_matches
 from himl_manifest.errors import LookupFailed
+from himl_manifest.manifest.container_source import DEFAULT_NAMESPACE, find_class_definitions
+from himl_manifest.paths import project_root
 from himl_manifest.runner.container import LightningContainer
 
-DEFAULT_NAMESPACE = "himl_manifest.configs"
+__all__ = ["DEFAULT_NAMESPACE", "NotFound", "ensure_importable", "find_container"]
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _CLASS_DEF = re.compile(r"^[ \t]*class[ \t]+([A-Za-z_][A-Za-z0-9_]*)", re.MULTILINE)
 
 logger = logging.getLogger(__name__)
+
+
+class NotFound(LookupFailed):
+    """No class of that name where the name says; ``elsewhere`` lists the containers of that
+    class name the project's own packages define (``myproj.models.BlobsClassifier``), so that
+    each front end can suggest one in its own spelling (``--model=...``, ``container: ...``)."""
+
+    def __init__(self, message: str, name: str, elsewhere: list[str]) -> None:
+        self.base_message = message
+        self.name = name
+        self.elsewhere = elsewhere
+        super().__init__(self.suggest(lambda qualified: repr(qualified)))
+
+    def suggest(self, spell: Callable[[str], str]) -> str:
+        """The message, with ``did you mean <spell(candidate)>?`` for the project's classes."""
+        if not self.elsewhere:
+            return self.base_message
+        choices = " or ".join(spell(c) for c in self.elsewhere)
+        return (
+            f"{self.base_message} Did you mean {choices}? (the project defines it; a bare name "
+            f"is searched in {DEFAULT_NAMESPACE!r} only)"
+        )
 
 
 @dataclass
@@ -163,9 +191,13 @@ def _verdict(search: _Search, namespace: str, full_name: str) -> type[LightningC
             raise LookupFailed(f"cannot look for {full_name!r}: {errors}")
         logger.warning("while looking for %s: %s", full_name, errors)
     if not search.found:
+        message = f"no class {name!r} found in {namespace!r} or its modules."
+        elsewhere = _in_project(name) if full_name == name else []
+        if elsewhere:
+            raise NotFound(message, full_name, elsewhere)
         close = close_matches(name, sorted(search.defined), n=3)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise LookupFailed(f"no class {name!r} found in {namespace!r} or its modules.{hint}")
+        raise NotFound(message + hint, full_name, [])
     module, found = next(iter(search.found.items()))
     if not issubclass(found, LightningContainer):
         bases = ", ".join(b.__name__ for b in found.__mro__[1:-1]) or "object"
@@ -174,6 +206,31 @@ def _verdict(search: _Search, namespace: str, full_name: str) -> type[LightningC
             "the runner can only run subclasses of himl_manifest.LightningContainer"
         )
     return found
+
+
+def project_roots(start: Path | None = None) -> list[Path]:
+    """Where the project's own packages live: the working directory, the project root (the
+    nearest folder above with ``.git``), and the ``src/`` folder of each."""
+    cwd = (start or Path.cwd()).resolve()
+    root = project_root(cwd)
+    return list(dict.fromkeys((cwd, root, cwd / "src", root / "src")))
+
+
+def _in_project(class_name: str) -> list[str]:
+    """``module.Class`` for each LightningContainer named ``class_name`` in the project's own
+    packages: found by reading their sources, then only the candidate modules imported (one
+    that fails to import is still a candidate: using its full name reports why)."""
+    candidates = []
+    for qualified in find_class_definitions(class_name, project_roots()):
+        module_name = qualified.rpartition(".")[0]
+        try:
+            found = vars(importlib.import_module(module_name)).get(class_name)
+        except IMPORT_FAILURES:
+            candidates.append(qualified)
+            continue
+        if inspect.isclass(found) and issubclass(found, LightningContainer):
+            candidates.append(qualified)
+    return candidates
 
 
 def find_container(name: str) -> type[LightningContainer]:

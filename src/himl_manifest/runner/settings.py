@@ -16,10 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from himl_manifest import paths
-from himl_manifest.backends.protocol import INPUT_CHECKPOINT, INPUT_DATASET_PREFIX, display_name
+from himl_manifest.backends.protocol import (
+    INPUT_CHECKPOINT,
+    INPUT_DATASET_PREFIX,
+    display_name,
+    run_experiment,
+)
 from himl_manifest.errors import ConfigError, UsageError
 from himl_manifest.model import checkpoint_source
-from himl_manifest.spec import RunSpec
+from himl_manifest.spec import CROSSVAL_COUNT, RunSpec
 
 TRAIN, INFERENCE, EVALUATION = "train", "inference", "evaluation"
 MODES = (TRAIN, INFERENCE, EVALUATION)
@@ -224,6 +229,9 @@ def _spec_overrides(
     overrides: dict[str, Any] = dict(spec.get("trainer", {}))
     overrides.update(params)
     overrides["random_seed"] = run.seed
+    if run.fold is not None:  # a fold's run: the runner seeds it with seed + fold + 1
+        overrides["crossval_count"] = int(spec.get(CROSSVAL_COUNT, 0))
+        overrides["crossval_index"] = run.fold
     overrides.update(_dataset_overrides(spec.get("datasets", []), root, mounted))
     checkpoint = spec.get("checkpoint", {})
     resolved = src_checkpoint(spec, root)
@@ -248,8 +256,7 @@ def _spec_overrides(
     if spec.get("mode") == INFERENCE:
         overrides["run_inference_only"] = True
     tracking = spec.get("tracking", {})
-    if tracking.get("experiment"):
-        overrides["experiment"] = tracking["experiment"]
+    overrides["experiment"] = run_experiment(run)  # unset: the manifest's name, not the class
     display = tracking.get("display_name")
     overrides["tag"] = display_name(run.run_name, display)
     if tracking.get("log_from_vm"):

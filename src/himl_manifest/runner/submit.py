@@ -13,6 +13,8 @@ What the flags become:
 - flags of the container's own fields: ``params``; trainer flags: ``trainer``;
 - ``--random_seed=K``: ``seeds: [K]``; ``--different_seeds=N``: ``seeds: N`` (seeds 0..N-1,
   one job each, not a sweep), each job's display name ending in ``seed <k>``;
+- ``--crossval_count=K``: ``crossval: {folds: K}`` (K jobs, one per fold, each display name
+  ending in ``fold <i>``); with ``--crossval_index=I`` only that fold (``indices: [I]``);
 - ``--cluster``, ``--num_nodes``, ``--docker_shm_size``, ``--max_run_duration``,
   ``--identity_based_auth``, ``--workspace_config_path``: ``compute``; ``--conda_env``:
   ``environment.conda_file``;
@@ -199,6 +201,11 @@ def manifest_of(settings: RunSettings, container: LightningContainer, root: Path
         "runner": {"log_level": settings.log_level, "debug_ddp": settings.debug_ddp},
         "tracking": {"experiment": container.effective_experiment},
     }
+    if container.is_crossvalidation_enabled:
+        crossval: dict[str, Any] = {"folds": container.crossval_count}
+        if "crossval_index" in settings.overrides:  # one fold; else every fold
+            crossval["indices"] = [container.crossval_index]
+        document["crossval"] = crossval
     if settings.model_variant:
         document["model_variant"] = settings.model_variant
     if params:
@@ -228,7 +235,8 @@ def manifest_of(settings: RunSettings, container: LightningContainer, root: Path
 def cluster_runs(
     settings: RunSettings, container: LightningContainer, root: Path | None = None
 ) -> list[RunSpec]:
-    """One run spec per seed of the manifest the flags stand for (as `himl apply` expands)."""
+    """One run spec per seed and fold of the manifest the flags stand for (as `himl apply`
+    expands)."""
     from himl_manifest.manifest.build import normalize
     from himl_manifest.spec import Experiment, expand
 
@@ -236,12 +244,15 @@ def cluster_runs(
     document = manifest_of(settings, container, root)
     spec = normalize(document)
     runs = expand([Experiment(name=spec["name"], spec=spec, manifest_path="", root=root)])
-    if container.different_seeds <= 0:
+    several_folds = len({run.fold for run in runs}) > 1
+    if container.different_seeds <= 0 and not several_folds:
         return runs
     base = container.tag or type(container).__name__
     named = []
     for run in runs:  # the display name is cosmetic: the spec hash does not change
-        tracking = {**run.spec.get("tracking", {}), "display_name": f"{base} seed {run.seed}"}
+        label = f"{base} seed {run.seed}" if container.different_seeds > 0 else base
+        label += f" fold {run.fold}" if several_folds else ""
+        tracking = {**run.spec.get("tracking", {}), "display_name": label}
         named.append(replace(run, spec={**run.spec, "tracking": tracking}))
     return named
 

@@ -9,8 +9,26 @@ Everything goes through the run-store protocol that apply uses too
 :mod:`himl_manifest.backends.protocol`), so a run looks the same whoever wrote it last. When
 ``MLFLOW_RUN_ID`` is set (apply pre-creates the record and passes its id) the runner logs into
 that run, creates no other and leaves its name alone. The run ends FINISHED on success; on
-failure FAILED, with the last lines of the runner log in tag ``himl.error_tail``. Either way
-the tag ``himl.checkpoints`` lists the checkpoint files of the run folder.
+failure FAILED, with the last lines of the runner log in tag ``himl.error_tail``.
+
+Checkpoints are recorded in the store, so any machine planning against it knows them: each time
+the runner writes one (``last.ckpt`` every epoch, ``best_val_loss.ckpt`` when it improves) and
+when the run ends, the tag ``himl.checkpoints`` lists the checkpoint files of the run folder
+(written only when the listing changed). When the store is not a file on this machine (an MLflow
+server: any URI but ``sqlite:`` and ``file:``), the checkpoints are also logged as MLflow
+artifacts of the run (same paths, ``checkpoints/last.ckpt``), so another machine can resume
+from them (:meth:`himl_manifest.backends.local.LocalStore.resolve_checkpoint` downloads them):
+every listed checkpoint when the run ends (finished, failed or interrupted), and ``last.ckpt``
+every :data:`CHECKPOINT_ARTIFACT_EPOCHS_ENV` epochs while it trains (default
+:data:`DEFAULT_ARTIFACT_EPOCHS`; 0: only at the end), each upload replacing the previous one;
+``himl.checkpoints.artifacts`` lists what was logged. :data:`CHECKPOINT_ARTIFACTS_ENV` says
+``on`` (a shared SQLite file, say) or ``off`` instead of ``auto``. Inside Azure ML nothing is
+uploaded: the service keeps ``outputs/``.
+
+Every run gets MLflow's own source tags (``mlflow.source.name``, ``mlflow.source.git.commit``,
+``.branch``, ``.repoURL`` without credentials): from the provenance apply stamped on a managed
+run, else from git in the project. A run resumed from another run's checkpoint gets
+``mlflow.parentRunId``: the run it continued (its metric steps continue that run's).
 
 Inside an Azure ML job (:func:`himl_manifest.paths.in_azureml`) MLflow is preconfigured by the
 service: ``MLFLOW_TRACKING_URI`` is the workspace, and the job's own run (whose id is the job
@@ -44,15 +62,19 @@ from himl_manifest import paths
 from himl_manifest.backends.protocol import (
     CHECKPOINT_DIR,
     MAX_TAG_VALUE,
+    TAG_CHECKPOINT_ARTIFACTS,
     TAG_CHECKPOINTS,
     TAG_DISPLAY_NAME,
     TAG_ERROR,
+    TAG_HOST,
     TAG_OUTPUT_DIR,
     cap,
     cap_tail,
     display_name,
+    path_in_run,
+    source_tags,
 )
-from himl_manifest.errors import StoreError
+from himl_manifest.errors import ConfigError, StoreError
 
 TRACKING_ENV = "HIML_TRACKING"
 RUN_ID_ENV = "MLFLOW_RUN_ID"
@@ -60,7 +82,19 @@ RUN_ID_ENV = "MLFLOW_RUN_ID"
 AZUREML_RUN_ID_ENV = "AZUREML_RUN_ID"
 #: The tracking URI ``--log_from_vm`` records into, when given (else the workspace's).
 LOG_FROM_VM_URI_ENV = "HIML_LOG_FROM_VM_URI"
+#: Whether checkpoints are logged as MLflow artifacts: ``auto`` (default: when the store is not
+#: a file on this machine), ``on`` or ``off``.
+CHECKPOINT_ARTIFACTS_ENV = "HIML_CHECKPOINT_ARTIFACTS"
+#: While a run trains, ``last.ckpt`` is logged as an artifact every this many epochs (0: only
+#: when the run ends).
+CHECKPOINT_ARTIFACT_EPOCHS_ENV = "HIML_CHECKPOINT_ARTIFACT_EPOCHS"
+DEFAULT_ARTIFACT_EPOCHS = 5
 _OFF = frozenset({"none", "off", "0", "false", "no"})
+_ON = frozenset({"on", "1", "true", "yes", "always"})
+#: Tracking URIs of a store that is a file on this machine (no artifacts needed to share); a
+#: file path is one too. Every other URI (``http(s)://``, ``databricks``, ...) is shared.
+_FILE_SCHEMES = ("sqlite:", "file:")
+_LAST = str(path_in_run(""))
 logger = logging.getLogger(__name__)
 
 
@@ -70,6 +104,12 @@ class Tracker(Protocol):
     def log_metrics(self, entries: Sequence[tuple[Mapping[str, float], int]]) -> None: ...
 
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
+
+    def checkpoint_saved(self, path: Path) -> None:
+        """Called after each checkpoint file of the run folder is written (atomically)."""
+
+    def record_checkpoints(self, folder: Path) -> None:
+        """Called when the run ends (finished, failed or interrupted)."""
 
     def finish(self, status: str, error_tail: str = "") -> None: ...
 
@@ -85,8 +125,46 @@ class NullTracker:
     def set_tags(self, tags: Mapping[str, str]) -> None:
         pass
 
+    def checkpoint_saved(self, path: Path) -> None:
+        pass
+
+    def record_checkpoints(self, folder: Path) -> None:
+        pass
+
     def finish(self, status: str, error_tail: str = "") -> None:
         pass
+
+
+def logs_checkpoint_artifacts(uri: str) -> bool:
+    """Whether a run recorded in ``uri`` logs its checkpoints as MLflow artifacts: when the
+    store is not a file on this machine (:data:`CHECKPOINT_ARTIFACTS_ENV` ``auto``), never
+    inside Azure ML (the service keeps ``outputs/``), or as that variable says."""
+    chosen = os.environ.get(CHECKPOINT_ARTIFACTS_ENV, "auto").strip().lower() or "auto"
+    if chosen in _OFF:
+        return False
+    if chosen in _ON:
+        return True
+    if chosen != "auto":
+        raise ConfigError(f"{CHECKPOINT_ARTIFACTS_ENV}={chosen!r}: expected auto, on or off")
+    local = uri.startswith(_FILE_SCHEMES) or uri.startswith(("/", ".", "~"))  # or a path
+    return not local and not paths.in_azureml()
+
+
+def artifact_epochs() -> int:
+    """Every how many epochs ``last.ckpt`` is logged as an artifact while a run trains."""
+    text = os.environ.get(CHECKPOINT_ARTIFACT_EPOCHS_ENV, "").strip()
+    if not text:
+        return DEFAULT_ARTIFACT_EPOCHS
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ConfigError(
+            f"{CHECKPOINT_ARTIFACT_EPOCHS_ENV}={text!r}: expected a number of epochs (0: only "
+            "when the run ends)"
+        )
+    return value
 
 
 def resolved_uri(explicit: str | None) -> str | None:
@@ -141,12 +219,29 @@ def _store(uri: str) -> Any:
 
 
 class MlflowTracker:
-    """One run of the store: the one apply created (``MLFLOW_RUN_ID``), else a new one."""
+    """One run of the store: the one apply created (``MLFLOW_RUN_ID``), else a new one.
+
+    ``artifacts``: log the run's checkpoints as MLflow artifacts (None: as
+    :func:`logs_checkpoint_artifacts` says for ``uri``)."""
 
     def __init__(
-        self, uri: str, experiment: str, name: str, *, reuse_existing: bool = True
+        self,
+        uri: str,
+        experiment: str,
+        name: str,
+        *,
+        reuse_existing: bool = True,
+        artifacts: bool | None = None,
     ) -> None:
         self.uri = uri
+        self.artifacts = logs_checkpoint_artifacts(uri) if artifacts is None else artifacts
+        self.every = artifact_epochs() if self.artifacts else 0
+        #: The run folder (set when recording starts), the last listing recorded, how many
+        #: times last.ckpt was saved, and what was last logged of each file (mtime, size).
+        self.folder: Path | None = None
+        self._listing: str | None = None
+        self._last_saves = 0
+        self._logged: dict[str, tuple[int, int]] = {}
         existing = existing_run_id() if reuse_existing else None
         #: Inside Azure ML the service owns the job's status: never marked or ended here.
         self.owns_status = not paths.in_azureml()
@@ -182,6 +277,55 @@ class MlflowTracker:
         if tags and self.run_id is not None:
             self.store.set_tags(self.run_id, tags)
 
+    def checkpoint_saved(self, path: Path) -> None:
+        """A checkpoint was written: record the folder's listing when it changed; log
+        ``last.ckpt`` as an artifact every :attr:`every` saves of it (epochs). A store that
+        fails here is a warning, not the end of training: the run's end records them again."""
+        if self.run_id is None or self.folder is None:
+            return
+        try:
+            self._record_listing(self.folder)
+            if self.every and path.name == Path(_LAST).name:
+                self._last_saves += 1
+                if self._last_saves % self.every == 0:
+                    self._log_checkpoints(self.folder, [_LAST])
+        except StoreError as exc:  # training goes on; the end of the run records them again
+            logger.warning("could not record checkpoint %s in %s: %s", path.name, self.uri, exc)
+
+    def record_checkpoints(self, folder: Path) -> None:
+        """The run ends: record the listing; log every listed checkpoint as an artifact (those
+        not logged since they last changed)."""
+        if self.run_id is None:
+            return
+        listing = self._record_listing(folder)
+        if self.artifacts:
+            self._log_checkpoints(folder, [name for name in listing.split(",") if name])
+
+    def _record_listing(self, folder: Path) -> str:
+        listing = checkpoint_listing(folder)
+        if listing != self._listing:
+            self.set_tags({TAG_CHECKPOINTS: listing})
+            self._listing = listing
+        return listing
+
+    def _log_checkpoints(self, folder: Path, names: Sequence[str]) -> None:
+        logged = False
+        for name in names:
+            local = folder / name
+            try:
+                found = local.stat()
+            except FileNotFoundError:
+                continue
+            version = (found.st_mtime_ns, found.st_size)
+            if self._logged.get(name) == version:
+                continue
+            assert self.run_id is not None
+            self.store.log_artifact(self.run_id, local, str(Path(name).parent.as_posix()))
+            self._logged[name] = version
+            logged = True
+        if logged:
+            self.set_tags({TAG_CHECKPOINT_ARTIFACTS: cap(",".join(sorted(self._logged)))})
+
     def finish(self, status: str, error_tail: str = "") -> None:
         if self.run_id is None:
             return
@@ -215,6 +359,12 @@ class TeeTracker:
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self._each("set_tags", tags)
+
+    def checkpoint_saved(self, path: Path) -> None:
+        self._each("checkpoint_saved", path)
+
+    def record_checkpoints(self, folder: Path) -> None:
+        self._each("record_checkpoints", folder)
 
     def finish(self, status: str, error_tail: str = "") -> None:
         self._each("finish", status, error_tail)
@@ -259,9 +409,61 @@ def log_from_vm_uri(root: Path | None = None, config: str | Path | None = None) 
 
 
 def record_checkpoints(tracker: Tracker, folder: Path) -> None:
-    """Tag the run with the checkpoint files of its folder (``himl.checkpoints``): how a store
-    that cannot see the files (Azure ML) knows which a run has."""
-    tracker.set_tags({TAG_CHECKPOINTS: checkpoint_listing(folder)})
+    """When the run ends: tag it with the checkpoint files of its folder (``himl.checkpoints``),
+    how a store that cannot see the files knows which a run has; and log them as artifacts
+    where the tracker does (see the module's docstring)."""
+    tracker.record_checkpoints(folder)
+
+
+def git_facts(root: Path) -> dict[str, str | None]:
+    """What git says about ``root`` (``git`` itself, no GitPython: the runner stays light):
+    HEAD commit, branch (None when detached) and the remote URL (``origin``, else the first
+    remote), each None when git cannot say (no repository, no git)."""
+    import subprocess
+
+    def ask(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(root), *args],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        answer = done.stdout.strip()
+        return answer if done.returncode == 0 and answer else None
+
+    commit = ask("rev-parse", "--verify", "-q", "HEAD")
+    if commit is None:
+        return {"head_commit": None, "branch": None, "remote_url": None}
+    branch = ask("symbolic-ref", "-q", "--short", "HEAD")
+    remotes = (ask("remote") or "").split()
+    chosen = "origin" if "origin" in remotes else (remotes[0] if remotes else None)
+    remote = ask("remote", "get-url", chosen) if chosen else None
+    return {"head_commit": commit, "branch": branch, "remote_url": remote}
+
+
+def run_source_tags(
+    spec: Mapping[str, Any], command: str, root: Path | None = None
+) -> dict[str, str]:
+    """MLflow's source tags of the run: from the provenance apply stamped on a managed run's
+    spec (``spec``: the RunSpec JSON as a dict), else what git says about the project (a
+    one-off run; ``command`` names its source)."""
+    provenance = spec.get("provenance") or {}
+    if provenance:
+        facts = {key: provenance.get(key) for key in ("head_commit", "branch", "remote_url")}
+        source = str(spec.get("manifest_path") or spec.get("run_name") or command)
+    else:
+        facts = git_facts(root or paths.project_root())
+        source = command
+    return source_tags(
+        source=source,
+        commit=facts.get("head_commit"),
+        branch=facts.get("branch"),
+        remote_url=facts.get("remote_url"),
+    )
 
 
 def start(
@@ -283,7 +485,8 @@ def start(
     if uri is not None:
         trackers.append(_started(MlflowTracker(uri, experiment, name), params, tags, output_dir))
     if vm_uri is not None:
-        mirror = MlflowTracker(vm_uri, experiment, name, reuse_existing=False)
+        # the mirror is for watching the run: its checkpoints are listed, not uploaded there
+        mirror = MlflowTracker(vm_uri, experiment, name, reuse_existing=False, artifacts=False)
         trackers.append(_started(mirror, params, tags, output_dir))
     if not trackers:
         return NullTracker()
@@ -293,7 +496,10 @@ def start(
 def _started(
     tracker: MlflowTracker, params: Mapping[str, Any], tags: Mapping[str, str], output_dir: Path
 ) -> MlflowTracker:
-    tracker.set_tags({TAG_OUTPUT_DIR: str(output_dir), **tags})
+    from himl_manifest.backends.local_lock import this_host
+
+    tracker.folder = output_dir
+    tracker.set_tags({TAG_OUTPUT_DIR: str(output_dir), TAG_HOST: this_host(), **tags})
     tracker.log_params(params)
     logger.info("recording run %s in %s", tracker.run_id, tracker.uri)
     return tracker
@@ -315,12 +521,25 @@ def fail_precreated(uri: str | None, error_tail: str) -> None:
         logger.warning("could not mark run %s failed: %s", run_id, exc)
 
 
+#: Checkpoint file resolved from a run reference -> the MLflow run it belongs to (what a run
+#: resumed from it continues: ``mlflow.parentRunId``).
+_checkpoint_runs: dict[str, str] = {}
+
+
 def resolve_run_checkpoint(reference: str, uri: str | None) -> Path:
     """The checkpoint file of a run reference ``<run>[:<dir/>file.ckpt]``, resolved by the run
-    store (the same rules as apply's backend)."""
+    store (the same rules as apply's backend; downloaded when the run logged it as an artifact
+    and its folder is not on this machine)."""
     from himl_manifest.backends.local import LocalStore
     from himl_manifest.errors import CheckpointError
 
     if uri is None:
         raise CheckpointError(f"cannot resolve run reference {reference!r}: tracking is off")
-    return Path(LocalStore(uri, paths.project_root()).resolve_checkpoint(reference))
+    path, run_id = LocalStore(uri, paths.project_root()).locate_checkpoint(reference)
+    _checkpoint_runs[path] = run_id
+    return Path(path)
+
+
+def checkpoint_run(path: Path | None) -> str | None:
+    """The MLflow run id of a checkpoint file :func:`resolve_run_checkpoint` resolved, if any."""
+    return _checkpoint_runs.get(str(path)) if path is not None else None

@@ -57,7 +57,7 @@ def run_lightning(
     num_nodes: int = 1,
 ) -> dict[str, float]:
     """Train/infer/evaluate as ``mode`` says; the final metrics (Lightning's callback metrics)."""
-    seed_everything(container.random_seed)
+    seed_everything(container.get_effective_random_seed())
     model = container.create_model()
     namespace = lightning_namespace(model)
     data = container.get_eval_data_module() if mode == EVALUATION else container.get_data_module()

@@ -70,13 +70,14 @@ LAST_NAME = "last"
 METRICS_FILE = "metrics.csv"
 
 
-def _atomic_checkpoint(namespace: ModuleType) -> Any:
+def _atomic_checkpoint(namespace: ModuleType, tracker: Tracker | None = None) -> Any:
     """``ModelCheckpoint`` whose files are replaced atomically.
 
     Lightning saves through fsspec, which writes to a temporary file in the system temporary
     folder and moves it into place: across file systems that move is a copy, and a kill during
     it leaves a truncated checkpoint. Here the file is saved under a temporary name beside its
-    target, flushed to disk, then renamed over it (``os.replace``)."""
+    target, flushed to disk, then renamed over it (``os.replace``); then ``tracker`` records it
+    in the run store (:meth:`~himl_manifest.runner.tracking.Tracker.checkpoint_saved`)."""
     base = namespace.callbacks.ModelCheckpoint
 
     class AtomicCheckpoint(base):  # type: ignore[misc,valid-type]
@@ -88,20 +89,22 @@ def _atomic_checkpoint(namespace: ModuleType) -> Any:
                 with open(partial, "rb") as handle:
                     os.fsync(handle.fileno())
                 os.replace(partial, target)
+                if tracker is not None:
+                    tracker.checkpoint_saved(target)
             trainer.strategy.barrier()
             self._last_checkpoint_saved = filepath
 
     return AtomicCheckpoint
 
 
-def _last_checkpoint(namespace: ModuleType, folder: Path) -> Any:
+def _last_checkpoint(namespace: ModuleType, folder: Path, tracker: Tracker | None = None) -> Any:
     """``checkpoints/last.ckpt``, replaced at the end of every training epoch.
 
     Lightning's ``ModelCheckpoint(save_last=True, save_top_k=0)`` writes ``last.ckpt`` only
     after a top-k save of the same step, so with no top-k it wrote it once, when training ended:
     here it is written at the end of each training epoch (after its validation), always under
     the one name ``last.ckpt`` (no ``last-v1.ckpt`` beside an existing one)."""
-    base = _atomic_checkpoint(namespace)
+    base = _atomic_checkpoint(namespace, tracker)
 
     class LastEveryEpoch(base):  # type: ignore[misc,valid-type]
         def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
@@ -135,8 +138,8 @@ def keep_previous_metrics(outputs: Path) -> Path | None:
     return kept
 
 
-def _best_checkpoint(namespace: ModuleType, folder: Path) -> Any:
-    base = _atomic_checkpoint(namespace)
+def _best_checkpoint(namespace: ModuleType, folder: Path, tracker: Tracker | None = None) -> Any:
+    base = _atomic_checkpoint(namespace, tracker)
 
     class BestValLoss(base):  # type: ignore[misc,valid-type]
         """ModelCheckpoint of the lowest ``val_loss``; silent while no ``val_loss`` is logged."""
@@ -227,8 +230,8 @@ def trainer_arguments(
             kwargs[name] = value
     checkpoints = outputs / "checkpoints"
     callbacks = [
-        _last_checkpoint(namespace, checkpoints),
-        _best_checkpoint(namespace, checkpoints),
+        _last_checkpoint(namespace, checkpoints, tracker),
+        _best_checkpoint(namespace, checkpoints, tracker),
         *container.get_callbacks(),
     ]
     if is_rank_zero():

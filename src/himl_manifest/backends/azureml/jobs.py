@@ -39,9 +39,9 @@ from himl_manifest.backends.protocol import (
     TAG_USER_PREFIX,
     cap,
     display_name,
-    experiment_name,
     identity_facts,
     parse_run_reference,
+    run_experiment,
 )
 from himl_manifest.errors import ConfigError
 from himl_manifest.model import Lifecycle, checkpoint_source
@@ -209,9 +209,9 @@ def job_display_name(run: RunSpec) -> str:
 
 
 def job_experiment(run: RunSpec) -> str:
-    return experiment_name(
-        run.spec.get("tracking", {}).get("experiment"), str(run.spec["container"])
-    )
+    """The job's experiment: the same rule as the local store's (:func:`..protocol.run_experiment`:
+    ``tracking.experiment``, else the manifest's experiment name)."""
+    return run_experiment(run)
 
 
 def processes_per_node(spec: Mapping[str, Any]) -> int:

@@ -45,6 +45,7 @@ from himl_manifest.backends.azureml.workspace import (
 )
 from himl_manifest.backends.base import (
     Capabilities,
+    MetricHistories,
     Progress,
     ProgressCallback,
     SubmitOutcome,
@@ -76,10 +77,11 @@ from himl_manifest.backends.protocol import (
     parse_run_reference,
     path_in_run,
     status_from_azureml,
+    stored_fold,
     stored_provenance,
     stored_state,
 )
-from himl_manifest.errors import CheckpointError, StoreError
+from himl_manifest.errors import BackendUnavailable, CheckpointError, StoreError
 from himl_manifest.model import (
     Lifecycle,
     RunRecord,
@@ -304,6 +306,7 @@ def to_record(job: Any, *, archived: bool = False) -> RunRecord | None:
         run_id=job_name,
         experiment=facts.get(TAG_EXPERIMENT, ""),
         seed=seed,
+        fold=stored_fold(facts),
         spec_hash=facts[TAG_SPEC_HASH],
         status=status,
         spec_source=text,
@@ -546,6 +549,39 @@ class AzureMLBackend:
             if has:
                 return job_uri(record.run_id, inside)
         raise CheckpointError(f"checkpoint {reference!r}: run {found.run_name} has no {inside}")
+
+    # --- metrics ------------------------------------------------------------------------------
+
+    def metric_histories(self, run_ids: Collection[str]) -> MetricHistories:
+        """Through MLflow's client on the workspace's tracking URI (a job's name is its MLflow
+        run id): one request per run and metric, MLflow's REST API having no bulk history read.
+        Needs azureml-mlflow (MLflow's ``azureml://`` plugin). Not tested without a workspace."""
+        import importlib.util
+
+        from himl_manifest.backends.local_metrics import client_histories, empty
+
+        if not run_ids:
+            return empty(run_ids)
+        try:
+            plugin = importlib.util.find_spec("azureml.mlflow")
+        except ImportError:
+            plugin = None
+        if plugin is None:
+            raise BackendUnavailable(
+                "reading metric histories from Azure ML needs azureml-mlflow (MLflow's plugin "
+                "for azureml:// tracking URIs): pip install 'himl-manifest[azure]'"
+            )
+        doing = "reading metric histories"
+        name = self.workspace.workspace_name if self.workspace else self.client.workspace_name
+        with azure_errors(doing, self.workspace):
+            uri = str(getattr(self.client.workspaces.get(name), "mlflow_tracking_uri", "") or "")
+        if not uri:
+            raise StoreError(f"{doing}: {self._where()} has no MLflow tracking URI")
+        from mlflow.tracking import MlflowClient
+
+        self._count("metrics")
+        with azure_errors(doing, self.workspace):
+            return client_histories(MlflowClient(uri), run_ids)
 
     # --- the executor ------------------------------------------------------------------------
 
