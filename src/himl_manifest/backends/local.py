@@ -59,7 +59,6 @@ from himl_manifest.backends.local_store import (
     to_record,
 )
 from himl_manifest.backends.protocol import (
-    OUTPUTS_DIR,
     RUN_SPEC_FILE,
     TAG_CHECKPOINT_ARTIFACTS,
     TAG_ERROR,
@@ -72,6 +71,7 @@ from himl_manifest.backends.protocol import (
     TAG_USER_PREFIX,
     listed,
     listing_files,
+    outputs_root,
     parse_run_reference,
     plain_tags,
     recorded_checkpoints,
@@ -100,15 +100,15 @@ def absolute_uri(uri: str, root: Path) -> str:
 
 
 def earlier_run_folders(root: Path) -> list[Path]:
-    """Run folders under ``outputs/`` (each holds the run spec its job was given)."""
-    outputs = root / OUTPUTS_DIR
+    """Run folders under the outputs root (each holds the run spec its job was given)."""
+    outputs = outputs_root(root)
     if not outputs.is_dir():
         return []
     return sorted(p for p in outputs.iterdir() if (p / RUN_SPEC_FILE).is_file())
 
 
 def new_output_dir(root: Path, run_name: str) -> Path:
-    return root / OUTPUTS_DIR / run_folder_name(run_name)
+    return outputs_root(root) / run_folder_name(run_name)
 
 
 def writable_folder(folder: Path) -> None:
@@ -166,7 +166,7 @@ class LocalStore:
         folders = earlier_run_folders(self.root)
         if folders and not self.store.managed_runs(full=False):
             problems.append(
-                f"the run store {self.uri} holds no runs, but {self.root / OUTPUTS_DIR} holds "
+                f"the run store {self.uri} holds no runs, but {outputs_root(self.root)} holds "
                 f"{len(folders)} run folder(s) of earlier runs: was the store deleted or replaced?"
             )
         if problems and not confirmed:

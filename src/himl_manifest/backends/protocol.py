@@ -19,11 +19,13 @@ Standard library only.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from collections.abc import Collection, Mapping
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+from himl_manifest import paths
 from himl_manifest.errors import CheckpointError, ConfigError
 from himl_manifest.model import (
     DEFAULT_CHECKPOINT_FILE,
@@ -386,6 +388,10 @@ def status_from_azureml(word: object) -> RunStatus:
 
 #: Local run folders live under this folder of the project (inside Azure ML: ``./outputs``).
 OUTPUTS_DIR = "outputs"
+#: Environment variable that overrides the project's outputs root.
+OUTPUTS_ENV = "HIML_OUTPUTS"
+#: The project settings file, in the project root (optional).
+SETTINGS_FILE = "himl.yaml"
 CHECKPOINT_DIR = "checkpoints"
 #: The run spec handed to the job; the runner adds the resolved settings to it.
 RUN_SPEC_FILE = "run_spec.json"
@@ -401,6 +407,38 @@ INPUT_DATASET_PREFIX = "dataset_"
 #: runner does not write its lines there a second time.
 LOG_CAPTURED_ENV = "HIML_LOG_CAPTURED"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def outputs_root(root: Path | None = None) -> Path:
+    """Where local run folders go, for apply's jobs and `himl-runner` alike: ``$HIML_OUTPUTS``,
+    else ``outputs:`` in the project's ``himl.yaml``, else ``outputs/`` in the project root.
+    A relative setting is relative to the project root; ``~`` is expanded."""
+    root = (root or paths.project_root()).resolve()
+    chosen = os.environ.get(OUTPUTS_ENV) or _setting(root, "outputs") or OUTPUTS_DIR
+    path = Path(chosen).expanduser()
+    return path if path.is_absolute() else root / path
+
+
+def _setting(root: Path, key: str) -> str | None:
+    """One value of the project's ``himl.yaml`` (None when there is no such file or key)."""
+    settings = root / SETTINGS_FILE
+    if not settings.is_file():
+        return None
+    import yaml
+
+    try:
+        data = yaml.safe_load(settings.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{settings}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{settings}: expected a mapping of settings, e.g. `outputs: /data/runs`")
+    unknown = sorted(set(map(str, data)) - {"outputs"})
+    if unknown:
+        raise ConfigError(f"{settings}: unknown setting(s) {', '.join(unknown)} (known: outputs)")
+    value = data.get(key)
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise ConfigError(f"{settings}: `{key}` must be a folder path (a non-empty string)")
+    return value
 
 
 def attempt_marker(run_name: str, attempt: int) -> str:

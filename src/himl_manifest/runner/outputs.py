@@ -26,6 +26,7 @@ from himl_manifest.backends.protocol import (
     OUTPUTS_DIR,
     RUN_SPEC_FILE,
     SUMMARY_FILE,
+    outputs_root,
     run_folder_name,
 )
 
@@ -99,7 +100,7 @@ def make_run_folders(name: str, explicit: Path | None = None) -> RunFolders:
     # Started inside an outputs folder (no repository above): run folders go there, never
     # into outputs/outputs.
     inside = root.name == OUTPUTS_DIR and not (root / ".git").exists()
-    parent = root if inside else root / OUTPUTS_DIR
+    parent = root if inside else outputs_root(root)
     folder = _new_folder(parent, name)
     return RunFolders(folder, folder)
 
