@@ -8,6 +8,7 @@ so azure-ai-ml itself makes every request, and the tests read the jobs the serve
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +68,12 @@ def test_different_seeds_submit_one_job_per_seed(cluster: FakeWorkspace, project
         "--azure_datasets=panda:3,workspaceblobstore/datasets/hello",
         "--mount_in_azureml",
     )
+    before = os.environ.get("TORCH_DISTRIBUTED_DEBUG")
     results = _run(*flags)
     assert len(results) == 3 and all(r.ok for r in results)
+    # --debug_ddp reaches the jobs, and never leaks into this process: a later DDP run in it
+    # would inherit DETAIL (with which gloo DDP on CPU crashes in torch 2.13)
+    assert os.environ.get("TORCH_DISTRIBUTED_DEBUG") == before
     assert len(cluster.created) == 3  # jobs, not a sweep
     jobs = {name: _props(cluster.jobs[name]) for name in cluster.created}
     seeds = sorted(int(job["properties"]["himl.seed"]) for job in jobs.values())

@@ -70,10 +70,17 @@ def mode_of(settings: RunSettings, container: LightningContainer) -> str:
 
 
 def execute(settings: RunSettings) -> list[RunResult]:
-    """Run what ``settings`` describe; the results of every run (several for a seed sweep)."""
+    """Run what ``settings`` describe; the results of every run (several for a seed sweep).
+
+    ``--debug_ddp`` sets ``TORCH_DISTRIBUTED_DEBUG`` for this run only (its DDP children inherit
+    it): an earlier in-process run never leaks it into later ones."""
+    debug = settings.debug_ddp.upper()
+    with outputs.environment({"TORCH_DISTRIBUTED_DEBUG": debug} if debug != "OFF" else {}):
+        return _execute(settings)
+
+
+def _execute(settings: RunSettings) -> list[RunResult]:
     _quiet_known_warnings()
-    if settings.debug_ddp.upper() != "OFF":
-        os.environ["TORCH_DISTRIBUTED_DEBUG"] = settings.debug_ddp.upper()
     try:
         container = build_container(settings)
         _check_available(settings, container)
