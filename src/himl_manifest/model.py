@@ -218,6 +218,22 @@ def with_cosmetic(spec: Mapping[str, Any], source: Mapping[str, Any]) -> dict[st
     return out
 
 
+# --- what a run on a cluster must fit -----------------------------------------------------------
+
+#: Azure ML's limits on a job ("service limits", Runs): run id and display name, description,
+#: the value of one tag or property, and the number of each.
+SERVICE_MAX_NAME = 256
+SERVICE_MAX_DESCRIPTION = 5000
+SERVICE_MAX_VALUE = 1000
+SERVICE_MAX_TAGS = 50
+#: A manifest's tags on a cluster run: each is written twice (``himl.tag.<key>`` when the job
+#: is submitted, ``<key>`` by the runner in the job), beside up to 18 of the tool's own, the
+#: service's and the runner's (source, status, checkpoints): 16 keep a job under 50.
+CLUSTER_MAX_MANIFEST_TAGS = 16
+#: The longest attempt suffix a job name carries (``-a<N>``; ``retry.max_attempts`` <= 99).
+ATTEMPT_SUFFIX_MAX = len("-a99")
+
+
 # --- seeds ----------------------------------------------------------------------------------------
 
 #: The seeds of a manifest that names none (the schema's default: keep them equal, a test checks).

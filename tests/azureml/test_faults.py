@@ -17,7 +17,7 @@ from himl_manifest.backends.azureml.workspace import Timeouts
 from himl_manifest.backends.base import SubmitOutcome
 from himl_manifest.errors import StoreError
 
-FAST = Timeouts(connect_s=1.0, read_s=1.0, retries=1)
+FAST = Timeouts(connect_s=1.0, deadline_s=1.0, retries=1)
 
 
 def fast_backend(workspace: FakeWorkspace, project: Path) -> AzureMLBackend:

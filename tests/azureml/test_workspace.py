@@ -67,8 +67,8 @@ def _raise() -> None:
 
 
 def test_timeouts_reach_the_transport() -> None:
-    kwargs = Timeouts(connect_s=2, read_s=3, retries=1).client_kwargs()
-    assert (kwargs["connection_timeout"], kwargs["read_timeout"], kwargs["retry_total"]) == (
+    kwargs = Timeouts(connect_s=2, deadline_s=3, retries=1).client_kwargs()
+    assert (kwargs["connection_timeout"], kwargs["timeout"], kwargs["retry_total"]) == (
         2,
         3,
         1,

@@ -97,10 +97,10 @@ def test_text_counts_unchanged_runs_and_shows_dependencies_and_strings_quoted() 
     desired = runs(upstream, dependent)
     result = plan(desired, [])
     text = render_text(result)
-    assert f"        after {desired[0].run_name}" in text
+    assert f"        waits for {desired[0].run_name}" in text
     # the Markdown plan shows the dependency too, in the row of the dependent run
     (row,) = [line for line in render_markdown(result).splitlines() if "| create | fine |" in line]
-    assert f"<br>after <code>{desired[0].run_name}</code>" in row
+    assert f"<br>waits for <code>{desired[0].run_name}</code>" in row
     cosmetic = plan(
         [run_of("x", seeds=[0, 1], description="new")],
         [record(r) for r in runs(experiment("x", seeds=[0, 1], description="old"))],

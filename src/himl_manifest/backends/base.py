@@ -34,6 +34,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from himl_manifest.diagnostics import Diagnostic
+from himl_manifest.errors import HimlError
 from himl_manifest.model import Lifecycle, RunRecord, RunStatus, _StrEnum
 from himl_manifest.spec import RunSpec
 
@@ -73,6 +75,31 @@ class Submitted:
     #: The record as it stands (the new one, or the one found); for a conflict, the one found.
     record: RunRecord | None = None
     message: str = ""
+
+
+class SubmissionStopped(HimlError):
+    """Submitting a batch stopped part way: the service refused a job, or Ctrl-C arrived.
+
+    ``submitted``: the runs accepted before it stopped (they exist and go on); ``not_sent``:
+    the runs never sent (nothing of them exists); ``cause``: why it stopped (an error, or a
+    ``KeyboardInterrupt``). Apply records the accepted ones like any others and says which
+    runs were not sent."""
+
+    def __init__(
+        self, submitted: Sequence[Submitted], not_sent: Sequence[str], cause: BaseException
+    ) -> None:
+        self.submitted = list(submitted)
+        self.not_sent = list(not_sent)
+        self.cause = cause
+        why = "interrupted" if isinstance(cause, KeyboardInterrupt) else str(cause)
+        super().__init__(
+            f"submitting stopped after {len(self.submitted)} accepted run(s): {why}; "
+            f"not sent: {', '.join(self.not_sent) or 'none'}"
+        )
+
+    @property
+    def interrupted(self) -> bool:
+        return isinstance(self.cause, KeyboardInterrupt)
 
 
 @dataclass(frozen=True)
@@ -153,3 +180,48 @@ class Executor(Protocol):
 
 class Backend(RunStore, Executor, Protocol):
     """A run store and the executor that starts runs into it."""
+
+    def preflight(
+        self, runs: Sequence[RunSpec], *, expected: Collection[str] = ()
+    ) -> list[Diagnostic]:
+        """Before anything is uploaded or submitted: every problem of ``runs`` that the
+        executor can find (its service's resources, what it would upload), as diagnostics in
+        ``himl validate``'s format (warnings don't stop an apply). ``expected``: runs that
+        will exist though they do not yet (submitted by this apply, or still going): a
+        checkpoint they will write is no problem."""
+        ...
+
+    def read_warnings(self) -> list[str]:
+        """What the reads so far skipped and the user should hear of (damaged records)."""
+        ...
+
+    def placement(self, run: RunSpec) -> str:
+        """The executor ``run`` goes to (a backend over several names one of them)."""
+        ...
+
+    def capabilities_of(self, run: RunSpec) -> Capabilities:
+        """The capabilities of the executor ``run`` goes to."""
+        ...
+
+
+class BackendBase:
+    """The optional hooks of :class:`Backend`, with the defaults of a backend that has
+    nothing to add and one executor: no pre-flight problems, no read warnings, every run
+    placed on itself."""
+
+    name: str
+    capabilities: Capabilities
+
+    def preflight(
+        self, runs: Sequence[RunSpec], *, expected: Collection[str] = ()
+    ) -> list[Diagnostic]:
+        return []
+
+    def read_warnings(self) -> list[str]:
+        return []
+
+    def placement(self, run: RunSpec) -> str:
+        return self.name
+
+    def capabilities_of(self, run: RunSpec) -> Capabilities:
+        return self.capabilities

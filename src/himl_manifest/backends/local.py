@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from himl_manifest.backends.base import (
+    BackendBase,
     Capabilities,
     MetricHistories,
     Progress,
@@ -352,7 +353,7 @@ def _continued(attempts: list[tuple[RunRecord, Any]]) -> str | None:
     return chosen.run_id if chosen is not None else None
 
 
-class LocalBackend(LocalStore):
+class LocalBackend(LocalStore, BackendBase):
     """The local store, and an executor running each run as a local `himl run` process."""
 
     capabilities = Capabilities(waits_locally=True, multi_node=False)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from himl_manifest.backends.base import (
+    BackendBase,
     Capabilities,
     MetricHistories,
     Progress,
@@ -48,7 +49,7 @@ _INSTANCES = itertools.count(1)
 Outcome = RunStatus | str | Callable[[RunSpec, int], RunStatus | str]
 
 
-class MemoryBackend:
+class MemoryBackend(BackendBase):
     """The run store as a dict of ``(run name, attempt) -> RunRecord``."""
 
     name = "memory"

@@ -67,17 +67,12 @@ def workspace_configured(root: Path) -> str | None:
 
 def open_azureml(root: Path) -> Backend:
     """The Azure ML backend of the project's workspace (the azure extra must be installed)."""
-    from himl_manifest.backends.azureml.snapshot import MLClientCodeUploader, collect
     from himl_manifest.backends.azureml.store import AzureMLBackend
     from himl_manifest.backends.azureml.workspace import find_workspace, ml_client, require_sdk
 
     require_sdk()
     workspace = find_workspace(root)
-    client = ml_client(workspace)
-    uploader = MLClientCodeUploader(client)
-    return AzureMLBackend(
-        client, root=root, code=lambda: uploader.upload(collect(root)), workspace=workspace
-    )
+    return AzureMLBackend(ml_client(workspace), root=root, workspace=workspace)
 
 
 def open_routed(root: Path, *, tracking_uri: str | None = None, jobs: int = 1) -> Backend:

@@ -16,12 +16,15 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 
 from himl_manifest.backends.base import (
     Backend,
+    BackendBase,
     Capabilities,
     MetricHistories,
     ProgressCallback,
+    SubmissionStopped,
     Submitted,
 )
-from himl_manifest.errors import CheckpointError, ConfigError, StoreError
+from himl_manifest.diagnostics import Diagnostic
+from himl_manifest.errors import CheckpointError, ConfigError, HimlError, StoreError
 from himl_manifest.model import Lifecycle, RunRecord, parse_enum
 from himl_manifest.spec import RunSpec
 
@@ -35,7 +38,7 @@ def route(run: RunSpec) -> str:
     return LOCAL if compute.get("target", LOCAL) == LOCAL else AZUREML
 
 
-class RoutedBackend:
+class RoutedBackend(BackendBase):
     """Named backends, one per kind of compute; runs are routed by ``route_of``."""
 
     def __init__(
@@ -44,7 +47,6 @@ class RoutedBackend:
         *,
         route_of: Callable[[RunSpec], str] = route,
         missing: Mapping[str, str] | None = None,
-        follow_remote: bool = False,
     ) -> None:
         if not backends:
             raise ConfigError("a routed backend needs at least one backend")
@@ -58,10 +60,6 @@ class RoutedBackend:
             multi_node=all(b.capabilities.multi_node for b in self.backends.values()),
         )
         self._holder: dict[str, str] = {}  # run name -> backend that holds it
-        #: Wait for runs of executors whose runs live elsewhere too (``apply --wait``); runs
-        #: executed here are always waited for (they run only while we wait).
-        self.follow_remote = follow_remote
-        self._accepted: dict[str, RunRecord] = {}
 
     # -- routing -----------------------------------------------------------------------------
 
@@ -72,6 +70,12 @@ class RoutedBackend:
             target = (run.spec.get("compute") or {}).get("target", LOCAL)
             raise ConfigError(f"{run.run_name}: compute.target {target!r} needs {kind}: {why}")
         return self.backends[kind]
+
+    def placement(self, run: RunSpec) -> str:
+        return self.route_of(run)
+
+    def capabilities_of(self, run: RunSpec) -> Capabilities:
+        return self.backend_for(run).capabilities
 
     def _holding(self, run_name: str) -> list[Backend]:
         known = self._holder.get(run_name)
@@ -149,39 +153,78 @@ class RoutedBackend:
                 errors.append(str(exc))
         raise StoreError("; ".join(errors) or f"no run named {run_name!r}")
 
+    def read_warnings(self) -> list[str]:
+        return [w for _, backend in sorted(self.backends.items()) for w in backend.read_warnings()]
+
     # -- the executor ------------------------------------------------------------------------
 
-    def submit(
-        self, runs: Sequence[RunSpec], *, attempts: Mapping[str, int] | None = None
-    ) -> list[Submitted]:
+    def _groups(self, runs: Sequence[RunSpec]) -> dict[str, list[RunSpec]]:
         groups: dict[str, list[RunSpec]] = {}
         for run in runs:
             self.backend_for(run)  # every run has somewhere to go before any is submitted
             groups.setdefault(self.route_of(run), []).append(run)
+        return groups
+
+    def preflight(
+        self, runs: Sequence[RunSpec], *, expected: Collection[str] = ()
+    ) -> list[Diagnostic]:
+        """Each executor's pre-flight of the runs routed to it (ConfigError: a run with
+        nowhere to go)."""
+        found: list[Diagnostic] = []
+        for kind, group in sorted(self._groups(runs).items()):
+            found += self.backends[kind].preflight(group, expected=expected)
+        return found
+
+    def submit(
+        self, runs: Sequence[RunSpec], *, attempts: Mapping[str, int] | None = None
+    ) -> list[Submitted]:
+        """Each group to its executor, those that wait here last (their runs start when
+        waited for). One executor's failure does not hold back another's runs: the other
+        groups are submitted, then :class:`SubmissionStopped` says what was accepted and what
+        was not sent (its cause: the first failure)."""
+        groups = self._groups(runs)
+        order = sorted(groups, key=lambda k: (self.backends[k].capabilities.waits_locally, k))
         outcomes: dict[str, Submitted] = {}
-        for kind, group in sorted(groups.items()):
-            for submitted in self.backends[kind].submit(group, attempts=attempts):
-                outcomes[submitted.run_name] = submitted
-                self._holder[submitted.run_name] = kind
-                if submitted.record is not None:
-                    self._accepted[submitted.run_name] = submitted.record
-        return [outcomes[run.run_name] for run in runs if run.run_name in outcomes]
+        not_sent: list[str] = []
+        failure: BaseException | None = None
+        for position, kind in enumerate(order):
+            try:
+                accepted = self.backends[kind].submit(groups[kind], attempts=attempts)
+            except SubmissionStopped as stopped:
+                accepted, failure = stopped.submitted, failure or stopped.cause
+                not_sent += stopped.not_sent
+            except HimlError as exc:
+                accepted, failure = [], failure or exc
+                not_sent += [run.run_name for run in groups[kind]]
+            self._take(kind, accepted, outcomes)
+            if isinstance(failure, KeyboardInterrupt):  # Ctrl-C: send nothing more
+                rest = order[position + 1 :]
+                not_sent += [run.run_name for later in rest for run in groups[later]]
+                break
+        done = [outcomes[run.run_name] for run in runs if run.run_name in outcomes]
+        if failure is not None:
+            raise SubmissionStopped(done, not_sent, failure)
+        return done
+
+    def _take(
+        self, kind: str, accepted: Sequence[Submitted], outcomes: dict[str, Submitted]
+    ) -> None:
+        for submitted in accepted:
+            outcomes[submitted.run_name] = submitted
+            self._holder[submitted.run_name] = kind
 
     def wait(
         self, run_names: Collection[str], *, progress: ProgressCallback | None = None
     ) -> list[RunRecord]:
+        """Wait for each run through the executor that holds it, those executed here first
+        (they run only while we wait, so no remote wait delays them)."""
         records: list[RunRecord] = []
-        # runs executed here first: they run only while we wait, so no remote wait delays them
         ordered = sorted(
             self.backends.items(),
             key=lambda item: (not item[1].capabilities.waits_locally, item[0]),
         )
         for kind, backend in ordered:
             mine = [name for name in run_names if self._holder.get(name, kind) == kind]
-            if not mine:
-                continue
-            if backend.capabilities.waits_locally or self.follow_remote:
+            if mine:
                 records += backend.wait(mine, progress=progress)
-            else:  # accepted: they go on without us
-                records += [self._accepted[name] for name in mine if name in self._accepted]
         return records

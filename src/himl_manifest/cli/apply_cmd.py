@@ -26,8 +26,7 @@ from himl_manifest.errors import EXIT_INTERRUPTED, HimlError
 
 if TYPE_CHECKING:
     from himl_manifest.apply.execute import ApplyResult
-    from himl_manifest.backends.base import Backend, Progress
-    from himl_manifest.plan.model import Plan
+    from himl_manifest.backends.base import Progress
 
 
 @click.command()
@@ -107,65 +106,51 @@ def apply(
         backend,
         prune=prune,
         allow_dirty=allow_dirty,
+        wait=wait,
         progress=printer,
         warn=lambda text: click.echo(f"warning: {text}", err=True),
     )
-    interrupted = _follow(plan, backend, result, wait, printer)
-    for conflict in result.conflicts:
-        click.echo(f"conflict: {conflict}: not submitted", err=True)
+    _report(result, wait)
     click.echo(result.summary_line(), err=True)
-    if interrupted:
+    if result.interrupted:
         return EXIT_INTERRUPTED
     return 0 if result.ok else 1
 
 
-def _follow(
-    plan: Plan, backend: Backend, result: ApplyResult, wait: bool, printer: ProgressPrinter
-) -> bool:
-    """The runs executed elsewhere: wait for them (``--wait``; their outcomes go into
-    ``result``), else print each one's link. True when Ctrl-C stopped the waiting.
-
-    The local runs were waited for first (the executor runs them only while apply waits), so
-    waiting here never holds them back."""
-    from himl_manifest.operations.logs import (
-        accepted_records,
-        follow_remote,
-        latest,
-        remote_runs,
-    )
-
-    remote = remote_runs(plan, backend, result.outcomes)
-    if not remote:
-        return False
-    if not wait:
-        for record in accepted_records(remote):
-            click.echo(f"{record.run_name}: {record.url or record.run_id}", err=True)
+def _report(result: ApplyResult, wait: bool) -> None:
+    """What the summary line only counts: each run not submitted and why, where each run that
+    goes on elsewhere can be followed, and what Ctrl-C left going."""
+    for conflict in result.conflicts:
+        click.echo(f"conflict: {conflict}: not submitted", err=True)
+    if result.stopped:
+        click.echo(f"submitting stopped: {result.stopped}", err=True)
+        for name in result.not_sent:
+            click.echo(
+                f"{name}: not sent (nothing of it exists; the next apply submits it)", err=True
+            )
+    for name, upstream in sorted(result.deferred.items()):
         click.echo(
-            f"{len(remote)} run(s) go on in Azure ML: `himl runs` shows how they stand, "
-            "`himl logs RUN --follow` follows one (or apply with --wait).",
+            f"{name}: deferred: waits for {', '.join(upstream)} (submitted once it has "
+            "completed: by the next apply, or by apply --wait)",
             err=True,
         )
-        return False
-    click.echo(
-        f"Waiting for {len(remote)} run(s) in Azure ML (Ctrl-C stops waiting, not the runs).",
-        err=True,
-    )
-    try:
-        records = follow_remote(remote, progress=printer)
-    except KeyboardInterrupt:
+    for name, why in sorted(result.blocked.items()):
+        click.echo(f"{name}: blocked: {why}: not submitted", err=True)
+    going = sorted(name for name in result.not_waited if name in result.outcomes)
+    for name in going:
+        click.echo(f"{name}: {result.links.get(name, 'submitted')}", err=True)
+    if going and result.interrupted and wait:
         click.echo(
-            f"Stopped waiting: the {len(remote)} Azure ML job(s) go on, nothing was cancelled. "
+            f"Stopped waiting: the {len(going)} Azure ML job(s) go on, nothing was cancelled. "
             "`himl runs` shows how they stand, `himl logs RUN --follow` follows one.",
             err=True,
         )
-        return True
-    for name, record in latest(records).items():
-        if name in remote and name in result.outcomes:
-            result.outcomes[name] = record.status
-            if record.url:
-                click.echo(f"{name}: {record.status}, {record.url}", err=True)
-    result.waited = True
-    return False
+    elif going:
+        click.echo(
+            f"{len(going)} run(s) go on in Azure ML: `himl runs` shows how they stand, "
+            "`himl logs RUN --follow` follows one (or apply with --wait).",
+            err=True,
+        )
 
 
 def _confirm(yes: bool) -> None:

@@ -12,7 +12,15 @@ from typing import Any
 from himl_manifest.diagnostics import close_matches, did_you_mean
 from himl_manifest.manifest.container_source import SourceIndex, StaticClass
 from himl_manifest.manifest.loader import Document
-from himl_manifest.model import checkpoint_source, seed_list
+from himl_manifest.model import (
+    ATTEMPT_SUFFIX_MAX,
+    CLUSTER_MAX_MANIFEST_TAGS,
+    SERVICE_MAX_DESCRIPTION,
+    SERVICE_MAX_NAME,
+    SERVICE_MAX_TAGS,
+    checkpoint_source,
+    seed_list,
+)
 from himl_manifest.paths import project_root
 
 #: Manifest fields holding a path that must stay inside the repository.
@@ -203,6 +211,44 @@ def _check_one(
         )
     yield from _check_params(doc, sources)
     yield from _check_paths(doc)
+    if compute.get("target", "local") != "local":
+        yield from _check_service_limits(doc)
+
+
+def _check_service_limits(doc: Document) -> Iterator[Finding]:
+    """What a cluster's jobs must fit (Azure ML's service limits), before any plan: a job
+    that breaks one fails at the service, or inside the running job."""
+    data = doc.data
+    tags = data.get("tags") or {}
+    if len(tags) > CLUSTER_MAX_MANIFEST_TAGS:
+        yield Finding(
+            doc,
+            ("tags",),
+            f"{len(tags)} tags: a cluster run takes at most {CLUSTER_MAX_MANIFEST_TAGS} "
+            f"(Azure ML allows {SERVICE_MAX_TAGS} tags per job; each manifest tag is written "
+            "twice, beside the tool's own)",
+            "keep the tags that matter for finding runs; put the rest in the description",
+        )
+    description = data.get("description") or ""
+    if len(description) > SERVICE_MAX_DESCRIPTION:
+        yield Finding(
+            doc,
+            ("description",),
+            f"{len(description)} characters: an Azure ML job's description takes at most "
+            f"{SERVICE_MAX_DESCRIPTION}",
+            "shorten it (a link to a document can say the rest)",
+        )
+    seeds = seed_list(data.get("seeds")) or [0]
+    longest = f"{data['name']}-s{max(seeds, key=lambda s: len(str(s)))}-f99-12345678"
+    if len(longest) + ATTEMPT_SUFFIX_MAX > SERVICE_MAX_NAME:
+        yield Finding(
+            doc,
+            ("name",),
+            f"its run names reach {len(longest) + ATTEMPT_SUFFIX_MAX} characters with the "
+            f"seed, fold, hash and attempt: an Azure ML job name takes at most "
+            f"{SERVICE_MAX_NAME}",
+            "use a shorter name or smaller seeds",
+        )
 
 
 def _folds(data: dict[str, Any]) -> tuple[int, list[int]]:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from himl_manifest.apply.execute import ApplyResult, execute
 from himl_manifest.backends.base import Backend, ProgressCallback
-from himl_manifest.backends.routed import LOCAL, RoutedBackend, route
 from himl_manifest.diagnostics import Diagnostic
 from himl_manifest.errors import ConfigError, UsageError
 from himl_manifest.model import CHANGING, SUBMITTING, ActionKind
@@ -101,18 +100,21 @@ def prepare(
 
 
 def preflight(plan: Plan, backend: Backend, root: Path | None = None) -> list[Diagnostic]:
-    """Before anything is uploaded: every run ``plan`` would submit has somewhere to go
-    (ConfigError: e.g. a cluster target without a workspace), and every problem of those bound
-    for Azure ML (code snapshot, symlinks, conda file and includes, ...); none for local runs."""
-    runs = [a.run for a in plan.actions if a.run is not None and a.kind in SUBMITTING]
-    if isinstance(backend, RoutedBackend):
-        for run in runs:
-            backend.backend_for(run)
-    if all(route(run) == LOCAL for run in runs):
-        return []
-    from himl_manifest.backends.azureml.preflight import preflight as check
+    """Before anything is uploaded or submitted: every run ``plan`` would submit has somewhere
+    to go (ConfigError: e.g. a cluster target without a workspace), and every problem its
+    executor finds (for Azure ML: the code snapshot, the conda file, the workspace's computes,
+    data and datastores, upstream checkpoints), at the line of the manifest field concerned."""
+    from himl_manifest.manifest.positions import locate
 
-    return check(runs, root or project_root())
+    runs = [
+        a.run for a in plan.actions if a.run is not None and a.kind in SUBMITTING and not a.blocked
+    ]
+    if not runs:
+        return []
+    expected = {
+        a.run_name for a in plan.actions if a.kind in SUBMITTING or a.kind == ActionKind.WAIT
+    }
+    return locate(backend.preflight(runs, expected=expected), root or project_root())
 
 
 def has_work(plan: Plan, prune: bool) -> bool:
@@ -151,6 +153,7 @@ def apply(
     root: Path | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> ApplyResult:
-    """Stamp provenance on ``plan``'s runs and carry it out through ``backend``."""
+    """Stamp provenance on ``plan``'s runs and carry it out through ``backend`` (``wait``:
+    also wait for the runs executed elsewhere, and submit what was deferred behind them)."""
     stamped = stamp_provenance(plan, root or project_root(), allow_dirty, warn)
     return execute(stamped, backend, prune=prune, wait=wait, progress=progress)

@@ -15,17 +15,16 @@ No printing here apart from the log itself, written to the stream the caller giv
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TextIO, runtime_checkable
 
-from himl_manifest.backends.base import Backend, ProgressCallback
+from himl_manifest.backends.base import Backend
 from himl_manifest.backends.protocol import LOG_FILE, attempt_marker
 from himl_manifest.backends.routed import RoutedBackend
 from himl_manifest.errors import HimlError, StoreError
-from himl_manifest.model import SUBMITTING, RunRecord
+from himl_manifest.model import RunRecord
 from himl_manifest.operations.runs import find_records
-from himl_manifest.plan.model import Plan
 
 #: Seconds between reads of a local log (and of the store's status) while following it.
 POLL_S = 1.0
@@ -192,55 +191,3 @@ class _Tail:
         if self._pending:
             out.write(self._pending.decode("utf-8", errors="replace") + "\n")
             self._pending = b""
-
-
-# --- apply --wait: the runs executed elsewhere ---------------------------------------------------
-
-
-def remote_runs(plan: Plan, backend: Backend, submitted: Collection[str]) -> dict[str, Backend]:
-    """The runs of ``plan`` among ``submitted`` that execute elsewhere (an executor that does
-    not wait locally, e.g. Azure ML), each with the backend that executes it."""
-    runs = [a.run for a in plan.actions if a.run is not None and a.kind in SUBMITTING]
-    out: dict[str, Backend] = {}
-    for run in runs:
-        if run.run_name not in submitted:
-            continue
-        part = backend.backend_for(run) if isinstance(backend, RoutedBackend) else backend
-        if not part.capabilities.waits_locally:
-            out[run.run_name] = part
-    return out
-
-
-def follow_remote(
-    remote: dict[str, Backend], *, progress: ProgressCallback | None = None
-) -> list[RunRecord]:
-    """Wait for the runs in ``remote`` to end (each through its own backend), with progress."""
-    groups: dict[int, tuple[Backend, list[str]]] = {}
-    for name, part in remote.items():
-        groups.setdefault(id(part), (part, []))[1].append(name)
-    records: list[RunRecord] = []
-    for part, names in groups.values():
-        records += part.wait(names, progress=progress)
-    return records
-
-
-def accepted_records(remote: dict[str, Backend]) -> list[RunRecord]:
-    """The newest attempt of each run in ``remote``, as its store has it (one read per store)."""
-    groups: dict[int, tuple[Backend, list[str]]] = {}
-    for name, part in remote.items():
-        groups.setdefault(id(part), (part, []))[1].append(name)
-    latest: dict[str, RunRecord] = {}
-    for part, names in groups.values():
-        for record in part.list_runs(history_of=names):
-            best = latest.get(record.run_name)
-            if record.run_name in names and (best is None or record.attempt > best.attempt):
-                latest[record.run_name] = record
-    return [latest[name] for name in sorted(latest)]
-
-
-def latest(records: Sequence[RunRecord]) -> dict[str, RunRecord]:
-    out: dict[str, RunRecord] = {}
-    for record in records:
-        if record.run_name not in out or record.attempt > out[record.run_name].attempt:
-            out[record.run_name] = record
-    return out

@@ -62,6 +62,7 @@ def make_plan(
     # what the plan needs of the store: every active record, and of history only the attempts
     # of the runs it may submit
     observed = backend.list_runs(full=False, history_of={run.run_name for run in desired})
+    warnings += backend.read_warnings()
     observed = within_paths(observed, paths, desired)
     if targets is not None:
         _check_targets(targets, desired, [r.experiment for r in observed])
@@ -223,11 +224,17 @@ def within_paths(
     wanted = {run.experiment for run in desired}
 
     def judged(manifest: str) -> bool:
-        if not manifest or any(
+        if any(
             prefix == "." or manifest == prefix or manifest.startswith(f"{prefix}/")
             for prefix in prefixes
         ):
             return True
         return not (root / manifest).exists()
 
-    return [r for r in observed if r.experiment in wanted or judged(r.manifest_path)]
+    # a run with no manifest (`himl-runner`'s imperative form) belongs to no plan: never an
+    # orphan, never replaced
+    return [
+        r
+        for r in observed
+        if r.manifest_path and (r.experiment in wanted or judged(r.manifest_path))
+    ]

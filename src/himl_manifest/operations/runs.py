@@ -271,12 +271,16 @@ def plan_command(record: RunRecord, root: Path) -> Reproduce | None:
     checkout, _ = _checkout(root, commit)
     folder = shlex.quote(manifests_folder(record.manifest_path))
     target = shlex.quote(record.experiment)
-    command = f"{checkout} && himl plan {folder} --target {target} --tracking-uri {FRESH_STORE}"
+    command = (
+        f"{checkout} && himl plan {folder} --target {target} --backend local "
+        f"--tracking-uri {FRESH_STORE}"
+    )
     return Reproduce(
         REPRODUCE_PLAN,
         command,
         "plans the experiment and every run it starts from as the commit defines them, against "
-        "an empty store; `himl apply` with the same arguments trains them",
+        "an empty local store; it never reads or changes the live runs (a workspace's either); "
+        "`himl apply` with the same arguments trains the local ones",
     )
 
 

@@ -73,6 +73,8 @@ class Action:
     previous: str | None = None  # the observed run this action relates to (replace/resume/...)
     attempt: int = 1  # the attempt a create/retry makes
     depends_on: tuple[str, ...] = ()  # run names whose checkpoints this run needs first
+    #: Why this run cannot be submitted at all (its upstream run failed for good); "" if it can.
+    blocked: str = ""
     manifest_path: str = ""
     #: Status of the latest attempt of the observed run this action is about (None: no run).
     observed_status: RunStatus | None = None

@@ -37,6 +37,8 @@ from typing import Any
 from himl_manifest.model import (
     CHANGING,
     IN_PROGRESS,
+    SUBMITTING,
+    UNSUCCESSFUL,
     ActionKind,
     Health,
     Lifecycle,
@@ -472,7 +474,9 @@ def _orphans(desired: Sequence[RunSpec], observed: Observed) -> list[Action]:
 
 
 def _link(actions: list[Action]) -> list[Action]:
-    """Set ``depends_on`` of runs whose checkpoint source is a run that is not there yet."""
+    """Set ``depends_on`` of runs whose checkpoint source is a run that is not there yet, and
+    ``blocked`` of those that would submit while their upstream run failed for good (kept:
+    its retries are spent): no job starts without its input."""
     by_name = {action.run_name: action for action in actions if action.run is not None}
     linked = []
     for action in actions:
@@ -480,6 +484,17 @@ def _link(actions: list[Action]) -> list[Action]:
         source = by_name.get(upstream) if upstream else None
         if source is not None and source.kind in _UPSTREAM_PENDING:
             action = replace(action, depends_on=(source.run_name,))
+        elif (
+            source is not None
+            and action.kind in SUBMITTING
+            and source.kind == ActionKind.KEEP
+            and source.observed_status in UNSUCCESSFUL
+        ):
+            action = replace(
+                action,
+                blocked=f"upstream run {source.run_name} ended {source.observed_status} "
+                "(retries spent): retry it with --retry-failed or --replace it",
+            )
         linked.append(action)
     return linked
 

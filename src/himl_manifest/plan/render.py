@@ -116,7 +116,9 @@ def render_text(plan: Plan, color: bool = False) -> str:
             label = paint(action.kind, action.kind)
             lines.append(f"  {symbol} {action.run_name}  {label}: {action.reason}")
             if action.depends_on:
-                lines.append(f"        after {', '.join(action.depends_on)}")
+                lines.append(f"        waits for {', '.join(action.depends_on)}")
+            if action.blocked:
+                lines.append(f"        blocked: {action.blocked}")
             lines.extend(f"        {format_change(change)}" for change in action.changes)
         unchanged = len(actions) - len(shown)
         if unchanged:
@@ -169,7 +171,9 @@ def _markdown_row(action: Action) -> str:
     changes = "<br>".join(_markdown_change(c) for c in action.changes)
     why = _cell(action.reason)
     if action.depends_on:
-        why += "<br>after " + ", ".join(_code(name) for name in action.depends_on)
+        why += "<br>waits for " + ", ".join(_code(name) for name in action.depends_on)
+    if action.blocked:
+        why += "<br>blocked: " + _cell(action.blocked)
     cells = [
         _code(SYMBOLS[action.kind]),
         action.kind,

@@ -52,6 +52,7 @@ def action_to_dict(action: Action, *, include_run: bool) -> dict[str, Any]:
         "previous": action.previous,
         "attempt": action.attempt,
         "depends_on": list(action.depends_on),
+        "blocked": action.blocked,
         "manifest_path": action.manifest_path,
         "observed_status": action.observed_status,
         "spec_hash": action.run.spec_hash if action.run is not None else None,
@@ -194,6 +195,7 @@ def _action(item: dict[str, Any]) -> Action:
         previous=item.get("previous"),
         attempt=int(item.get("attempt", 1)),
         depends_on=tuple(item.get("depends_on", ())),
+        blocked=str(item.get("blocked") or ""),
         manifest_path=item.get("manifest_path", ""),
         observed_status=item.get("observed_status"),
     )

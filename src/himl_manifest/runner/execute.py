@@ -149,6 +149,38 @@ def _warn_unreadable_datasets(container: LightningContainer) -> None:
             )
 
 
+def link_mountpoints(container: LightningContainer, *, in_job: bool | None = None) -> None:
+    """Inside an Azure ML job, make each dataset's ``mountpoint`` lead to where the service
+    put it (``local_datasets[i]``, from ``--input dataset_<i>=PATH``): a symlink, so code that
+    reads ``/mnt/panda`` finds it. The job's inputs do not name the mountpoint (azure-ai-ml's
+    own checks refuse ``path_on_compute`` for a job built in code). Every process of a node
+    may try: a link that is there already and leads to the same folder is fine; anything else
+    at the mountpoint is an error that says what is there."""
+    if not (_in_azureml() if in_job is None else in_job):
+        return
+    for index, mountpoint in enumerate(container.dataset_mountpoints):
+        if index >= len(container.local_datasets):
+            break
+        target = Path(container.local_datasets[index]).resolve()
+        where = Path(mountpoint)
+        if where.resolve() == target:
+            continue
+        try:
+            where.parent.mkdir(parents=True, exist_ok=True)
+            where.symlink_to(target, target_is_directory=True)
+        except FileExistsError:
+            if where.resolve() != target:
+                raise ConfigError(
+                    f"dataset {index}: its mountpoint {where} exists already and is not the "
+                    f"dataset's folder {target}: choose another mountpoint"
+                ) from None
+        except OSError as exc:
+            raise ConfigError(
+                f"dataset {index}: cannot make its mountpoint {where} (lead to {target}): {exc}"
+            ) from exc
+        logger.info("dataset %d: %s -> %s", index, where, target)
+
+
 def users_error(
     exc: BaseException, container: LightningContainer, log_file: Path | None
 ) -> ContainerError | None:
@@ -282,6 +314,7 @@ def run_once(settings: RunSettings, container: LightningContainer) -> RunResult:
                 tracker = _start_tracking(
                     settings, container, mode, folders.outputs, uri, vm_uri, choice
                 )
+            link_mountpoints(container)
             metrics = _run_in_folder(settings, container, mode, choice, folders, tracker)
         except BaseException as exc:
             logger.exception("run failed: %s", exc)

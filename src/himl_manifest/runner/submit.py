@@ -37,7 +37,7 @@ from __future__ import annotations
 import enum
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -265,32 +265,24 @@ def job_environment(settings: RunSettings) -> dict[str, str]:
 
 def open_cluster_backend(root: Path, config: str | None) -> Any:
     """The Azure ML backend of the project's workspace (``--workspace_config_path`` first)."""
-    from himl_manifest.backends.azureml.snapshot import MLClientCodeUploader, collect
     from himl_manifest.backends.azureml.store import AzureMLBackend
-    from himl_manifest.backends.azureml.workspace import find_workspace, ml_client, require_sdk
+    from himl_manifest.backends.azureml.workspace import require_sdk
 
     require_sdk()
-    workspace = find_workspace(root, config)
-    client = ml_client(workspace)
-    uploader = MLClientCodeUploader(client)
-    return AzureMLBackend(
-        client, root=root, code=lambda: uploader.upload(collect(root)), workspace=workspace
-    )
+    return AzureMLBackend.open(root, config=config)
 
 
-def _with_environment(backend: Any, environment: Mapping[str, str]) -> Callable[[], None]:
-    """Add ``environment`` to every job ``backend`` builds; returns the undo."""
-    if not environment:
-        return lambda: None
-    build = backend._build
+def _preflight(backend: Any, runs: Sequence[RunSpec]) -> None:
+    """Pre-flight, as apply's: warnings are logged, errors stop before anything is sent."""
+    from himl_manifest.diagnostics import errors_of, render_text
 
-    def build_with_environment(run: RunSpec, attempt: int, code: str) -> Any:
-        job = build(run, attempt, code)
-        job.environment_variables = {**(job.environment_variables or {}), **environment}
-        return job
-
-    backend._build = build_with_environment
-    return lambda: setattr(backend, "_build", build)
+    problems = backend.preflight(runs)
+    if problems:
+        text = render_text(problems, len({p.file for p in problems}))
+        for line in text.splitlines():
+            logger.warning("%s", line)
+    if errors_of(problems):
+        raise ConfigError("pre-flight found problems: nothing was submitted")
 
 
 def submit_to_cluster(
@@ -309,11 +301,9 @@ def submit_to_cluster(
     if backend is None:
         config = settings.azure.get("workspace_config_path")
         backend = open_cluster_backend(root, str(config) if config else None)
-    undo = _with_environment(backend, job_environment(settings))
-    try:
-        submitted = backend.submit(runs)
-    finally:
-        undo()
+    backend.environment_variables.update(job_environment(settings))
+    _preflight(backend, runs)
+    submitted = backend.submit(runs)
     mode = runs[0].spec.get("mode", TRAIN) if runs else TRAIN
     results: dict[str, RunResult] = {}
     for item in submitted:

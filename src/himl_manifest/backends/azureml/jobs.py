@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from himl_manifest.backends.local_store import spec_tags
 from himl_manifest.backends.protocol import (
     INPUT_CHECKPOINT,
     INPUT_DATASET_PREFIX,
@@ -44,11 +43,16 @@ from himl_manifest.backends.protocol import (
     run_experiment,
 )
 from himl_manifest.errors import ConfigError
-from himl_manifest.model import Lifecycle, checkpoint_source
+from himl_manifest.model import (
+    SERVICE_MAX_DESCRIPTION,
+    SERVICE_MAX_VALUE,
+    Lifecycle,
+    checkpoint_source,
+)
 from himl_manifest.spec import RunSpec, canonical_json, find_conda_file
 
 if TYPE_CHECKING:
-    from azure.ai.ml.entities import CommandJob
+    from azure.ai.ml.entities import Command, CommandJob, Environment
 
 #: The environment variable that carries the run spec JSON into the job.
 RUN_SPEC_ENV = "HIML_RUN_SPEC"
@@ -67,6 +71,10 @@ BASE_COMMAND = (
 CHECKPOINT_INPUT = INPUT_CHECKPOINT
 DATASET_INPUT = INPUT_DATASET_PREFIX
 _MODES = {"mount": "ro_mount", "download": "download"}
+#: The service's limits on a job (:mod:`himl_manifest.model`): a property or tag value, the
+#: description.
+MAX_VALUE = SERVICE_MAX_VALUE
+MAX_DESCRIPTION = SERVICE_MAX_DESCRIPTION
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([smhd]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -81,13 +89,15 @@ def job_name(run_name: str, attempt: int) -> str:
 
 @dataclass(frozen=True)
 class InputSpec:
-    """One job input, as plain data."""
+    """One job input, as plain data. A dataset's ``mountpoint`` is not sent with it:
+    azure-ai-ml 1.35's own client-side checks cannot take ``path_on_compute`` for a job built
+    in code (it fails inside the SDK), so the runner in the job links the mountpoint to where
+    the service put the input (``--input dataset_<i>=PATH``)."""
 
     name: str
     type: str  # "uri_folder" | "uri_file"
     path: str
     mode: str  # "ro_mount" | "download"
-    path_on_compute: str | None = None
 
 
 # --- the pure half ---------------------------------------------------------------------------
@@ -107,13 +117,24 @@ def run_spec_env(run: RunSpec) -> str:
     return text
 
 
-def dataset_inputs(spec: Mapping[str, Any]) -> list[InputSpec]:
+def data_asset(dataset: Mapping[str, Any]) -> tuple[str, str | None]:
+    """``(name, version)`` of a dataset's Azure data asset (version None: the latest)."""
+    name, _, version = str(dataset["azure"]).partition(":")
+    return name, version or None
+
+
+def dataset_inputs(
+    spec: Mapping[str, Any], latest: Mapping[str, str] | None = None
+) -> list[InputSpec]:
     """The Azure datasets of a spec as inputs (``local``-only datasets, and the ``local``
-    fallbacks of Azure ones, are not used on Azure ML)."""
+    fallbacks of Azure ones, are not used on Azure ML). ``latest``: data asset name -> the
+    version its latest resolved to (the workspace's answer at submission), so a job names the
+    exact version it reads; unresolved, ``azureml:<name>@latest``."""
     inputs: list[InputSpec] = []
     for dataset in spec.get("datasets") or []:
         if "azure" in dataset:
-            name, _, version = str(dataset["azure"]).partition(":")
+            name, version = data_asset(dataset)
+            version = version or (latest or {}).get(name)
             path = f"azureml:{name}:{version}" if version else f"azureml:{name}@latest"
         elif "datastore" in dataset:
             path = f"azureml://datastores/{dataset['datastore']}/paths/{str(dataset['path']).strip('/')}"
@@ -125,7 +146,6 @@ def dataset_inputs(spec: Mapping[str, Any]) -> list[InputSpec]:
                 type="uri_folder",
                 path=path,
                 mode=_MODES[str(dataset.get("mode", "mount"))],
-                path_on_compute=dataset.get("mountpoint"),
             )
         )
     return inputs
@@ -178,30 +198,35 @@ def job_command(inputs: list[InputSpec]) -> str:
 def job_properties(
     run: RunSpec, attempt: int, extra: Mapping[str, str] | None = None
 ) -> dict[str, str]:
-    """Identity and provenance: add-only, like the facts they record. Empty values are left
-    out (read them back with a default)."""
+    """Identity and provenance: small facts, add-only like the facts they record (the run
+    spec itself is in the job definition: :data:`RUN_SPEC_ENV`). Empty values are left out
+    (read them back with a default); each value within the service's limit."""
     properties = {
         **identity_facts(run, attempt),
         TAG_CONTAINER: str(run.spec.get("container", "")),
         TAG_MODE: str(run.spec.get("mode", "train")),
         TAG_RESUME_FROM: run.resume_from or "",
-        **spec_tags(run),
         **(extra or {}),
     }
-    return {key: cap(value) for key, value in properties.items() if value != ""}
+    return {key: cap(value, MAX_VALUE) for key, value in properties.items() if value != ""}
+
+
+def user_tags(spec: Mapping[str, Any]) -> dict[str, str]:
+    """The manifest's tags as job tags (``himl.tag.<key>``)."""
+    return {
+        f"{TAG_USER_PREFIX}{key}": cap(value, MAX_VALUE)
+        for key, value in (spec.get("tags") or {}).items()
+    }
 
 
 def job_tags(run: RunSpec, state: Lifecycle = Lifecycle.ACTIVE) -> dict[str, str]:
     """What changes in place: the lifecycle state and the manifest's tags."""
-    tags = {TAG_STATE: state.value}
-    for key, value in (run.spec.get("tags") or {}).items():
-        tags[f"{TAG_USER_PREFIX}{key}"] = cap(value)
-    return tags
+    return {TAG_STATE: state.value, **user_tags(run.spec)}
 
 
 def job_description(run: RunSpec) -> str | None:
     description = run.spec.get("description")
-    return cap(description) if description else None
+    return cap(description, MAX_DESCRIPTION) if description else None
 
 
 def job_display_name(run: RunSpec) -> str:
@@ -256,46 +281,55 @@ def environment_image(spec: Mapping[str, Any]) -> str:
 # --- the SDK half ----------------------------------------------------------------------------
 
 
-def build_command_job(
-    run: RunSpec,
-    *,
-    attempt: int,
-    code: str,
-    root: Path,
-    resolve_checkpoint: Callable[[str], str] | None = None,
-    state: Lifecycle = Lifecycle.ACTIVE,
-    extra_properties: Mapping[str, str] | None = None,
-) -> CommandJob:
-    """The command job of attempt ``attempt`` of ``run``.
-
-    ``code``: the code asset's ARM id (from :class:`.snapshot.CodeUploader`) or a local folder;
-    ``root``: the repository root (the conda file is found from it);
-    ``resolve_checkpoint``: run reference -> URI of the checkpoint file (the store's
-    ``resolve_checkpoint``, which knows which attempt completed; default :func:`checkpoint_uri`);
-    ``extra_properties``: more facts to record (e.g. the apply id)."""
-    from azure.ai.ml import Input, PyTorchDistribution, command
-    from azure.ai.ml.entities import Environment, UserIdentityConfiguration
+def job_environment(run: RunSpec, root: Path) -> Environment:
+    """The job's environment: ``environment.image`` (default :data:`DEFAULT_IMAGE`) with the
+    resolved, self-contained conda file (:mod:`.environment`), or the image alone when there
+    is no conda file. An anonymous environment: its version is a hash of its content."""
+    from azure.ai.ml.entities import Environment
 
     from himl_manifest.backends.azureml.environment import conda_environment
 
     spec = run.spec
-    compute = spec.get("compute", {})
-    target = compute_target(run)
     conda_path = find_conda_file(root, spec)
     if conda_path is not None and conda_path.is_file():
-        environment = Environment(
+        return Environment(
             image=environment_image(spec), conda_file=conda_environment(conda_path, root=root)
         )
-    elif spec.get("environment", {}).get("image"):
-        environment = Environment(image=environment_image(spec))
-    else:
-        missing = conda_path or root / "environment.yml"
-        raise ConfigError(
-            f"{run.run_name}: no conda file ({missing}) and no environment.image: "
-            "the job would have neither PyTorch nor himl-manifest"
-        )
+    if spec.get("environment", {}).get("image"):
+        return Environment(image=environment_image(spec))
+    missing = conda_path or root / "environment.yml"
+    raise ConfigError(
+        f"{run.run_name}: no conda file ({missing}) and no environment.image: "
+        "the job would have neither PyTorch nor himl-manifest"
+    )
 
-    inputs = dataset_inputs(spec)
+
+def build_command_node(
+    run: RunSpec,
+    *,
+    attempt: int,
+    code: str,
+    environment: str | Environment,
+    latest: Mapping[str, str] | None = None,
+    resolve_checkpoint: Callable[[str], str] | None = None,
+    state: Lifecycle = Lifecycle.ACTIVE,
+    extra_properties: Mapping[str, str] | None = None,
+) -> Command:
+    """The ``Command`` of attempt ``attempt`` of ``run``: what ``jobs.create_or_update``
+    takes (azure-ai-ml 1.35 refuses a ``CommandJob``).
+
+    ``code``: the code asset's ARM id (:mod:`.upload`) or a local folder; ``environment``: the
+    registered environment's ARM id, or the entity (:func:`job_environment`); ``latest``: data
+    asset name -> the version its latest resolved to; ``resolve_checkpoint``: run reference ->
+    URI of the checkpoint file (the store's, which knows which attempt completed; default
+    :func:`checkpoint_uri`); ``extra_properties``: more facts to record."""
+    from azure.ai.ml import Input, PyTorchDistribution, command
+    from azure.ai.ml.entities import UserIdentityConfiguration
+
+    spec = run.spec
+    compute = spec.get("compute", {})
+    target = compute_target(run)
+    inputs = dataset_inputs(spec, latest)
     checkpoint = checkpoint_input(run, resolve_checkpoint)
     if checkpoint is not None:
         inputs.append(checkpoint)
@@ -324,15 +358,40 @@ def build_command_job(
         priority=compute.get("priority"),
         identity=UserIdentityConfiguration() if compute.get("identity_based_auth") else None,
         inputs={
-            item.name: Input(
-                type=item.type, path=item.path, mode=item.mode, path_on_compute=item.path_on_compute
-            )
-            for item in inputs
+            item.name: Input(type=item.type, path=item.path, mode=item.mode) for item in inputs
         },
         tags=job_tags(run, state),
         properties=job_properties(run, attempt, extra_properties),
     )
+    node.experiment_name = job_experiment(run)  # command() leaves it unset
+    node.display_name = job_display_name(run)
+    return node
+
+
+def build_command_job(run: RunSpec, *, root: Path, **kwargs: Any) -> CommandJob:
+    """The ``CommandJob`` of :func:`build_command_node` (what ``dump``/``load_job`` take),
+    with the environment built from ``root``'s conda file unless ``environment`` is given."""
+    environment = kwargs.pop("environment", None) or job_environment(run, root)
+    node = build_command_node(run, environment=environment, **kwargs)
     job = node._to_job()
-    job.experiment_name = job_experiment(run)  # command()._to_job() drops it
-    job.display_name = job_display_name(run)
+    job.experiment_name = node.experiment_name  # _to_job() drops it
+    job.display_name = node.display_name
     return job
+
+
+def check_job(node: Command, run: RunSpec) -> None:
+    """The client-side checks azure-ai-ml runs on a job before it sends one (the job's own
+    schema validation, then its REST serialization), run here for a whole batch before its
+    first job is sent: a job the SDK would refuse half way is refused before anything is."""
+    from azure.ai.ml.entities._job.to_rest_functions import to_rest_job_object
+
+    try:
+        node._validate(raise_error=True)
+        to_rest_job_object(node)
+    except Exception as exc:
+        message = str(getattr(exc, "message", None) or exc).strip() or type(exc).__name__
+        first = next((line.strip() for line in message.splitlines() if line.strip()), message)
+        raise ConfigError(
+            f"{run.run_name}: azure-ai-ml's own checks refused the job "
+            f"({type(exc).__name__}: {first})"
+        ) from exc

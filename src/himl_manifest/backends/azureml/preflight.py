@@ -37,7 +37,7 @@ from himl_manifest.backends.azureml.snapshot import (
     SIZE_LIMIT,
     Snapshot,
     amlignore_line,
-    collect,
+    code_snapshot,
     human_size,
 )
 from himl_manifest.diagnostics import Diagnostic
@@ -68,7 +68,7 @@ def preflight(
     for run in selected:
         code_root = str(run.spec.get("code_root", "."))
         if code_root not in snapshots:
-            snapshots[code_root] = collect(root / code_root)
+            snapshots[code_root] = code_snapshot(root, code_root)
             found += snapshot_problems(snapshots[code_root], root)
         found += _checkpoint_path_problems(run, snapshots[code_root], root)
     found += _environment_problems(selected, root, snapshots)

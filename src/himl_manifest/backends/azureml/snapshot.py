@@ -17,8 +17,8 @@ is uploaded:
   SDK computes it, so equal trees give equal hashes and the service's deduplication can be
   predicted.
 
-The one upload seam is :class:`CodeUploader`; :class:`MLClientCodeUploader` is the real one
-(``MLClient.code.create_or_update(Code(path=...))``), kept tiny because no test here can run it.
+The upload itself is :mod:`.upload`'s: it stages exactly these files and uploads them as the
+job's code asset.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 #: The service's snapshot limit. The reference's troubleshooting names a limit without its
 #: value; 300 MB is Azure ML's documented default (raisable on the service side, at the cost
@@ -113,7 +113,8 @@ class _Matcher:
     """The SDK's reading of an ignore file: its lines right-stripped, gitignore patterns,
     last match wins, matched against file paths relative to the root."""
 
-    def __init__(self, ignore_file: Path | None) -> None:
+    def __init__(self, ignore_file: Path | None, leave_out: set[Path] | None = None) -> None:
+        self.leave_out = leave_out or set()
         self.spec: Any = None
         #: A directory may be skipped whole only when no pattern re-includes anything.
         self.can_prune = True
@@ -134,12 +135,33 @@ class _Matcher:
         return self.can_prune and self.excluded(f"{relative}/")
 
 
-def collect(root: Path) -> Snapshot:
-    """The snapshot of the code root ``root`` (see the module doc). Symlinks are reported and
+def own_paths(project_root: Path) -> list[Path]:
+    """What this tool keeps in a project and never belongs in a code snapshot: the local run
+    store (``mlflow.db`` and SQLite's side files), its state folder (``.himl/``), MLflow's
+    artifact folder and the run folders (the outputs root). Each would change the snapshot's
+    hash on every local run, so every job would upload its code anew."""
+    from himl_manifest.backends.protocol import outputs_root
+    from himl_manifest.paths import STORE_FILE
+
+    root = project_root.resolve()
+    store = [root / f"{STORE_FILE}{suffix}" for suffix in ("", "-journal", "-wal", "-shm")]
+    return [*store, root / ".himl", root / "mlartifacts", outputs_root(root)]
+
+
+def code_snapshot(project_root: Path, code_root: str | Path = ".") -> Snapshot:
+    """The snapshot of a run's code root (relative to the project root), without what this
+    tool keeps in the project (:func:`own_paths`): what pre-flight checks and what is
+    uploaded."""
+    return collect(project_root / code_root, leave_out=own_paths(project_root))
+
+
+def collect(root: Path, *, leave_out: Iterable[Path] = ()) -> Snapshot:
+    """The snapshot of the code root ``root`` (see the module doc), without the files and
+    folders of ``leave_out`` (absolute paths: :func:`own_paths`). Symlinks are reported and
     not followed; a symlinked file counts with its target's size when it has one."""
     root = root.resolve()
     ignore = ignore_file_of(root)
-    matcher = _Matcher(ignore)
+    matcher = _Matcher(ignore, {path.resolve() for path in leave_out})
     snapshot = Snapshot(root=root, ignore_file=ignore.name if ignore else None)
     for relative, entry in _walk(root, matcher):
         if entry.is_symlink():
@@ -163,6 +185,8 @@ def _walk(root: Path, matcher: _Matcher) -> Iterator[tuple[str, Path]]:
             continue
         for entry in entries:
             path = Path(entry.path)
+            if path in matcher.leave_out:
+                continue
             relative = path.relative_to(root).as_posix()
             if entry.is_dir(follow_symlinks=False):
                 if not matcher.excluded_dir(relative):
@@ -198,30 +222,3 @@ def human_size(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} GB"  # pragma: no cover
-
-
-# --- the upload seam -------------------------------------------------------------------------
-
-
-class CodeUploader(Protocol):
-    """Uploads a snapshot as a code asset and returns the asset's ARM id (what a job's
-    ``code`` takes: a registered code asset needs its full ARM id, not ``azureml:name:1``)."""
-
-    def upload(self, snapshot: Snapshot) -> str: ...
-
-
-class MLClientCodeUploader:
-    """The real upload: ``MLClient.code.create_or_update(Code(path=root))``. The SDK selects
-    the files again itself (the same rule as :func:`collect`), uploads them to the workspace's
-    blob store and deduplicates by content hash. Not run by the tests (it needs TLS and blob
-    storage); apply serializes uploads, since two at the same instant can fail with "Blob
-    already exists"."""
-
-    def __init__(self, ml_client: Any) -> None:
-        self.ml_client = ml_client
-
-    def upload(self, snapshot: Snapshot) -> str:
-        from azure.ai.ml.entities import Code
-
-        code = self.ml_client.code.create_or_update(Code(path=str(snapshot.root)))
-        return str(code.id)

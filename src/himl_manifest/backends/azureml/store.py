@@ -31,8 +31,9 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
+from himl_manifest.backends.azureml.jobs import RUN_SPEC_ENV
 from himl_manifest.backends.azureml.workspace import (
     Timeouts,
     Workspace,
@@ -44,6 +45,7 @@ from himl_manifest.backends.azureml.workspace import (
     translate,
 )
 from himl_manifest.backends.base import (
+    BackendBase,
     Capabilities,
     MetricHistories,
     Progress,
@@ -55,7 +57,6 @@ from himl_manifest.backends.local_store import spec_text
 from himl_manifest.backends.protocol import (
     AZUREML_TERMINAL,
     LOG_FILE,
-    MAX_TAG_VALUE,
     OUTPUTS_DIR,
     TAG_ATTEMPT,
     TAG_CHECKPOINTS,
@@ -71,8 +72,6 @@ from himl_manifest.backends.protocol import (
     TAG_SPEC_HASH,
     TAG_STATE,
     TAG_USER_PREFIX,
-    cap,
-    display_name,
     listed,
     parse_run_reference,
     path_in_run,
@@ -81,6 +80,7 @@ from himl_manifest.backends.protocol import (
     stored_provenance,
     stored_state,
 )
+from himl_manifest.diagnostics import Diagnostic
 from himl_manifest.errors import BackendUnavailable, CheckpointError, StoreError
 from himl_manifest.model import (
     Lifecycle,
@@ -92,11 +92,8 @@ from himl_manifest.model import (
 )
 from himl_manifest.spec import RunSpec, canonical_json
 
-#: The compute target meaning "this machine" (the schema's default).
-LOCAL_TARGET = "local"
-
-#: Returns the code asset's ARM id for this submission (uploads the snapshot when needed).
-CodeSource = Callable[[], str]
+if TYPE_CHECKING:
+    from himl_manifest.backends.azureml.submit import Prepared
 
 
 def job_uri(job_name: str, path: PurePosixPath | str = "") -> str:
@@ -106,22 +103,42 @@ def job_uri(job_name: str, path: PurePosixPath | str = "") -> str:
     return f"{base}/{path}" if str(path) else base
 
 
-def cosmetic_tags(run: RunSpec) -> dict[str, str]:
-    """The cosmetic view of ``run`` as tags (split in parts when longer than one tag)."""
-    text = canonical_json(cosmetic_view(run.spec))
-    if len(text) <= MAX_TAG_VALUE:
-        return {TAG_COSMETIC: text, TAG_COSMETIC_PARTS: "0"}
-    parts = [text[i : i + MAX_TAG_VALUE] for i in range(0, len(text), MAX_TAG_VALUE)]
-    tags = {f"{TAG_COSMETIC}.{i}": part for i, part in enumerate(parts)}
-    tags[TAG_COSMETIC_PARTS] = str(len(parts))
-    return tags
+#: The value of :data:`TAG_COSMETIC` on a job whose cosmetic fields were changed in place
+#: (``job:`` and the fields the manifest sets, e.g. ``job:description,tags``): read them from
+#: the job itself, its description, its ``himl.tag.*`` tags and its display name.
+COSMETIC_FROM_JOB = "job:"
 
 
-def cosmetic_text(tags: Mapping[str, str]) -> str:
+def cosmetic_marker(run: RunSpec) -> str:
+    """What :meth:`AzureMLBackend.update_metadata` records in :data:`TAG_COSMETIC`."""
+    return COSMETIC_FROM_JOB + ",".join(sorted(cosmetic_view(run.spec)))
+
+
+def live_cosmetic(job: JobFacts) -> dict[str, Any]:
+    """The cosmetic view of a job updated in place (see :data:`COSMETIC_FROM_JOB`). Jobs of
+    earlier versions carry the view itself as JSON in ``himl.cosmetic`` (over ``.N`` parts
+    when long)."""
+    tags = job.tags
+    marker = tags.get(TAG_COSMETIC, "")
     count = _int(tags.get(TAG_COSMETIC_PARTS)) or 0
     if count:
-        return "".join(tags.get(f"{TAG_COSMETIC}.{i}", "") for i in range(count))
-    return tags.get(TAG_COSMETIC, "")
+        marker = "".join(tags.get(f"{TAG_COSMETIC}.{i}", "") for i in range(count))
+    if not marker.startswith(COSMETIC_FROM_JOB):
+        view: dict[str, Any] = json.loads(marker)
+        return view
+    fields = set(marker[len(COSMETIC_FROM_JOB) :].split(","))
+    view = {}
+    if "description" in fields:
+        view["description"] = job.description
+    if "tags" in fields:
+        view["tags"] = {
+            key[len(TAG_USER_PREFIX) :]: value
+            for key, value in tags.items()
+            if key.startswith(TAG_USER_PREFIX)
+        }
+    if "tracking" in fields:
+        view["tracking"] = {"display_name": job.display_name}
+    return view
 
 
 def _int(value: object) -> int | None:
@@ -151,6 +168,11 @@ class JobFacts:
     #: Whether the job is archived: the REST JSON says (``isArchived``), the SDK's entity
     #: does not (None).
     archived: bool | None = None
+    #: The run spec the job was submitted with (its :data:`.jobs.RUN_SPEC_ENV` variable).
+    spec: str = ""
+    description: str = ""
+    display_name: str = ""
+    experiment: str = ""
 
     @classmethod
     def of_entity(cls, job: Any) -> JobFacts:
@@ -159,6 +181,7 @@ class JobFacts:
         services = getattr(job, "services", None) or {}
         studio = services.get("Studio") if isinstance(services, Mapping) else None
         status = getattr(job, "status", None)
+        variables = _strings(getattr(job, "environment_variables", None))
         return cls(
             name=str(job.name),
             properties=_strings(getattr(job, "properties", None)),
@@ -166,6 +189,10 @@ class JobFacts:
             status=str(getattr(status, "value", status) or ""),
             studio_url=str(getattr(studio, "endpoint", "") or ""),
             created=float(stamp()) if callable(stamp) else None,
+            spec=variables.get(RUN_SPEC_ENV, ""),
+            description=str(getattr(job, "description", None) or ""),
+            display_name=str(getattr(job, "display_name", None) or ""),
+            experiment=str(getattr(job, "experiment_name", None) or ""),
         )
 
     @classmethod
@@ -191,7 +218,15 @@ class JobFacts:
             studio_url=str(studio.get("endpoint") or "") if isinstance(studio, Mapping) else "",
             created=stamp,
             archived=bool(body.get("isArchived")),
+            spec=_strings(body.get("environmentVariables")).get(RUN_SPEC_ENV, ""),
+            description=str(body.get("description") or ""),
+            display_name=str(body.get("displayName") or ""),
+            experiment=str(body.get("experimentName") or ""),
         )
+
+    @property
+    def managed(self) -> bool:
+        return self.properties.get(TAG_MANAGED) == "true"
 
 
 def _json_pages(operations: Any, kind: Any, filters: Mapping[str, str]) -> Iterable[Any] | None:
@@ -273,14 +308,14 @@ def to_record(job: Any, *, archived: bool = False) -> RunRecord | None:
     facts = {**tags, **properties}  # identity from the (add-only) properties first
     name = facts.get(TAG_RUN_NAME)
     seed = _int(facts.get(TAG_SEED))
-    text = spec_text(properties) or spec_text(tags)
+    # the spec is in the job definition; jobs of earlier versions kept it in properties
+    text = facts_of.spec or spec_text(properties) or spec_text(tags)
     if not name or seed is None or not text or TAG_SPEC_HASH not in facts:
         return None
-    overlay = cosmetic_text(tags)
-    if overlay:
+    if TAG_COSMETIC in tags or TAG_COSMETIC_PARTS in tags:  # updated in place since
         try:
             payload = json.loads(text)
-            payload["spec"] = with_cosmetic(payload["spec"], json.loads(overlay))
+            payload["spec"] = with_cosmetic(payload["spec"], live_cosmetic(facts_of))
             text = canonical_json(payload)
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
@@ -324,37 +359,32 @@ def to_record(job: Any, *, archived: bool = False) -> RunRecord | None:
     )
 
 
+def damage(job: JobFacts) -> str:
+    """Why a managed job gives no record (for the warning that names it)."""
+    facts = {**job.tags, **job.properties}
+    if not facts.get(TAG_RUN_NAME):
+        return f"no {TAG_RUN_NAME}"
+    if _int(facts.get(TAG_SEED)) is None:
+        return f"no valid {TAG_SEED}"
+    if TAG_SPEC_HASH not in facts:
+        return f"no {TAG_SPEC_HASH}"
+    if not (job.spec or spec_text(job.properties) or spec_text(job.tags)):
+        return "no run spec in its definition"
+    return "its run spec or cosmetic fields are not valid JSON"
+
+
 def checkpoint_files(job: Any) -> set[str] | None:
     """The checkpoint files the runner recorded on ``job`` (None: it recorded none)."""
     listing = (getattr(job, "tags", None) or {}).get(TAG_CHECKPOINTS)
     return None if listing is None else {f for f in str(listing).split(",") if f}
 
 
-def submittable(job: Any) -> Any:
-    """What ``jobs.create_or_update`` takes for a new job. azure-ai-ml 1.35 refuses a
-    ``CommandJob`` ("Non supported job type") and takes the ``Command`` node, whose
-    ``_to_node`` drops the name, experiment, environment, distribution and resources: they are
-    put back here (a test checks the round trip is lossless)."""
-    from azure.ai.ml.entities import CommandJob
-
-    if not isinstance(job, CommandJob):
-        return job
-    node = job._to_node()
-    node.name = job.name
-    node.experiment_name = job.experiment_name
-    node.environment = job.environment
-    node.distribution = job.distribution
-    node.resources = job.resources
-    node.display_name = job.display_name
-    return node
-
-
-class AzureMLBackend:
+class AzureMLBackend(BackendBase):
     """The run store and executor over one Azure ML workspace.
 
     ``client``: an ``MLClient`` (:func:`.workspace.ml_client`); ``root``: the project root (the
-    conda file is found from it); ``code``: returns the code asset's ARM id, called once per
-    :meth:`submit` that submits anything (the snapshot upload seam, :mod:`.snapshot`);
+    conda file is found from it); ``code``: code root -> the ARM id of its code asset (default:
+    :class:`.upload.CodeAssets`, which uploads each code root's snapshot once);
     ``default_compute``: the cluster for runs whose ``compute.target`` is ``local`` (None:
     such runs are refused); ``poll_s``: seconds between status polls in :meth:`wait`."""
 
@@ -366,28 +396,37 @@ class AzureMLBackend:
         client: Any,
         *,
         root: Path,
-        code: CodeSource,
+        code: Callable[[str], str] | None = None,
         workspace: Workspace | None = None,
         default_compute: str | None = None,
         poll_s: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
+        timeouts: Timeouts | None = None,
     ) -> None:
+        from himl_manifest.backends.azureml.submit import Submission
+        from himl_manifest.backends.azureml.upload import CodeAssets
+
         self.client = client
         self.root = root
-        self.code = code
         self.workspace = workspace
         self.default_compute = default_compute
         self.poll_s = poll_s
         self.sleep = sleep
+        if code is None:
+            code = CodeAssets(client, root, workspace=workspace, timeouts=timeouts).code_id
+        self.submission = Submission(self, code)
+        #: More environment variables for every job (``himl-runner --debug_ddp``).
+        self.environment_variables: dict[str, str] = {}
         #: Requests made, by kind (``list``, ``get``, ``create``, ``update``, ``archive``).
         self.calls: dict[str, int] = {}
+        #: Managed jobs a read could not make sense of (named once each).
+        self._damaged: dict[str, str] = {}
 
     @classmethod
     def open(
         cls,
         root: Path,
         *,
-        code: CodeSource,
         config: str | Path | None = None,
         credential: Any = None,
         timeouts: Timeouts | None = None,
@@ -396,7 +435,30 @@ class AzureMLBackend:
         """The backend of the workspace the project at ``root`` names (see :mod:`.workspace`)."""
         workspace = find_workspace(root, config)
         client = ml_client(workspace, credential=credential, timeouts=timeouts)
-        return cls(client, root=root, code=code, workspace=workspace, **kwargs)
+        return cls(client, root=root, workspace=workspace, timeouts=timeouts, **kwargs)
+
+    def preflight(
+        self, runs: Sequence[RunSpec], *, expected: Collection[str] = ()
+    ) -> list[Diagnostic]:
+        """The offline checks of :mod:`.preflight` (snapshot, environment, run specs) and
+        those against the workspace (:mod:`.checks`: computes, data, datastores, upstream
+        checkpoints), for the runs as they would be placed."""
+        from himl_manifest.backends.azureml.checks import workspace_problems
+        from himl_manifest.backends.azureml.preflight import preflight
+
+        placed = [self.placed(run) for run in runs]
+        return preflight(
+            placed,
+            self.root,
+            workspace_check=lambda batch: workspace_problems(self, batch, expected),
+        )
+
+    def read_warnings(self) -> list[str]:
+        return [
+            f"Azure ML job {name} looks like one of ours but cannot be read ({why}): "
+            "skipped; it plays no part in plans"
+            for name, why in sorted(self._damaged.items())
+        ]
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -433,16 +495,33 @@ class AzureMLBackend:
 
     def _records(self, doing: str, **filters: str) -> list[RunRecord]:
         """Every managed job (matching ``filters``, ``properties=...``), as records: one paged
-        listing, plus one of the archived jobs when the listing does not say which they are."""
+        listing, plus one of the archived jobs when the listing does not say which they are.
+        A managed job that cannot be read is skipped and named (:meth:`read_warnings`)."""
         wanted = filters.pop("properties", "")
         properties = ",".join(p for p in (TAG_MANAGED, wanted) if p)
-        jobs = self._list(doing, properties=properties)
+        jobs = [self._complete(job, doing) for job in self._list(doing, properties=properties)]
         archived = {job.name for job in jobs if job.archived}
         if any(job.archived is None for job in jobs):
             listing = self._list(doing, view="ArchivedOnly", properties=properties)
             archived = {job.name for job in listing}
-        records = (to_record(job, archived=job.name in archived) for job in jobs)
-        return [record for record in records if record is not None]
+        records = []
+        for job in jobs:
+            record = to_record(job, archived=job.name in archived)
+            if record is not None:
+                records.append(record)
+            elif job.managed:
+                self._damaged.setdefault(job.name, damage(job))
+        return records
+
+    def _complete(self, job: JobFacts, doing: str) -> JobFacts:
+        """``job`` with its run spec: a listing that leaves out a job's definition (its
+        environment variables) is completed by reading that job."""
+        if job.spec or spec_text(job.properties) or not job.managed:
+            return job
+        full = self._get(job.name, doing)
+        if full is None:
+            return job
+        return replace(job, spec=JobFacts.of_entity(full).spec)
 
     def list_runs(
         self, *, full: bool = True, history_of: Collection[str] | None = None
@@ -478,18 +557,53 @@ class AzureMLBackend:
         )
 
     def update_metadata(self, run_name: str, run: RunSpec) -> None:
+        """The cosmetic fields of ``run`` onto every attempt: description, display name and
+        the manifest's tags (``himl.tag.*``: new values set, removed ones deleted), merged in
+        place through the run history (``jobs.update``)."""
+        from himl_manifest.backends.azureml.jobs import (
+            job_description,
+            job_display_name,
+            user_tags,
+        )
+
         doing = f"updating the metadata of {run_name}"
-        tags = {**cosmetic_tags(run)}
-        for key, value in (run.spec.get("tags") or {}).items():
-            tags[f"{TAG_USER_PREFIX}{key}"] = cap(value)
-        shown = display_name(run_name, run.spec.get("tracking", {}).get("display_name"))
-        description = cap(run.spec.get("description") or "")
-        for record in self._require(run_name, doing):
+        tags = {**user_tags(run.spec), TAG_COSMETIC: cosmetic_marker(run)}
+        description = job_description(run) or ""
+        for job in self._jobs_of(run_name, doing):
+            stale = sorted(
+                key
+                for key in job.tags
+                if (key.startswith(TAG_USER_PREFIX) and key not in tags)
+                or key.startswith(f"{TAG_COSMETIC}.")
+            )
             self._count("update")
             with azure_errors(doing, self.workspace):
                 self.client.jobs.update(
-                    record.run_id, tags=tags, display_name=shown, description=description
+                    job.name, tags=tags, display_name=job_display_name(run), description=description
                 )
+                if stale:
+                    self._count("untag")
+                    self._delete_tags(job, stale)
+
+    def _jobs_of(self, run_name: str, doing: str) -> list[JobFacts]:
+        """Every attempt of ``run_name``, as the workspace lists them."""
+        jobs = self._list(doing, properties=f"{TAG_MANAGED},{TAG_RUN_NAME}={run_name}")
+        if not jobs:
+            raise StoreError(f"{doing}: no run named {run_name!r} in {self._where()}")
+        return jobs
+
+    def _delete_tags(self, job: JobFacts, keys: Sequence[str]) -> None:
+        """Remove tags from a job: the run history's tag deletion (``jobs.update`` only merges)."""
+        operations = self.client.jobs
+        scope = operations._operation_scope
+        operations._runs_operations._operation.delete_tags_by_experiment_name(
+            subscription_id=scope.subscription_id,
+            resource_group_name=scope.resource_group_name,
+            workspace_name=operations._workspace_name,
+            experiment_name=job.experiment or "Default",
+            run_id=job.name,
+            body=list(keys),
+        )
 
     def set_state(self, run_name: str, state: Lifecycle | str) -> None:
         lifecycle: Lifecycle = parse_enum(Lifecycle, state, "state")
@@ -588,47 +702,31 @@ class AzureMLBackend:
     def submit(
         self, runs: Sequence[RunSpec], *, attempts: Mapping[str, int] | None = None
     ) -> list[Submitted]:
+        """Prepare every job of ``runs`` (code, environments, data versions, the SDK's checks),
+        then send them (:mod:`.submit`)."""
         if not runs:
             return []
-        code = self.code()
-        return [self._submit_one(run, (attempts or {}).get(run.run_name, 1), code) for run in runs]
+        prepared = self.submission.prepare(runs, attempts or {})
+        return self.submission.send(prepared)
 
-    def _build(self, run: RunSpec, attempt: int, code: str) -> Any:
-        from himl_manifest.backends.azureml.jobs import build_command_job
-        from himl_manifest.backends.local_store import spec_tags
+    def placed(self, run: RunSpec) -> RunSpec:
+        from himl_manifest.backends.azureml.submit import placed_on
 
-        built = run
-        target = str(run.spec.get("compute", {}).get("target", LOCAL_TARGET))
-        if target == LOCAL_TARGET and self.default_compute:
-            compute = {**run.spec.get("compute", {}), "target": self.default_compute}
-            built = replace(run, spec={**run.spec, "compute": compute})
-        job = build_command_job(
-            built,
-            attempt=attempt,
-            code=code,
-            root=self.root,
-            resolve_checkpoint=self.resolve_checkpoint,
-        )
-        if built is not run:  # the stored spec is the manifest's, which the spec hash covers
-            job.properties.update(spec_tags(run))
-        return job
+        return placed_on(run, self.default_compute)
 
-    def _submit_one(self, run: RunSpec, attempt: int, code: str) -> Submitted:
-        from himl_manifest.backends.azureml.jobs import job_name
-
-        name = job_name(run.run_name, attempt)
-        doing = f"submitting {name}"
-        job = submittable(self._build(run, attempt, code))
+    def _send(self, item: Prepared) -> Submitted:
+        """Send one prepared job; a name that exists is read and compared."""
+        doing = f"submitting {item.name}"
         self._count("create")
         with azure_errors(doing, self.workspace):
             try:
-                created = self.client.jobs.create_or_update(job)
+                created = self.client.jobs.create_or_update(item.node)
             except Exception as exc:
                 if not is_already_exists(exc):
                     raise
-                return self._existing(run, attempt, name)
+                return self._existing(item.run, item.attempt, item.name)
         record = to_record(created)
-        return Submitted(run.run_name, attempt, SubmitOutcome.CREATED, record)
+        return Submitted(item.run.run_name, item.attempt, SubmitOutcome.CREATED, record)
 
     def _existing(self, run: RunSpec, attempt: int, name: str) -> Submitted:
         """The job ``name`` exists: ours with the same identity (another apply made it, or our
@@ -762,7 +860,6 @@ __all__ = [
     "job_uri",
     "log_files",
     "status_of",
-    "submittable",
     "to_record",
     "translate",
 ]

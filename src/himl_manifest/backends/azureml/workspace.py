@@ -58,21 +58,49 @@ class Workspace:
         return f"{self.workspace_name} (resource group {self.resource_group})"
 
 
+#: Environment variable: the overall deadline of one request to Azure ML, in seconds.
+ENV_TIMEOUT = "HIML_AZUREML_TIMEOUT"
+#: The default deadline of one request, retries included.
+DEFAULT_DEADLINE_S = 30.0
+
+
 @dataclass(frozen=True)
 class Timeouts:
-    """Our own limits on every request to Azure (azure-core's transport and retry policy)."""
+    """Our own limits on every request to Azure (azure-core's transport and retry policy).
+
+    ``deadline_s`` bounds one call as a whole, its retries included (azure-core's retry
+    ``timeout``): a service that accepts the connection and never answers is an error after
+    about that long, not after the transport's 300 s per attempt times its retries. A read
+    waits at most that long too."""
 
     #: Seconds to open a connection (the transport's default is 300).
     connect_s: float = 10.0
-    #: Seconds to wait for an answer once connected.
-    read_s: float = 60.0
+    #: Seconds one call may take, retries included.
+    deadline_s: float = DEFAULT_DEADLINE_S
     #: Retries of a request azure-core may retry (429, 500, 503, dropped connections).
     retries: int = 3
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Timeouts:
+        """The defaults, with the deadline from ``HIML_AZUREML_TIMEOUT`` when it is set."""
+        value = (os.environ if environ is None else environ).get(ENV_TIMEOUT, "").strip()
+        if not value:
+            return cls()
+        try:
+            deadline = float(value)
+        except ValueError:
+            deadline = -1.0
+        if not 0 < deadline <= 3600:
+            raise ConfigError(
+                f"{ENV_TIMEOUT}={value!r}: expected a number of seconds between 0 and 3600"
+            )
+        return cls(connect_s=min(cls.connect_s, deadline), deadline_s=deadline)
 
     def client_kwargs(self) -> dict[str, Any]:
         return {
             "connection_timeout": self.connect_s,
-            "read_timeout": self.read_s,
+            "read_timeout": self.deadline_s,
+            "timeout": self.deadline_s,
             "retry_total": self.retries,
             "retry_connect": self.retries,
             "retry_read": self.retries,
@@ -159,11 +187,45 @@ def read_config(path: Path) -> Workspace:
 
 
 def default_credential() -> Any:
-    """azure-identity's default chain, without the interactive browser (apply may run in CI)."""
+    """azure-identity's default chain, without the interactive browser (apply may run in CI),
+    behind :class:`CachedCredential`: one token per scope per process."""
     require_sdk()
     from azure.identity import DefaultAzureCredential
 
-    return DefaultAzureCredential(exclude_interactive_browser_credential=True)
+    return CachedCredential(DefaultAzureCredential(exclude_interactive_browser_credential=True))
+
+
+class CachedCredential:
+    """A credential that asks the one it wraps once per scope, and again only when the token
+    is about to expire. Each client of the SDK has its own token policy (jobs, environments,
+    codes, run history, ...): without this, every one of them runs the credential chain (an
+    `az` process for a CLI login) on its first request."""
+
+    #: Seconds before expiry at which a token is renewed.
+    MARGIN_S = 300
+
+    def __init__(self, inner: Any) -> None:
+        import threading
+
+        self.inner = inner
+        self._tokens: dict[tuple[Any, ...], Any] = {}
+        self._lock = threading.Lock()
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        import time
+
+        key = (scopes, kwargs.get("claims"), kwargs.get("tenant_id"))
+        with self._lock:
+            token = self._tokens.get(key)
+            if token is None or token.expires_on - self.MARGIN_S <= time.time():
+                token = self.inner.get_token(*scopes, **kwargs)
+                self._tokens[key] = token
+            return token
+
+    def close(self) -> None:
+        close = getattr(self.inner, "close", None)
+        if callable(close):
+            close()
 
 
 def quiet_sdk_logs() -> None:
@@ -190,7 +252,7 @@ def ml_client(
         workspace.subscription_id,
         workspace.resource_group,
         workspace.workspace_name,
-        **{**(timeouts or Timeouts()).client_kwargs(), **client_kwargs},
+        **{**(timeouts or Timeouts.from_environment()).client_kwargs(), **client_kwargs},
     )
 
 
@@ -234,7 +296,9 @@ def translate(exc: BaseException, doing: str, workspace: Workspace | None = None
         ClientAuthenticationError,
         HttpResponseError,
         ServiceRequestError,
+        ServiceRequestTimeoutError,
         ServiceResponseError,
+        ServiceResponseTimeoutError,
     )
 
     where = f"Azure ML workspace {workspace}" if workspace else "Azure ML"
@@ -263,6 +327,17 @@ def translate(exc: BaseException, doing: str, workspace: Workspace | None = None
         )
     if isinstance(exc, HttpResponseError) and status is not None:
         return StoreError(f"{doing}: {where} answered {status}: {service_message(exc)}")
+    if isinstance(exc, (ServiceRequestTimeoutError, ServiceResponseTimeoutError)):
+        what = (
+            "did not accept the connection"
+            if isinstance(exc, ServiceRequestError)
+            else ("did not answer")
+        )
+        return StoreError(
+            f"{doing}: timed out: {where} {what} within the deadline of one call "
+            f"({ENV_TIMEOUT}, default {DEFAULT_DEADLINE_S:g} s); the service may be slow or "
+            "hung: try again later"
+        )
     if isinstance(exc, (ServiceRequestError, ServiceResponseError)):
         return StoreError(
             f"{doing}: could not reach {where} ({type(exc).__name__}: {service_message(exc)}); "
