@@ -11,13 +11,23 @@ TORCH ?= torch==2.13.0
 
 .PHONY: setup run test lint typecheck unit bench clean
 
-setup: $(VENV)/.installed
+# Azurite (Microsoft's Azure Storage emulator, npm package pinned in tests/azurite/) serves the
+# blob storage of the Azure ML tests; the stamp inside node_modules makes setup re-runnable
+# without reinstalling (npm ci empties node_modules first, so a stale stamp cannot survive).
+AZURITE_STAMP := tests/azurite/node_modules/.installed
+
+setup: $(VENV)/.installed $(AZURITE_STAMP)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e '.[dev,azure,train,report,ui]' "$(TORCH)"
+	touch $@
+
+$(AZURITE_STAMP): tests/azurite/package.json tests/azurite/package-lock.json
+	@command -v npm >/dev/null || { echo "make setup: the Azure ML tests need Azurite, which needs node 20 and npm"; exit 1; }
+	npm ci --prefix tests/azurite --no-audit --no-fund --loglevel=error
 	touch $@
 
 run: setup

@@ -13,7 +13,24 @@ This is the one stand-in for Azure in the tests. It serves, with the service's s
 - ``GET .../workspaces/{ws}`` (the workspace, with its ``discoveryUrl``), ``GET /discovery``,
   and the run-history ``PATCH /history/v1.0/.../experiments/{exp}/runs/{name}`` that
   ``jobs.update`` / ``jobs.archive`` send (they refuse a bearer token over plain http, hence TLS:
-  a self-signed certificate made at test time with ``cryptography``).
+  a self-signed certificate made at test time with ``cryptography``), and
+  ``DELETE .../runs/{name}/tags`` (a JSON list of tag keys);
+- code assets, as ``Code(path=folder)`` / ``command(code=folder)`` upload them:
+  ``GET .../codes/{name}/versions?hash=&hashVersion=`` (versions with that content hash under
+  any name: the SDK names each anonymous snapshot with a fresh uuid), ``GET``/``PUT
+  .../codes/{name}/versions/{v}`` and ``POST .../startPendingUpload`` (a new container of
+  :attr:`FakeWorkspace.storage`, an Azurite, per call, with a SAS through
+  :attr:`FakeWorkspace.blob_proxy`). A PUT whose ``codeUri`` has no blobs is refused, a PUT that
+  changes an existing version's path answers "Asset paths cannot be updated.";
+- data assets (``GET .../data/{name}``, ``.../data/{name}/versions[/{v}]`` with ``$orderBy``,
+  ``$top``), datastores (``workspaceblobstore`` by default), computes (``cpu-cluster`` and
+  ``gpu-cluster`` by default) and ``.../locations/{loc}/vmSizes``.
+
+A new job's PUT is checked as the service checks it: its compute, environment and code exist,
+so do the data assets and datastores its inputs and outputs name; and the run limits (50 tags
+and 50 properties, keys of 100 characters, values of 1,000; name, display name and experiment
+name of 256, description of 5,000) hold, on the PUT and on the merged result of a run-history
+PATCH. Each refusal is a 400 UserError naming what is missing or the limit broken.
 
 Jobs move NotStarted -> Queued -> Running -> outcome, one step per ``GET`` of the job by name
 (polling). The outcome is ``outcomes[name]``, else ``outcome(job)`` (a function of the stored
@@ -22,7 +39,10 @@ inside a real job writes).
 
 Faults are injected per test with :meth:`FakeWorkspace.fail`: an HTTP status (with
 ``Retry-After``), a slow answer, a dropped connection (before or after the request took effect),
-and :meth:`FakeWorkspace.add_raw_job` puts a malformed job into listings. Every request is kept
+and :meth:`FakeWorkspace.add_raw_job` puts a malformed job into listings; blob storage fails
+with :meth:`FakeWorkspace.fail_storage` (a SAS that Azurite refuses, an endpoint nobody listens
+on) and :meth:`FakeWorkspace.fail_blob` (a 5xx or a dropped connection from the proxy). Every
+request is kept
 in :attr:`FakeWorkspace.requests`; a request nobody serves is answered 404 and kept in
 :attr:`FakeWorkspace.unknown`.
 """
@@ -39,6 +59,7 @@ import socket
 import ssl
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,6 +72,7 @@ RESOURCE_GROUP = "test-rg"
 WORKSPACE = "test-ws"
 ARM = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.MachineLearningServices"
 WS_PATH = (ARM + "/workspaces/{ws}").format(sub=SUBSCRIPTION, rg=RESOURCE_GROUP, ws=WORKSPACE)
+WORKSPACE_ID = "11111111-2222-3333-4444-555555555555"
 TERMINAL = ("Completed", "Failed", "Canceled", "NotResponding", "Paused")
 STEPS = ("NotStarted", "Queued", "Running")
 #: Fields of a job a PUT may change on an existing job (the service's own list).
@@ -72,6 +94,84 @@ _HISTORY = re.compile(
     r"^/history/v1\.0" + re.escape(WS_PATH) + r"/experiments/(?P<exp>[^/]+)/runs/(?P<name>[^/]+)$",
     re.IGNORECASE,
 )
+_HISTORY_TAGS = re.compile(
+    r"^/history/v1\.0"
+    + re.escape(WS_PATH)
+    + r"/experiments/(?P<exp>[^/]+)/runs/(?P<name>[^/]+)/tags$",
+    re.IGNORECASE,
+)
+
+
+def _ws_route(tail: str) -> re.Pattern[str]:
+    return re.compile(r"^" + re.escape(WS_PATH) + tail + r"$", re.IGNORECASE)
+
+
+_ENV_VERSIONS = _ws_route(r"/environments/(?P<name>[^/]+)/versions")
+_CODE_VERSIONS = _ws_route(r"/codes/(?P<name>[^/]+)/versions")
+_CODE_VERSION = _ws_route(r"/codes/(?P<name>[^/]+)/versions/(?P<v>[^/]+)")
+_CODE_PENDING = _ws_route(r"/codes/(?P<name>[^/]+)/versions/(?P<v>[^/]+)/startPendingUpload")
+_DATA_CONTAINERS = _ws_route(r"/data")
+_DATA_CONTAINER = _ws_route(r"/data/(?P<name>[^/]+)")
+_DATA_VERSIONS = _ws_route(r"/data/(?P<name>[^/]+)/versions")
+_DATA_VERSION = _ws_route(r"/data/(?P<name>[^/]+)/versions/(?P<v>[^/]+)")
+_DATASTORES = _ws_route(r"/datastores")
+_DATASTORE = _ws_route(r"/datastores/(?P<name>[^/]+)")
+_COMPUTES = _ws_route(r"/computes")
+_COMPUTE = _ws_route(r"/computes/(?P<name>[^/]+)")
+_VM_SIZES = re.compile(
+    r"^/subscriptions/"
+    + re.escape(SUBSCRIPTION)
+    + r"/providers/Microsoft\.MachineLearningServices/locations/(?P<location>[^/]+)/vmSizes$",
+    re.IGNORECASE,
+)
+#: References a job body makes to the workspace's resources (ARM ids, as the SDK sends them).
+_REF_COMPUTE = re.compile(r"^" + re.escape(WS_PATH) + r"/computes/(?P<name>[^/]+)$", re.IGNORECASE)
+_REF_ENV = re.compile(
+    r"^" + re.escape(WS_PATH) + r"/environments/(?P<name>[^/]+)/versions/(?P<v>[^/]+)$",
+    re.IGNORECASE,
+)
+_REF_CODE = re.compile(
+    r"^" + re.escape(WS_PATH) + r"/codes/(?P<name>[^/]+)/versions/(?P<v>[^/]+)$", re.IGNORECASE
+)
+_REF_DATA = re.compile(
+    r"^(?:azureml:)?" + re.escape(WS_PATH) + r"/data/(?P<name>[^/]+)/versions/(?P<v>[^/]+)$",
+    re.IGNORECASE,
+)
+_REF_DATA_SHORT = re.compile(r"^azureml:(?P<name>[^/:@]+)[:@](?P<v>[^/:@]+)$")
+_REF_DATASTORE = re.compile(
+    r"^azureml://(?:subscriptions/[^/]+/resource[gG]roups/[^/]+/workspaces/[^/]+/)?"
+    r"datastores/(?P<name>[^/]+)/paths/",
+    re.IGNORECASE,
+)
+#: The service limits of runs ("Azure ML service limits"): checked on job PUT and run PATCH.
+MAX_TAGS = MAX_PROPERTIES = 50
+MAX_KEY = 100
+MAX_VALUE = 1000
+MAX_NAME = MAX_DISPLAY_NAME = MAX_EXPERIMENT_NAME = 256
+MAX_DESCRIPTION = 5000
+CONTENT_HASH_VERSION = "202208"
+#: Azure VM sizes (the fields of Azure ML's VirtualMachineSize; figures from Azure's size pages).
+VM_SIZES: tuple[dict[str, Any], ...] = (
+    {"name": "Standard_DS3_v2", "family": "standardDSv2Family", "vCPUs": 4, "gpus": 0,
+     "memoryGB": 14.0, "premiumIO": True},
+    {"name": "Standard_D4s_v3", "family": "standardDSv3Family", "vCPUs": 4, "gpus": 0,
+     "memoryGB": 16.0, "premiumIO": True},
+    {"name": "Standard_NC6s_v3", "family": "standardNCSv3Family", "vCPUs": 6, "gpus": 1,
+     "memoryGB": 112.0, "premiumIO": True},
+    {"name": "Standard_NC12s_v3", "family": "standardNCSv3Family", "vCPUs": 12, "gpus": 2,
+     "memoryGB": 224.0, "premiumIO": True},
+    {"name": "Standard_NC24s_v3", "family": "standardNCSv3Family", "vCPUs": 24, "gpus": 4,
+     "memoryGB": 448.0, "premiumIO": True},
+    {"name": "Standard_NC24ads_A100_v4", "family": "StandardNCADSA100v4Family", "vCPUs": 24,
+     "gpus": 1, "memoryGB": 220.0, "premiumIO": True},
+    {"name": "Standard_ND96asr_v4", "family": "standardNDASv4_A100Family", "vCPUs": 96,
+     "gpus": 8, "memoryGB": 900.0, "premiumIO": True},
+)  # fmt: skip
+#: Clusters every fake workspace has unless a test removes them (the tests' targets).
+DEFAULT_COMPUTES = {"cpu-cluster": "Standard_DS3_v2", "gpu-cluster": "Standard_NC6s_v3"}
+DEFAULT_DATASTORE = "workspaceblobstore"
+#: The code asset :func:`backend_of` uses (registered in every fake workspace, no blobs).
+DEFAULT_CODE = ("himl-snapshot", "1")
 
 
 def make_certificate(folder: Path) -> tuple[Path, Path]:
@@ -151,6 +251,38 @@ class Request:
 
 
 @dataclass
+class PendingUpload:
+    """One ``startPendingUpload``: the container the service made for it and what it handed
+    out (``fault``: the storage fault this SAS carries, if any)."""
+
+    name: str
+    version: str
+    container: str
+    blob_uri: str
+    sas_uri: str
+    fault: str = ""
+
+
+@dataclass
+class Upload:
+    """A code version registered with blobs in storage: which blobs, in which container."""
+
+    code_id: str
+    name: str
+    version: str
+    container: str
+    #: The folder of the snapshot in the container ("" for the container's root).
+    prefix: str
+    #: Every blob under ``prefix`` when the version was registered (full blob names).
+    blobs: list[str] = field(default_factory=list)
+    #: The blob-store requests made into that container (through the proxy).
+    requests: list[Any] = field(default_factory=list)
+
+
+STORAGE_FAULTS = ("wrong-key", "read-only", "unreachable")
+
+
+@dataclass
 class FakeWorkspace:
     """The state of one fake workspace and the HTTPS server in front of it."""
 
@@ -169,9 +301,42 @@ class FakeWorkspace:
     created: list[str] = field(default_factory=list)
     #: Polls (GETs by name) each job has had.
     polls: dict[str, int] = field(default_factory=dict)
+    #: Blob storage (an :class:`azurite.Azurite`): code uploads go there, through
+    #: :attr:`blob_proxy`. None: no storage (``startPendingUpload`` is refused).
+    storage: Any = field(default=None, repr=False)
+    #: Code versions by ``name:version`` (code version resources).
+    code_versions: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    #: Every ``startPendingUpload`` answered, in order.
+    pending_uploads: list[PendingUpload] = field(default_factory=list, repr=False)
+    #: Every code version registered with blobs, in order (a reused version adds none).
+    uploads: list[Upload] = field(default_factory=list, repr=False)
+    #: Data assets: name -> version -> data version resource (in creation order).
+    data: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict, repr=False)
+    datastores: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    computes: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    vm_sizes: list[dict[str, Any]] = field(
+        default_factory=lambda: [dict(s) for s in VM_SIZES], repr=False
+    )
+    location: str = "westeurope"
+    #: Storage faults the next ``startPendingUpload`` calls hand out (see :meth:`fail_storage`).
+    storage_faults: list[str] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
+        self._clock = 0
+        self.blob_proxy: Any = None
+        if self.storage is not None:
+            from azurite import BlobProxy
+
+            self.blob_proxy = BlobProxy(self.storage)
+        # a port bound but never listening: connections to it are refused at once
+        self._dead = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._dead.bind(("127.0.0.1", 0))
+        self.dead_url = f"http://127.0.0.1:{self._dead.getsockname()[1]}/devstoreaccount1"
+        for name, vm_size in DEFAULT_COMPUTES.items():
+            self.add_compute(name, vm_size=vm_size)
+        self.add_datastore(DEFAULT_DATASTORE, default=True)
+        self.add_code(*DEFAULT_CODE)
         self.cert_file, key_file = make_certificate(self.folder)
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.httpd.daemon_threads = True
@@ -180,12 +345,15 @@ class FakeWorkspace:
         self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_address[1]
         self.url = f"https://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+        if self.blob_proxy is not None:
+            self.blob_proxy.close()
+        self._dead.close()
 
     # --- test controls -----------------------------------------------------------------------
 
@@ -207,6 +375,262 @@ class FakeWorkspace:
 
     def calls(self, method: str, pattern: str) -> list[Request]:
         return [r for r in self.requests if r.method == method and re.search(pattern, r.path)]
+
+    # --- test controls: storage, assets, computes ------------------------------------------
+
+    def fail_storage(self, kind: str, times: int = 1) -> None:
+        """The next ``times`` ``startPendingUpload`` answers hand out a SAS that fails:
+        ``wrong-key`` (signed with another key: 403 ``AuthorizationFailure``), ``read-only``
+        (read and list only: the uploads get 403 ``AuthorizationPermissionMismatch``) or
+        ``unreachable`` (a blob endpoint nobody listens on: connections refused)."""
+        if kind not in STORAGE_FAULTS:
+            raise ValueError(f"unknown storage fault {kind!r}: one of {STORAGE_FAULTS}")
+        with self.lock:
+            self.storage_faults.extend([kind] * times)
+
+    def fail_blob(self, method: str, path: str, status: int = 503, **kwargs: Any) -> Any:
+        """Blob requests matching ``method`` and ``path`` (a regex searched in
+        ``/<container>/<blob>``) get ``status`` from the proxy, ``times`` times (None: always);
+        ``drop=True`` closes the connection instead."""
+        if self.blob_proxy is None:
+            raise RuntimeError("fail_blob needs a workspace with storage (FakeWorkspace(storage=))")
+        return self.blob_proxy.fail(method, path, status, **kwargs)
+
+    @property
+    def blob_requests(self) -> list[Any]:
+        """Every blob-store request made through the proxy (:class:`azurite.BlobRequest`)."""
+        return [] if self.blob_proxy is None else list(self.blob_proxy.requests)
+
+    def add_code(
+        self,
+        name: str,
+        version: str = "1",
+        code_uri: str = "",
+        hash_sha256: str | None = None,
+        is_anonymous: bool = False,
+    ) -> dict[str, Any]:
+        """Register a code version as if made earlier (no blobs are checked)."""
+        properties: dict[str, str] = {}
+        if hash_sha256 is not None:
+            properties = {"hash_sha256": hash_sha256, "hash_version": CONTENT_HASH_VERSION}
+        uri = code_uri or (
+            f"https://himltest.blob.core.windows.net/{WORKSPACE_ID}-code/LocalUpload/{name}"
+        )
+        resource = self._code_resource(
+            name, version, {"codeUri": uri, "isAnonymous": is_anonymous, "properties": properties}
+        )
+        with self.lock:
+            self.code_versions[f"{name}:{version}"] = resource
+        return resource
+
+    def add_data(
+        self,
+        name: str,
+        versions: Any = ("1",),
+        type: str = "uri_folder",
+        datastore: str = DEFAULT_DATASTORE,
+        path: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Register data asset ``name`` with ``versions`` (oldest first), of ``type``
+        (``uri_folder``, ``uri_file``, ``mltable``), in ``datastore`` (under ``path``)."""
+        if isinstance(versions, (str, int)):
+            versions = [versions]
+        made = []
+        with self.lock:
+            for version in [str(v) for v in versions]:
+                where = path or f"data/{name}/{version}/"
+                uri = (
+                    f"azureml://subscriptions/{SUBSCRIPTION}/resourcegroups/{RESOURCE_GROUP}/"
+                    f"workspaces/{WORKSPACE}/datastores/{datastore}/paths/{where}"
+                )
+                resource = {
+                    "id": f"{WS_PATH}/data/{name}/versions/{version}",
+                    "name": version,
+                    "type": "Microsoft.MachineLearningServices/workspaces/data/versions",
+                    "properties": {
+                        "dataType": type,
+                        "dataUri": uri,
+                        "description": None,
+                        "tags": {},
+                        "properties": {},
+                        "isAnonymous": False,
+                        "isArchived": False,
+                    },
+                    "systemData": self._system_data(),
+                }
+                self.data.setdefault(name, {})[version] = resource
+                made.append(resource)
+        return made
+
+    def remove_data(self, name: str, version: str | None = None) -> None:
+        with self.lock:
+            if version is None:
+                self.data.pop(name, None)
+            else:
+                self.data.get(name, {}).pop(str(version), None)
+                if not self.data.get(name):
+                    self.data.pop(name, None)
+
+    def add_datastore(
+        self,
+        name: str,
+        *,
+        container: str | None = None,
+        account: str | None = None,
+        type: str = "AzureBlob",
+        default: bool = False,
+    ) -> dict[str, Any]:
+        """Register a datastore (``AzureBlob`` by default) over ``account``/``container``."""
+        account = account or (
+            self.storage.account_name if self.storage is not None else "himlteststorage"
+        )
+        properties: dict[str, Any] = {
+            "datastoreType": type,
+            "accountName": account,
+            "endpoint": "core.windows.net",
+            "protocol": "https",
+            "credentials": {"credentialsType": "AccountKey", "secrets": None},
+            "isDefault": default,
+            "description": None,
+            "tags": {},
+            "properties": {},
+            "serviceDataAccessAuthIdentity": "WorkspaceSystemAssignedIdentity",
+        }
+        where = container or (f"azureml-blobstore-{WORKSPACE_ID}" if default else name)
+        if type == "AzureFile":
+            properties["fileShareName"] = where
+        elif type == "AzureDataLakeGen2":
+            properties["filesystem"] = where
+        else:
+            properties["containerName"] = where
+        resource = {
+            "id": f"{WS_PATH}/datastores/{name}",
+            "name": name,
+            "type": "Microsoft.MachineLearningServices/workspaces/datastores",
+            "properties": properties,
+            "systemData": self._system_data(),
+        }
+        with self.lock:
+            if default:
+                for other in self.datastores.values():
+                    other["properties"]["isDefault"] = False
+            self.datastores[name] = resource
+        return resource
+
+    def remove_datastore(self, name: str) -> None:
+        with self.lock:
+            self.datastores.pop(name, None)
+
+    def add_compute(
+        self,
+        name: str,
+        vm_size: str = "Standard_NC6s_v3",
+        max_nodes: int = 4,
+        type: str = "AmlCompute",
+        *,
+        min_nodes: int = 0,
+        priority: str = "Dedicated",
+    ) -> dict[str, Any]:
+        """Register a compute: an ``AmlCompute`` cluster of ``vm_size`` (0..``max_nodes``
+        nodes), or a ``ComputeInstance``."""
+        now = _iso(dt.datetime.now(dt.timezone.utc))
+        if type == "ComputeInstance":
+            inner: dict[str, Any] = {
+                "vmSize": vm_size,
+                "state": "Running",
+                "applicationSharingPolicy": "Personal",
+                "sshSettings": {"sshPublicAccess": "Disabled"},
+            }
+        else:
+            inner = {
+                "vmSize": vm_size,
+                "vmPriority": priority,
+                "osType": "Linux",
+                "isolatedNetwork": False,
+                "scaleSettings": {
+                    "maxNodeCount": max_nodes,
+                    "minNodeCount": min_nodes,
+                    "nodeIdleTimeBeforeScaleDown": "PT2M",
+                },
+                "remoteLoginPortPublicAccess": "Disabled",
+                "allocationState": "Steady",
+                "allocationStateTransitionTime": now,
+                "errors": None,
+                "currentNodeCount": 0,
+                "targetNodeCount": min_nodes,
+                "nodeStateCounts": {
+                    "idleNodeCount": 0,
+                    "runningNodeCount": 0,
+                    "preparingNodeCount": 0,
+                    "unusableNodeCount": 0,
+                    "leavingNodeCount": 0,
+                    "preemptedNodeCount": 0,
+                },
+                "enableNodePublicIp": True,
+            }
+        resource = {
+            "id": f"{WS_PATH}/computes/{name}",
+            "name": name,
+            "type": "Microsoft.MachineLearningServices/workspaces/computes",
+            "location": self.location,
+            "tags": {},
+            "identity": {"type": "None"},
+            "properties": {
+                "computeType": type,
+                "computeLocation": self.location,
+                "description": None,
+                "createdOn": now,
+                "modifiedOn": now,
+                "provisioningState": "Succeeded",
+                "provisioningErrors": None,
+                "isAttachedCompute": False,
+                "disableLocalAuth": True,
+                "properties": inner,
+            },
+            "systemData": self._system_data(),
+        }
+        with self.lock:
+            self.computes[name] = resource
+        return resource
+
+    def remove_compute(self, name: str) -> None:
+        with self.lock:
+            self.computes.pop(name, None)
+
+    def add_environment(
+        self, name: str, version: str, image: str = "mcr.microsoft.com/azureml/curated:1"
+    ) -> dict[str, Any]:
+        """Register an environment version (what ``environment="azureml:name:version"``
+        refers to)."""
+        with self.lock:
+            reply = self._put_environment(name, version, {"properties": {"image": image}})
+        return dict(reply.body)
+
+    def code_version(self, code_id: str) -> dict[str, Any]:
+        """The code version with ARM id ``code_id`` (or ``name:version``)."""
+        match = _REF_CODE.match(code_id)
+        key = f"{match['name']}:{match['v']}" if match else code_id
+        with self.lock:
+            return self.code_versions[key]
+
+    def uploaded_files(self, code_id: str) -> dict[str, bytes]:
+        """The files of code version ``code_id`` as they lie in storage: path relative to the
+        snapshot's folder -> content (read from Azurite)."""
+        if self.storage is None:
+            raise RuntimeError("uploaded_files needs a workspace with storage")
+        located = self._locate(self.code_version(code_id)["properties"]["codeUri"])
+        if located is None:
+            raise KeyError(f"{code_id}: its codeUri is not in this workspace's storage")
+        container, prefix = located
+        blobs = self.storage.blobs(container, prefix or None)
+        if prefix in blobs:  # a single file
+            return {prefix.rsplit("/", 1)[-1]: blobs[prefix]}
+        cut = len(prefix) + 1 if prefix else 0
+        return {
+            name[cut:]: data
+            for name, data in blobs.items()
+            if not prefix or name.startswith(prefix + "/")
+        }
 
     # --- the service ---------------------------------------------------------------------------
 
@@ -235,8 +659,73 @@ class FakeWorkspace:
             return Reply(200, {"status": "Succeeded"})
         if (match := _HISTORY.match(path)) and method == "PATCH":
             return self._patch_run(match["name"], body)
+        if (match := _HISTORY_TAGS.match(path)) and method == "DELETE":
+            return self._delete_tags(match["name"], body)
+        if (match := _ENV.match(path)) and method == "GET":
+            return self._get_environment(match["name"], match["v"])
+        if (match := _ENV_VERSIONS.match(path)) and method == "GET":
+            versions = [
+                resource
+                for key, resource in self.environments.items()
+                if key.rsplit(":", 1)[0] == match["name"]
+            ]
+            return self._list_versions(versions, query, f"environments/{match['name']}")
+        if (match := _CODE_PENDING.match(path)) and method == "POST":
+            return self._start_pending_upload(match["name"], match["v"], body)
+        if (match := _CODE_VERSION.match(path)) and method in ("GET", "PUT"):
+            if method == "GET":
+                return self._get_code(match["name"], match["v"])
+            return self._put_code(match["name"], match["v"], body)
+        if (match := _CODE_VERSIONS.match(path)) and method == "GET":
+            return self._list_codes(match["name"], query)
+        if (match := _DATA_VERSION.match(path)) and method == "GET":
+            return self._get_data(match["name"], match["v"])
+        if (match := _DATA_VERSIONS.match(path)) and method == "GET":
+            return self._list_data_versions(match["name"], query)
+        if (match := _DATA_CONTAINER.match(path)) and method == "GET":
+            return self._get_data_container(match["name"])
+        if _DATA_CONTAINERS.match(path) and method == "GET":
+            names = sorted(self.data)
+            return Reply(200, {"value": [self._data_container(n) for n in names]})
+        if (match := _DATASTORE.match(path)) and method == "GET":
+            datastore = self.datastores.get(match["name"])
+            if datastore is None:
+                return not_found(f"Datastore {match['name']} not found in workspace {WORKSPACE}.")
+            return Reply(200, copy.deepcopy(datastore))
+        if _DATASTORES.match(path) and method == "GET":
+            wanted = (query.get("isDefault") or [""])[0].lower()
+            stores = [
+                copy.deepcopy(d)
+                for d in self.datastores.values()
+                if not wanted or str(bool(d["properties"]["isDefault"])).lower() == wanted
+            ]
+            return Reply(200, {"value": stores})
+        if (match := _COMPUTE.match(path)) and method == "GET":
+            compute = self.computes.get(match["name"])
+            if compute is None:
+                return not_found(f"Compute {match['name']} not found in workspace {WORKSPACE}.")
+            return Reply(200, copy.deepcopy(compute))
+        if _COMPUTES.match(path) and method == "GET":
+            return Reply(200, {"value": [copy.deepcopy(c) for c in self.computes.values()]})
+        if (match := _VM_SIZES.match(path)) and method == "GET":
+            return Reply(200, {"value": [self._vm_size(size) for size in self.vm_sizes]})
         self.unknown.append(f"{method} {path}")
         return error(404, "NotFound", f"no route for {method} {path} in the fake workspace")
+
+    def _system_data(self) -> dict[str, Any]:
+        """``systemData`` with a creation time that grows by a millisecond per resource made
+        (so "latest" and ``createdtime`` orders are well defined)."""
+        with self.lock:
+            self._clock += 1
+        when = _iso(dt.datetime.now(dt.timezone.utc) + dt.timedelta(milliseconds=self._clock))
+        return {
+            "createdAt": when,
+            "createdBy": "tester@example.com",
+            "createdByType": "User",
+            "lastModifiedAt": when,
+            "lastModifiedBy": "tester@example.com",
+            "lastModifiedByType": "User",
+        }
 
     def _resource(self, name: str, properties: dict[str, Any]) -> dict[str, Any]:
         now = dt.datetime.now(dt.timezone.utc).isoformat()
@@ -265,6 +754,16 @@ class FakeWorkspace:
                 old["isArchived"] = bool(properties["isArchived"])
                 return Reply(200, self._view(existing))
             return error(400, "UserError", ALREADY_EXISTS)
+        refused = check_limits(
+            name=name,
+            display_name=properties.get("displayName"),
+            description=properties.get("description"),
+            experiment_name=properties.get("experimentName"),
+            tags=properties.get("tags"),
+            properties=properties.get("properties"),
+        ) or self._check_references(properties)
+        if refused is not None:
+            return refused
         properties.setdefault("tags", {})
         properties.setdefault("properties", {})
         properties["status"] = "NotStarted"
@@ -355,14 +854,17 @@ class FakeWorkspace:
         return Reply(202, None, {"Location": location})
 
     def _put_environment(self, name: str, version: str, body: Any) -> Reply:
+        key = f"{name}:{version}"
+        created = key not in self.environments
         resource = {
             "id": f"{WS_PATH}/environments/{name}/versions/{version}",
             "name": version,
             "type": "Microsoft.MachineLearningServices/workspaces/environments/versions",
             "properties": dict((body or {}).get("properties") or {}),
+            "systemData": (
+                self._system_data() if created else self.environments[key].get("systemData")
+            ),
         }
-        key = f"{name}:{version}"
-        created = key not in self.environments
         self.environments[key] = resource
         return Reply(201 if created else 200, resource)
 
@@ -371,11 +873,11 @@ class FakeWorkspace:
             "id": WS_PATH,
             "name": WORKSPACE,
             "type": "Microsoft.MachineLearningServices/workspaces",
-            "location": "westeurope",
+            "location": self.location,
             "properties": {
                 "discoveryUrl": f"{self.url}/discovery",
                 "mlFlowTrackingUri": f"azureml://westeurope.api.azureml.ms/mlflow/v1.0{WS_PATH}",
-                "workspaceId": "11111111-2222-3333-4444-555555555555",
+                "workspaceId": WORKSPACE_ID,
             },
         }
 
@@ -385,6 +887,15 @@ class FakeWorkspace:
             return error(404, "UserError", f"Run {name} not found.")
         body = body or {}
         properties = job["properties"]
+        new_props = body.get("properties") or {}
+        refused = check_limits(
+            display_name=body.get("displayName"),
+            description=body.get("description"),
+            tags={**properties["tags"], **(body.get("tags") or {})},
+            properties={**properties["properties"], **new_props},
+        )
+        if refused is not None:
+            return refused
         if body.get("tags"):
             properties["tags"].update({k: str(v) for k, v in body["tags"].items()})
         if body.get("properties"):
@@ -398,18 +909,305 @@ class FakeWorkspace:
             properties["description"] = body["description"]
         if body.get("hidden") is not None:
             properties["isArchived"] = bool(body["hidden"])
+        return Reply(200, self._run(job))
+
+    def _run(self, job: dict[str, Any]) -> dict[str, Any]:
+        """A job as run history's ``Run``."""
+        properties = job["properties"]
+        return {
+            "runId": job["name"],
+            "displayName": properties.get("displayName"),
+            "description": properties.get("description"),
+            "status": properties["status"],
+            "tags": dict(properties["tags"]),
+            "properties": dict(properties["properties"]),
+            "hidden": properties["isArchived"],
+        }
+
+    def _delete_tags(self, name: str, body: Any) -> Reply:
+        """``DELETE .../runs/{run}/tags`` with a JSON list of keys: removes those tags
+        (unknown keys are ignored), answers the run."""
+        job = self.jobs.get(name)
+        if job is None:
+            return error(404, "UserError", f"Run {name} not found.")
+        if not isinstance(body, list) or not all(isinstance(key, str) for key in body):
+            return error(400, "UserError", "The request body must be a list of tag keys.")
+        for key in body:
+            job["properties"]["tags"].pop(key, None)
+        return Reply(200, self._run(job))
+
+    # --- references a job makes ----------------------------------------------------------
+
+    def _check_references(self, properties: dict[str, Any]) -> Reply | None:
+        """What the service checks of a new job's references: its compute, environment, code
+        and the data assets / datastores of its inputs and outputs exist."""
+        compute = properties.get("computeId")
+        if compute:
+            match = _REF_COMPUTE.match(str(compute))
+            if match is None:
+                return error(400, "UserError", f"Invalid compute id: {compute}.")
+            if match["name"] not in self.computes:
+                return error(
+                    400,
+                    "UserError",
+                    f"Compute {match['name']} not found in workspace {WORKSPACE}. "
+                    "Create it, or name an existing compute target.",
+                )
+        environment = str(properties.get("environmentId") or "")
+        if environment and not _foreign(environment):
+            match = _REF_ENV.match(environment)
+            if match is None:
+                return error(400, "UserError", f"Invalid environment id: {environment}.")
+            if f"{match['name']}:{match['v']}" not in self.environments:
+                return error(400, "UserError", f"Could not find asset with ID: {environment}")
+        code = str(properties.get("codeId") or "")
+        if code and not _foreign(code):
+            match = _REF_CODE.match(code)
+            if match is None:
+                return error(400, "UserError", f"Invalid code id: {code}.")
+            if f"{match['name']}:{match['v']}" not in self.code_versions:
+                return error(400, "UserError", f"Could not find asset with ID: {code}")
+        for kind in ("inputs", "outputs"):
+            for key, value in (properties.get(kind) or {}).items():
+                uri = str((value or {}).get("uri") or "") if isinstance(value, dict) else ""
+                refused = self._check_uri(kind[:-1], key, uri)
+                if refused is not None:
+                    return refused
+        return None
+
+    def _check_uri(self, kind: str, key: str, uri: str) -> Reply | None:
+        if match := (_REF_DATA.match(uri) or _REF_DATA_SHORT.match(uri)):
+            name, version = match["name"], match["v"]
+            versions = self.data.get(name, {})
+            if version == "latest" and versions:
+                return None
+            if version not in versions:
+                return error(
+                    400,
+                    "UserError",
+                    f"{kind} {key}: could not find asset with ID: "
+                    f"azureml:{WS_PATH}/data/{name}/versions/{version}",
+                )
+        elif (match := _REF_DATASTORE.match(uri)) and match["name"] not in self.datastores:
+            return error(
+                400,
+                "UserError",
+                f"{kind} {key}: datastore {match['name']} not found in workspace {WORKSPACE}.",
+            )
+        return None
+
+    # --- environments, code --------------------------------------------------------------
+
+    def _get_environment(self, name: str, version: str) -> Reply:
+        resource = self.environments.get(f"{name}:{version}")
+        if resource is None:
+            return not_found(f"Environment {name}:{version} not found in workspace {WORKSPACE}.")
+        return Reply(200, copy.deepcopy(resource))
+
+    def _code_resource(self, name: str, version: str, properties: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": f"{WS_PATH}/codes/{name}/versions/{version}",
+            "name": version,
+            "type": "Microsoft.MachineLearningServices/workspaces/codes/versions",
+            "properties": {
+                "description": properties.get("description"),
+                "tags": dict(properties.get("tags") or {}),
+                "properties": {k: str(v) for k, v in (properties.get("properties") or {}).items()},
+                "isArchived": bool(properties.get("isArchived", False)),
+                "isAnonymous": bool(properties.get("isAnonymous", False)),
+                "codeUri": properties.get("codeUri"),
+                "provisioningState": "Succeeded",
+            },
+            "systemData": self._system_data(),
+        }
+
+    def _get_code(self, name: str, version: str) -> Reply:
+        resource = self.code_versions.get(f"{name}:{version}")
+        if resource is None:
+            return not_found(f"Code {name}:{version} not found in workspace {WORKSPACE}.")
+        return Reply(200, copy.deepcopy(resource))
+
+    def _list_codes(self, name: str, query: dict[str, list[str]]) -> Reply:
+        """Versions of code ``name``; with ``hash`` (and ``hashVersion``), the versions with
+        that content hash under any name (the SDK names each anonymous snapshot anew)."""
+        wanted = (query.get("hash") or [""])[0]
+        hash_version = (query.get("hashVersion") or [""])[0]
+        found = []
+        for key, resource in self.code_versions.items():
+            props = resource["properties"]["properties"]
+            if wanted:
+                if props.get("hash_sha256") != wanted:
+                    continue
+                if hash_version and str(props.get("hash_version")) != hash_version:
+                    continue
+            elif key.split(":", 1)[0] != name:
+                continue
+            found.append(copy.deepcopy(resource))
+        return Reply(200, {"value": found})
+
+    def _start_pending_upload(self, name: str, version: str, body: Any) -> Reply:
+        kind = (body or {}).get("pendingUploadType")
+        if kind != "TemporaryBlobReference":
+            return error(
+                400, "UserError", f"pendingUploadType must be TemporaryBlobReference, not {kind}."
+            )
+        if self.storage is None:
+            return error(
+                400,
+                "UserError",
+                "this fake workspace has no blob storage: make it with "
+                "FakeWorkspace(..., storage=azurite) (the storage_workspace fixture)",
+            )
+        from azurite import WRONG_KEY
+
+        fault = self.storage_faults.pop(0) if self.storage_faults else ""
+        container = str(uuid.uuid4())
+        self.storage.create_container(container)
+        base = self.dead_url if fault == "unreachable" else self.blob_proxy.url
+        sas_uri = self.storage.container_sas_url(
+            container,
+            "rl" if fault == "read-only" else "racwdl",
+            account_key=WRONG_KEY if fault == "wrong-key" else self.storage.account_key,
+            base_url=base,
+        )
+        blob_uri = f"{base}/{container}"
+        self.pending_uploads.append(
+            PendingUpload(name, version, container, blob_uri, sas_uri, fault)
+        )
+        account = self.storage.account_name
         return Reply(
             200,
             {
-                "runId": name,
-                "displayName": properties.get("displayName"),
-                "description": properties.get("description"),
-                "status": properties["status"],
-                "tags": properties["tags"],
-                "properties": properties["properties"],
-                "hidden": properties["isArchived"],
+                "blobReferenceForConsumption": {
+                    "blobUri": blob_uri,
+                    "storageAccountArmId": (
+                        f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RESOURCE_GROUP}/"
+                        f"providers/Microsoft.Storage/storageAccounts/{account}"
+                    ),
+                    "credential": {"credentialType": "SAS", "sasUri": sas_uri},
+                },
+                "pendingUploadId": str(uuid.uuid4()),
+                "pendingUploadType": "TemporaryBlobReference",
             },
         )
+
+    def _locate(self, uri: str) -> tuple[str, str] | None:
+        """(container, folder) of a blob URI in this workspace's storage; None elsewhere."""
+        if self.storage is None or not uri:
+            return None
+        for base in (self.blob_proxy.url, self.storage.url, self.dead_url):
+            if uri.startswith(base + "/"):
+                container, _, prefix = uri[len(base) + 1 :].partition("/")
+                return container, prefix.strip("/")
+        return None
+
+    def _put_code(self, name: str, version: str, body: Any) -> Reply:
+        props = dict((body or {}).get("properties") or {})
+        uri = str(props.get("codeUri") or "")
+        if not uri:
+            return error(400, "UserError", "codeUri is required.")
+        key = f"{name}:{version}"
+        existing = self.code_versions.get(key)
+        if existing is not None:
+            if existing["properties"]["codeUri"] != uri:
+                return error(400, "UserError", "Asset paths cannot be updated.")
+            return Reply(200, copy.deepcopy(existing))
+        upload: Upload | None = None
+        if self.storage is not None:
+            located = self._locate(uri)
+            if located is None:
+                return error(400, "UserError", f"codeUri {uri} is not in the workspace's storage.")
+            container, prefix = located
+            blobs = (
+                self.storage.blob_names(container, prefix or None)
+                if self.storage.container_exists(container)
+                else []
+            )
+            blobs = [b for b in blobs if not prefix or b == prefix or b.startswith(prefix + "/")]
+            if not blobs:
+                return error(
+                    400,
+                    "UserError",
+                    f"codeUri {uri}: no blobs were uploaded there (nothing under "
+                    f"{prefix or 'the container'} in container {container}).",
+                )
+            code_id = f"{WS_PATH}/codes/{name}/versions/{version}"
+            requests = [r for r in self.blob_requests if r.container == container]
+            upload = Upload(code_id, name, version, container, prefix, blobs, requests)
+        resource = self._code_resource(name, version, props)
+        self.code_versions[key] = resource
+        if upload is not None:
+            self.uploads.append(upload)
+        return Reply(201, copy.deepcopy(resource))
+
+    # --- data ----------------------------------------------------------------------------
+
+    def _get_data(self, name: str, version: str) -> Reply:
+        resource = self.data.get(name, {}).get(version)
+        if resource is None:
+            return not_found(f"Data {name}:{version} not found in workspace {WORKSPACE}.")
+        return Reply(200, copy.deepcopy(resource))
+
+    def _data_container(self, name: str) -> dict[str, Any]:
+        versions = list(self.data[name].values())
+        latest = versions[-1]
+        numeric = [int(v["name"]) for v in versions if v["name"].isdigit()]
+        return {
+            "id": f"{WS_PATH}/data/{name}",
+            "name": name,
+            "type": "Microsoft.MachineLearningServices/workspaces/data",
+            "properties": {
+                "dataType": latest["properties"]["dataType"],
+                "description": None,
+                "tags": {},
+                "properties": {},
+                "isArchived": False,
+                "latestVersion": latest["name"],
+                "nextVersion": str(max(numeric) + 1) if numeric else None,
+            },
+            "systemData": copy.deepcopy(versions[0]["systemData"]),
+        }
+
+    def _get_data_container(self, name: str) -> Reply:
+        if not self.data.get(name):
+            return not_found(f"Data {name} not found in workspace {WORKSPACE}.")
+        return Reply(200, self._data_container(name))
+
+    def _list_data_versions(self, name: str, query: dict[str, list[str]]) -> Reply:
+        return self._list_versions(list(self.data.get(name, {}).values()), query, f"data/{name}")
+
+    def _list_versions(
+        self, versions: list[dict[str, Any]], query: dict[str, list[str]], where: str
+    ) -> Reply:
+        """A list of asset versions: ``$orderBy`` (``createdtime desc``/``asc``, what the
+        SDK's ``label="latest"`` of environments and models sends with ``$top=1``), ``$top``,
+        paged with ``$skipToken``."""
+        order = (query.get("$orderBy") or [""])[0].lower()
+        if order.startswith("createdtime"):
+            versions = sorted(
+                versions, key=lambda v: v["systemData"]["createdAt"], reverse=order.endswith("desc")
+            )
+        start = int((query.get("$skipToken") or ["0"])[0])
+        top = int((query.get("$top") or ["0"])[0] or 0)
+        size = min(top, self.page_size) if top else self.page_size
+        page = versions[start : start + size]
+        reply: dict[str, Any] = {"value": [copy.deepcopy(v) for v in page]}
+        end = start + len(page)
+        if end < len(versions) and not (top and end >= top):
+            params = {k: v[0] for k, v in query.items() if k != "$skipToken"}
+            params["$skipToken"] = str(end)
+            reply["nextLink"] = f"{self.url}{WS_PATH}/{where}/versions?{urlencode(params)}"
+        return Reply(200, reply)
+
+    # --- computes ------------------------------------------------------------------------
+
+    def _vm_size(self, size: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "osVhdSizeMB": 1047552,
+            "lowPriorityCapable": True,
+            "supportedComputeTypes": ["AmlCompute", "ComputeInstance"],
+            **size,
+        }
 
 
 def _visible(job: dict[str, Any], view: str) -> bool:
@@ -440,6 +1238,75 @@ class Reply:
 
 def error(status: int, code: str, message: str) -> Reply:
     return Reply(status, {"error": {"code": code, "message": message, "details": []}})
+
+
+def not_found(message: str) -> Reply:
+    """The service's 404 for a resource that does not exist (``ResourceNotFoundError``)."""
+    return error(404, "UserError", message)
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _foreign(asset_id: str) -> bool:
+    """An id the workspace cannot check: a registry asset or a curated environment."""
+    lowered = asset_id.lower()
+    return lowered.startswith(("azureml://registries/", "azureml:azureml-", "azureml-"))
+
+
+def check_limits(
+    *,
+    name: str | None = None,
+    display_name: Any = None,
+    description: Any = None,
+    experiment_name: Any = None,
+    tags: Any = None,
+    properties: Any = None,
+) -> Reply | None:
+    """The run limits of Azure ML's "service limits" page: a 400 UserError naming the limit
+    broken, or None."""
+    texts = (
+        ("Job name", name, MAX_NAME),
+        ("DisplayName", display_name, MAX_DISPLAY_NAME),
+        ("Description", description, MAX_DESCRIPTION),
+        ("Experiment name", experiment_name, MAX_EXPERIMENT_NAME),
+    )
+    for what, value, limit in texts:
+        if value is not None and len(str(value)) > limit:
+            return error(
+                400,
+                "UserError",
+                f"{what} is {len(str(value))} characters long: the limit is {limit} characters.",
+            )
+    for what, values, count in (
+        ("tags", tags, MAX_TAGS),
+        ("properties", properties, MAX_PROPERTIES),
+    ):
+        values = values or {}
+        singular = "Tag" if what == "tags" else "Property"
+        if len(values) > count:
+            return error(
+                400,
+                "UserError",
+                f"A run has {len(values)} {what}: the limit is {count} {what} per run.",
+            )
+        for key, value in values.items():
+            if len(str(key)) > MAX_KEY:
+                return error(
+                    400,
+                    "UserError",
+                    f"{singular} key {str(key)[:40]}... is {len(str(key))} characters long: "
+                    f"the limit for a {singular.lower()} key is {MAX_KEY} characters.",
+                )
+            if value is not None and len(str(value)) > MAX_VALUE:
+                return error(
+                    400,
+                    "UserError",
+                    f"{singular} {key} has a value of {len(str(value))} characters: the limit "
+                    f"for a {singular.lower()} value is {MAX_VALUE} characters.",
+                )
+    return None
 
 
 def _handler(workspace: FakeWorkspace) -> type[BaseHTTPRequestHandler]:
@@ -585,7 +1452,7 @@ def backend_of(workspace: FakeWorkspace, root: Path, **kwargs: Any) -> Any:
     credential = kwargs.pop("credential", None)
     client = client_of(workspace, timeouts=timeouts, credential=credential)
     options: dict[str, Any] = {
-        "code": lambda: CODE_ID,
+        "code": lambda *_root: CODE_ID,
         "default_compute": "cpu-cluster",
         "poll_s": 0.0,
         "workspace": Workspace(SUBSCRIPTION, RESOURCE_GROUP, WORKSPACE, source="test"),
@@ -595,7 +1462,11 @@ def backend_of(workspace: FakeWorkspace, root: Path, **kwargs: Any) -> Any:
 
 
 def spec_of(job: dict[str, Any]) -> dict[str, Any]:
-    """The run spec stored on a job of the fake workspace."""
+    """The run spec stored on a job of the fake workspace: its ``HIML_RUN_SPEC`` environment
+    variable (what the job runs), else the ``himl.spec[.N]`` properties."""
+    variables = job["properties"].get("environmentVariables") or {}
+    if variables.get("HIML_RUN_SPEC"):
+        return dict(json.loads(variables["HIML_RUN_SPEC"]).get("spec") or {})
     properties = job["properties"].get("properties") or {}
     count = int(properties.get("himl.spec.parts", "0") or 0)
     text = (

@@ -14,7 +14,7 @@ from server import FakeWorkspace, backend_of, client_of
 from conftest import MakeRuns
 from himl_manifest.backends.azureml.store import AzureMLBackend
 from himl_manifest.backends.azureml.workspace import Timeouts
-from himl_manifest.backends.base import SubmitOutcome
+from himl_manifest.backends.base import SubmissionStopped, SubmitOutcome
 from himl_manifest.errors import StoreError
 
 FAST = Timeouts(connect_s=1.0, deadline_s=1.0, retries=1)
@@ -127,12 +127,16 @@ def test_a_dropped_connection_on_a_read_is_retried(
     assert len(backend.list_runs()) == 1
 
 
-def test_a_slow_service_times_out_in_seconds(workspace: FakeWorkspace, project: Path) -> None:
-    workspace.fail("GET", "/jobs$", delay_s=3.0, times=5)
-    started = time.monotonic()
-    with pytest.raises(StoreError, match="could not reach"):
+def test_a_hung_service_is_one_deadline_not_retries_of_it(
+    workspace: FakeWorkspace, project: Path
+) -> None:
+    """One overall deadline per call: the answer that never comes within it is asked for once,
+    not once per retry (the transport alone waited 60 s per attempt, 252 s in all), and the
+    message says it timed out, not that the service could not be reached."""
+    fault = workspace.fail("GET", "/jobs$", delay_s=3.0, times=5)
+    with pytest.raises(StoreError, match=r"timed out: .* did not answer within the deadline"):
         fast_backend(workspace, project).list_runs()
-    assert time.monotonic() - started < 6.0
+    assert fault.hits == 1
 
 
 def test_an_unreachable_service_is_a_clear_error_in_seconds(
@@ -145,10 +149,8 @@ def test_an_unreachable_service_is_a_clear_error_in_seconds(
     backend = AzureMLBackend(
         client_of(workspace, timeouts=FAST), root=project, code=lambda: "unused"
     )
-    started = time.monotonic()
     with pytest.raises(StoreError, match="could not reach"):
         backend.list_runs()
-    assert time.monotonic() - started < 10.0
 
 
 def test_a_malformed_job_in_a_listing_is_skipped(
@@ -169,6 +171,8 @@ def test_a_malformed_job_in_a_listing_is_skipped(
     }
     workspace.add_raw_job(broken)
     assert [r.run_name for r in backend.list_runs()] == [run.run_name]
+    (warning,) = backend.read_warnings()  # skipped, and named
+    assert "Azure ML job broken" in warning and "himl.seed" in warning
 
 
 def test_a_refused_job_is_a_clear_error(
@@ -176,8 +180,10 @@ def test_a_refused_job_is_a_clear_error(
 ) -> None:
     (run,) = make_runs()
     workspace.fail("PUT", "jobs/", 400, code="UserError", message="Compute gpu-cluster not found")
-    with pytest.raises(StoreError, match="gpu-cluster not found"):
+    with pytest.raises(SubmissionStopped, match="gpu-cluster not found") as stopped:
         backend.submit([run])
+    assert stopped.value.not_sent == [run.run_name] and stopped.value.submitted == []
+    assert isinstance(stopped.value.cause, StoreError)
     assert workspace.created == []
 
 

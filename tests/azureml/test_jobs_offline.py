@@ -1,8 +1,9 @@
 """A RunSpec -> an Azure ML command job, checked offline with the SDK's own tools.
 
-Every job built here is validated by the SDK (``CommandJob._validate``), dumped to YAML, loaded
-back with ``load_job`` and compared (``_to_dict`` equal), and turned into the REST body the
-service would receive. What this proves: the job is well-formed for azure-ai-ml 1.35 and says
+Every job built here goes through the client-side checks the SDK runs before it sends a job
+(:func:`check_job`: the ``Command``'s schema validation and its REST serialization), is dumped
+to YAML, loaded back with ``load_job`` and compared (``_to_dict`` equal), and turned into the
+REST body the service would receive. What this proves: the job is well-formed for azure-ai-ml 1.35 and says
 what we meant. What it cannot prove: that the service accepts it (cluster, data assets,
 image build): that is the loopback server's and a real workspace's business.
 """
@@ -25,14 +26,15 @@ from himl_manifest.backends.azureml.jobs import (
     DEFAULT_IMAGE,
     MAX_RUN_SPEC_ENV,
     RUN_SPEC_ENV,
+    MAX_VALUE,
     build_command_job,
+    build_command_node,
+    check_job,
     checkpoint_uri,
     duration_seconds,
     job_name,
     processes_per_node,
 )
-from himl_manifest.backends.local_store import spec_from_tags
-from himl_manifest.backends.protocol import MAX_TAG_VALUE
 from himl_manifest.errors import ConfigError
 from himl_manifest.manifest.build import load_experiments
 from himl_manifest.model import Lifecycle
@@ -80,8 +82,8 @@ def write_project(root: Path, *documents: dict[str, Any]) -> list[RunSpec]:
 
 
 def round_trip(job: Any, tmp_path: Path) -> dict[str, Any]:
-    """Validate, dump, load back: the dict must survive unchanged. Returns the REST body."""
-    job._validate()
+    """Dump, load back (the SDK's own checks ran when it was built): the dict must survive
+    unchanged. Returns the REST body."""
     dumped = tmp_path / f"{job.name}.yaml"
     job.dump(dumped)
     loaded = load_job(dumped)._to_job()
@@ -142,7 +144,8 @@ def test_single_node_job(tmp_path: Path) -> None:
     assert props["himl.mode"] == "train"
     assert props["himl.provenance.conda_sha256"] == run.conda_sha256
     assert "himl.resume_from" not in props
-    assert spec_from_tags(props) == run
+    assert not any(key.startswith("himl.spec") and key != "himl.spec_hash" for key in props)
+    assert body["environmentVariables"][RUN_SPEC_ENV] == job.environment_variables[RUN_SPEC_ENV]
     assert body["experimentName"] == "hello"
     assert body["properties"] == props
 
@@ -251,17 +254,23 @@ def test_datasets_become_inputs(tmp_path: Path) -> None:
         name: (item.type, item.path, item.mode, getattr(item, "path_on_compute", None))
         for name, item in job.inputs.items()
     }
+    # the mountpoint is not sent: the runner links it in the job (the SDK's own checks refuse
+    # path_on_compute for a job built in code)
     assert got == {
         "dataset_0": ("uri_folder", "azureml:panda:3", "ro_mount", None),
-        "dataset_1": ("uri_folder", "azureml:tiles@latest", "download", None),
+        "dataset_1": ("uri_folder", "tiles@latest", "download", None),
         "dataset_2": (
             "uri_folder",
             "azureml://datastores/workspaceblobstore/paths/datasets/extra",
             "ro_mount",
-            "/mnt/extra",
+            None,
         ),
         "dataset_3": ("uri_folder", "azureml://datastores/archive/paths/x", "download", None),
     }
+    spec = RunSpec.from_json(job.environment_variables[RUN_SPEC_ENV]).spec
+    assert spec["datasets"][3]["mountpoint"] == "/mnt/extra"  # the runner reads it there
+    pinned = build(run, tmp_path, latest={"tiles": "7"})
+    assert pinned.inputs["dataset_1"].path == "azureml:tiles:7"  # the version latest resolved to
     for name in got:
         assert f"--input {name}=${{{{inputs.{name}}}}}" in job.command
     assert body["inputs"]["dataset_0"]["mode"] == "ReadOnlyMount"
@@ -306,7 +315,7 @@ def test_a_path_or_url_checkpoint_is_no_input(tmp_path: Path) -> None:
     assert job.inputs == {}
 
 
-def test_long_specs_and_tags_stay_under_the_caps(tmp_path: Path) -> None:
+def test_long_values_stay_under_the_service_limits(tmp_path: Path) -> None:
     params = {f"p{i}": "x" * 900 for i in range(12)}
     (run,) = write_project(
         tmp_path,
@@ -314,21 +323,34 @@ def test_long_specs_and_tags_stay_under_the_caps(tmp_path: Path) -> None:
             "name": "long",
             "container": "fake.HelloWorld",
             "params": params,
-            "description": "d" * 9000,
+            "description": "d" * 5000,
             "tags": {"t": "v" * 1000},
         },
     )
     run = replace(run, provenance={"commit": "c" * 40, "message": "m" * 7000})
     job = build(run, tmp_path, state=Lifecycle.SUPERSEDED, extra_properties={"himl.apply_id": "a1"})
     round_trip(job, tmp_path)
-    values = [*job.properties.values(), *job.tags.values(), job.description]
-    assert all(len(value) <= MAX_TAG_VALUE for value in values)
-    assert int(job.properties["himl.spec.parts"]) > 1
-    assert spec_from_tags(job.properties) == run
+    values = [*job.properties.values(), *job.tags.values()]
+    assert all(len(value) <= MAX_VALUE for value in values) and len(job.description) == 5000
+    assert len(job.properties) + len(job.tags) < 50
     assert job.tags["himl.state"] == "superseded"
     assert job.properties["himl.apply_id"] == "a1"
-    assert len(job.properties["himl.provenance.message"]) == MAX_TAG_VALUE
-    assert json.loads(job.environment_variables[RUN_SPEC_ENV])["run_name"] == run.run_name
+    assert len(job.properties["himl.provenance.message"]) == MAX_VALUE
+    assert RunSpec.from_json(job.environment_variables[RUN_SPEC_ENV]) == run  # whole
+
+
+def test_the_sdks_own_checks_run_before_anything_is_sent(tmp_path: Path) -> None:
+    """What azure-ai-ml 1.35 itself refuses client-side is refused here, naming the run."""
+    from azure.ai.ml import Input
+
+    (run,) = write_project(tmp_path, {"name": "checked"})
+    node = build_command_node(run, attempt=1, code=CODE, environment="azureml:env:1")
+    check_job(node, run)  # a job as we build it passes
+    node.inputs["extra"] = Input(
+        type="uri_folder", path="azureml:x:1", mode="ro_mount", path_on_compute="/mnt/x"
+    )
+    with pytest.raises(ConfigError, match=rf"{run.run_name}: azure-ai-ml's own checks refused"):
+        check_job(node, run)
 
 
 def test_a_spec_too_long_for_the_job_is_refused(tmp_path: Path) -> None:

@@ -68,6 +68,7 @@ def test_different_seeds_submit_one_job_per_seed(cluster: FakeWorkspace, project
         "--azure_datasets=panda:3,workspaceblobstore/datasets/hello",
         "--mount_in_azureml",
     )
+    cluster.add_data("panda", ["3"])  # pre-flight asks the workspace for it
     before = os.environ.get("TORCH_DISTRIBUTED_DEBUG")
     results = _run(*flags)
     assert len(results) == 3 and all(r.ok for r in results)

@@ -2,9 +2,10 @@
 
 The file selection and the hash are compared with azure-ai-ml's own functions on the same
 trees (``get_ignore_file``, ``get_upload_files_from_folder``, ``get_content_hash``: what
-``Code(path=...)`` uses), so "what we check" is "what would be uploaded". The upload itself
-(:class:`MLClientCodeUploader`) needs TLS and blob storage and is not run here; a fake uploader
-shows the seam.
+``Code(path=...)`` uses), so "what we check" is "what would be uploaded". The staged folder
+the upload takes holds exactly the snapshot's files, and the SDK's own hash of it is the
+snapshot's; the tool's own store and run folders are never part of it. The upload itself runs
+against the loopback workspace and Azurite (test_upload.py).
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ import pytest
 
 from himl_manifest.backends.azureml.snapshot import (
     SIZE_LIMIT,
-    CodeUploader,
-    Snapshot,
     amlignore_line,
+    code_snapshot,
     collect,
     human_size,
 )
+from himl_manifest.backends.azureml.upload import stage
 
 
 def write(root: Path, files: dict[str, str | bytes]) -> None:
@@ -158,17 +159,31 @@ def test_ignored_symlinks_are_not_reported(tmp_path: Path) -> None:
     assert collect(tmp_path).symlinks == []
 
 
-def test_the_upload_seam(tmp_path: Path) -> None:
+def test_the_tools_own_store_and_run_folders_are_never_in_a_snapshot(tmp_path: Path) -> None:
     write(tmp_path, TREE)
+    write(tmp_path, {"mlflow.db": b"db", "mlflow.db-journal": b"j", ".himl/store_id": "x\n"})
+    write(tmp_path, {"mlartifacts/1/a.ckpt": b"a", "runs/x/last.ckpt": b"r"})
+    (tmp_path / "himl.yaml").write_text("outputs: runs\n", encoding="utf-8")
+    files = {f.relative for f in code_snapshot(tmp_path).files}
+    assert not files & {"mlflow.db", "mlflow.db-journal", ".himl/store_id", "runs/x/last.ckpt"}
+    assert "mlartifacts/1/a.ckpt" not in files
+    assert {"train.py", "himl.yaml", "outputs/keep.txt"} <= files  # outputs/ is not the root here
 
-    class FakeUploader:
-        def __init__(self) -> None:
-            self.uploaded: list[str] = []
 
-        def upload(self, snapshot: Snapshot) -> str:
-            self.uploaded.append(snapshot.content_hash())
-            return f"/subscriptions/s/codes/{snapshot.content_hash()}/versions/1"
-
-    uploader: CodeUploader = FakeUploader()
-    arm_id = uploader.upload(collect(tmp_path))
-    assert arm_id.endswith("/versions/1")
+def test_the_staged_folder_is_the_snapshot_and_hashes_alike(tmp_path: Path) -> None:
+    pytest.importorskip("azure.ai.ml")
+    project = tmp_path / "project"
+    write(project, {**TREE, ".gitignore": "*.bin\n__pycache__/\n"})
+    write(project, {"mlflow.db": b"db", "shared/lib.py": "y = 2\n"})
+    (project / "lib.py").symlink_to("shared/lib.py")
+    (project / "alias").symlink_to("shared", target_is_directory=True)
+    snapshot = code_snapshot(project)
+    staged = stage(snapshot, tmp_path / "staged" / "project")
+    found = sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file())
+    assert found == sorted({f.relative for f in snapshot.files} | {"alias/lib.py"})
+    assert not any(p.is_symlink() for p in staged.rglob("*"))  # copies of the targets
+    assert (staged / "train.py").stat().st_ino == (project / "train.py").stat().st_ino  # linked
+    sdk_files, sdk_hash = sdk_selection(staged)
+    assert "mlflow.db" not in sdk_files
+    with_links = code_snapshot(staged.parent / "project")
+    assert with_links.content_hash() == sdk_hash

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from server import FakeWorkspace, backend_of
+from server import CODE_ID, FakeWorkspace, backend_of
 
 from conftest import MakeRuns
 from himl_manifest.backends.azureml.jobs import build_command_job
-from himl_manifest.backends.azureml.store import AzureMLBackend, submittable
+from himl_manifest.backends.azureml.store import AzureMLBackend
 from himl_manifest.backends.base import Progress, SubmitOutcome
 from himl_manifest.backends.protocol import (
     AZUREML_TERMINAL,
@@ -105,15 +105,18 @@ def test_a_submitted_job_carries_identity_as_properties_and_state_as_tags(
     assert outcome.record is not None and outcome.record.status == RunStatus.QUEUED
 
 
-def test_a_command_job_becomes_a_node_without_losing_anything(
-    project: Path, make_runs: MakeRuns
-) -> None:
+def test_the_node_sent_is_the_job_dumped(project: Path, make_runs: MakeRuns) -> None:
+    """What ``jobs.create_or_update`` is given (the ``Command`` node) and the ``CommandJob``
+    the offline tests dump are one job: nothing is lost between them."""
+    from himl_manifest.backends.azureml.jobs import build_command_node, job_environment
+
     (project / "environment.yml").write_text("dependencies:\n  - python=3.11\n")
     (run,) = make_runs(compute={"target": "gpu-cluster", "num_nodes": 2}, trainer={"devices": 2})
-    job = build_command_job(run, attempt=2, code="/codes/x/versions/1", root=project)
-    node = submittable(job)
+    environment = job_environment(run, project)
+    job = build_command_job(run, attempt=2, code=CODE_ID, root=project, environment=environment)
+    node = build_command_node(run, attempt=2, code=CODE_ID, environment=environment)
     assert node._to_job()._to_dict() == job._to_dict()
-    assert node.name == job.name and node.experiment_name == job.experiment_name
+    assert node.name == job.name and node.experiment_name == job.experiment_name == "hello"
 
 
 def test_wait_polls_until_the_end_with_progress(

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from himl_manifest.backends.azureml.workspace import (
+    DEFAULT_DEADLINE_S,
     ENV_RESOURCE_GROUP,
     ENV_SUBSCRIPTION,
+    ENV_TIMEOUT,
     ENV_WORKSPACE,
+    CachedCredential,
     Timeouts,
     Workspace,
     find_workspace,
@@ -81,3 +85,39 @@ def test_without_the_azure_extra_the_backend_names_the_install(
     monkeypatch.setitem(sys.modules, "azure.ai.ml", None)
     with pytest.raises(BackendUnavailable, match=r"pip install 'himl-manifest\[azure\]'"):
         require_sdk()
+
+
+def test_the_deadline_comes_from_the_environment() -> None:
+    assert Timeouts.from_environment({}).deadline_s == DEFAULT_DEADLINE_S
+    chosen = Timeouts.from_environment({ENV_TIMEOUT: "2.5"})
+    assert (chosen.deadline_s, chosen.connect_s) == (2.5, 2.5)
+    kwargs = chosen.client_kwargs()
+    assert kwargs["timeout"] == kwargs["read_timeout"] == 2.5  # one call, retries included
+    for bad in ("soon", "0", "-3", "99999"):
+        with pytest.raises(ConfigError, match=ENV_TIMEOUT):
+            Timeouts.from_environment({ENV_TIMEOUT: bad})
+
+
+def test_one_token_per_scope_until_it_nearly_expires() -> None:
+    from azure.core.credentials import AccessToken
+
+    class Counting:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, ...]] = []
+            self.expires = time.time() + 3600
+
+        def get_token(self, *scopes: str, **kwargs: object) -> AccessToken:
+            self.calls.append(scopes)
+            return AccessToken(f"token-{len(self.calls)}", int(self.expires))
+
+    inner = Counting()
+    cached = CachedCredential(inner)
+    first = cached.get_token("https://management.azure.com/.default")
+    assert cached.get_token("https://management.azure.com/.default") is first
+    cached.get_token("https://ml.azure.com/.default")
+    assert len(inner.calls) == 2  # one per scope
+    inner.expires = time.time() + 60  # the next token is close to expiring: asked again
+    cached._tokens.clear()
+    cached.get_token("https://management.azure.com/.default")
+    cached.get_token("https://management.azure.com/.default")
+    assert len(inner.calls) == 4

@@ -101,6 +101,13 @@ def apply(
     _confirm(yes)
     _stop_on_sigterm()
     printer = ProgressPrinter()
+    elsewhere = operation.runs_elsewhere(plan, backend)
+    if wait and elsewhere:
+        click.echo(
+            f"Waiting for {len(elsewhere)} run(s) in Azure ML once accepted "
+            "(Ctrl-C stops waiting, not the runs).",
+            err=True,
+        )
     result = operation.apply(
         plan,
         backend,

@@ -224,9 +224,9 @@ def _check_service_limits(doc: Document) -> Iterator[Finding]:
         yield Finding(
             doc,
             ("tags",),
-            f"{len(tags)} tags: a cluster run takes at most {CLUSTER_MAX_MANIFEST_TAGS} "
-            f"(Azure ML allows {SERVICE_MAX_TAGS} tags per job; each manifest tag is written "
-            "twice, beside the tool's own)",
+            f"{len(tags)} tags: a cluster run takes at most {CLUSTER_MAX_MANIFEST_TAGS}: Azure "
+            f"ML allows {SERVICE_MAX_TAGS} tags per job, and each manifest tag is written twice "
+            "beside the tool's own",
             "keep the tags that matter for finding runs; put the rest in the description",
         )
     description = data.get("description") or ""
@@ -236,7 +236,7 @@ def _check_service_limits(doc: Document) -> Iterator[Finding]:
             ("description",),
             f"{len(description)} characters: an Azure ML job's description takes at most "
             f"{SERVICE_MAX_DESCRIPTION}",
-            "shorten it (a link to a document can say the rest)",
+            "shorten it; a link to a document can say the rest",
         )
     seeds = seed_list(data.get("seeds")) or [0]
     longest = f"{data['name']}-s{max(seeds, key=lambda s: len(str(s)))}-f99-12345678"

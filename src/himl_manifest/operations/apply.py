@@ -117,6 +117,19 @@ def preflight(plan: Plan, backend: Backend, root: Path | None = None) -> list[Di
     return locate(backend.preflight(runs, expected=expected), root or project_root())
 
 
+def runs_elsewhere(plan: Plan, backend: Backend) -> list[str]:
+    """The runs ``plan`` submits to an executor whose runs go on without us (not waited for
+    unless asked)."""
+    return [
+        a.run_name
+        for a in plan.actions
+        if a.run is not None
+        and a.kind in SUBMITTING
+        and not a.blocked
+        and not backend.capabilities_of(a.run).waits_locally
+    ]
+
+
 def has_work(plan: Plan, prune: bool) -> bool:
     return any(a.kind in CHANGING or (prune and a.kind == ActionKind.ORPHAN) for a in plan.actions)
 

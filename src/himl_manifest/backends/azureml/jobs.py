@@ -129,13 +129,14 @@ def dataset_inputs(
     """The Azure datasets of a spec as inputs (``local``-only datasets, and the ``local``
     fallbacks of Azure ones, are not used on Azure ML). ``latest``: data asset name -> the
     version its latest resolved to (the workspace's answer at submission), so a job names the
-    exact version it reads; unresolved, ``azureml:<name>@latest``."""
+    exact version it reads; unresolved, ``<name>@latest`` (the SDK resolves that form; with
+    the ``azureml:`` prefix it looks the asset up under the prefixed name)."""
     inputs: list[InputSpec] = []
     for dataset in spec.get("datasets") or []:
         if "azure" in dataset:
             name, version = data_asset(dataset)
             version = version or (latest or {}).get(name)
-            path = f"azureml:{name}:{version}" if version else f"azureml:{name}@latest"
+            path = f"azureml:{name}:{version}" if version else f"{name}@latest"
         elif "datastore" in dataset:
             path = f"azureml://datastores/{dataset['datastore']}/paths/{str(dataset['path']).strip('/')}"
         else:
@@ -370,9 +371,11 @@ def build_command_node(
 
 def build_command_job(run: RunSpec, *, root: Path, **kwargs: Any) -> CommandJob:
     """The ``CommandJob`` of :func:`build_command_node` (what ``dump``/``load_job`` take),
-    with the environment built from ``root``'s conda file unless ``environment`` is given."""
+    checked by the SDK (:func:`check_job`), with the environment built from ``root``'s conda
+    file unless ``environment`` is given."""
     environment = kwargs.pop("environment", None) or job_environment(run, root)
     node = build_command_node(run, environment=environment, **kwargs)
+    check_job(node, run)
     job = node._to_job()
     job.experiment_name = node.experiment_name  # _to_job() drops it
     job.display_name = node.display_name
@@ -389,9 +392,27 @@ def check_job(node: Command, run: RunSpec) -> None:
         node._validate(raise_error=True)
         to_rest_job_object(node)
     except Exception as exc:
-        message = str(getattr(exc, "message", None) or exc).strip() or type(exc).__name__
-        first = next((line.strip() for line in message.splitlines() if line.strip()), message)
         raise ConfigError(
             f"{run.run_name}: azure-ai-ml's own checks refused the job "
-            f"({type(exc).__name__}: {first})"
+            f"({type(exc).__name__}: {sdk_complaint(exc)})"
         ) from exc
+
+
+def sdk_complaint(exc: BaseException) -> str:
+    """What the SDK's validation said, in one line: its JSON result's errors (``path: the
+    first sentence of the message``), else the message's first line."""
+    import json
+
+    message = str(getattr(exc, "message", None) or exc).strip() or type(exc).__name__
+    try:
+        errors = json.loads(message).get("errors") or []
+    except (ValueError, AttributeError):
+        errors = []
+    said = [
+        f"{item.get('path', '')}: {str(item.get('message', '')).split(';')[0].strip()}"
+        for item in errors
+        if isinstance(item, dict)
+    ]
+    if said:
+        return "; ".join(said)
+    return next((line.strip() for line in message.splitlines() if line.strip()), message)

@@ -593,17 +593,25 @@ class AzureMLBackend(BackendBase):
         return jobs
 
     def _delete_tags(self, job: JobFacts, keys: Sequence[str]) -> None:
-        """Remove tags from a job: the run history's tag deletion (``jobs.update`` only merges)."""
+        """Remove tags from a job: the run history's ``DELETE .../runs/<job>/tags`` with the
+        keys as its body (``jobs.update`` only merges; azure-ai-ml 1.35's generated call for it
+        sends no body), through the SDK's run-history client (its auth, retries, timeouts)."""
+        from azure.core.rest import HttpRequest
+
         operations = self.client.jobs
         scope = operations._operation_scope
-        operations._runs_operations._operation.delete_tags_by_experiment_name(
-            subscription_id=scope.subscription_id,
-            resource_group_name=scope.resource_group_name,
-            workspace_name=operations._workspace_name,
-            experiment_name=job.experiment or "Default",
-            run_id=job.name,
-            body=list(keys),
+        runs = operations._runs_operations._operation
+        path = (
+            f"/history/v1.0/subscriptions/{scope.subscription_id}/resourceGroups/"
+            f"{scope.resource_group_name}/providers/Microsoft.MachineLearningServices/"
+            f"workspaces/{operations._workspace_name}/experiments/"
+            f"{urllib.parse.quote(job.experiment or 'Default', safe='')}/runs/"
+            f"{urllib.parse.quote(job.name, safe='')}/tags"
         )
+        url = runs._client.format_url(path, endpoint=runs._config.endpoint)
+        request = HttpRequest("DELETE", url, json=list(keys), params={"api-version": "v1.0"})
+        response = runs._client.send_request(request)
+        response.raise_for_status()
 
     def set_state(self, run_name: str, state: Lifecycle | str) -> None:
         lifecycle: Lifecycle = parse_enum(Lifecycle, state, "state")
