@@ -154,7 +154,7 @@ def test_the_plan_blocks_a_dependent_whose_upstream_failed_for_good() -> None:
 def test_one_executor_that_runs_both_here_orders_them_itself() -> None:
     local = MemoryBackend()
     desired = experiments({"name": "pretrain"}, {"name": "finetune", **FROM_PRETRAIN})
-    result, runs = plan_and_execute(routed(local=local), desired)
+    result, _ = plan_and_execute(routed(local=local), desired)
     assert not result.deferred and set(result.outcomes.values()) == {RunStatus.COMPLETED}
     assert len(local.records()) == 2
 

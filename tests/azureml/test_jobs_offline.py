@@ -3,14 +3,13 @@
 Every job built here goes through the client-side checks the SDK runs before it sends a job
 (:func:`check_job`: the ``Command``'s schema validation and its REST serialization), is dumped
 to YAML, loaded back with ``load_job`` and compared (``_to_dict`` equal), and turned into the
-REST body the service would receive. What this proves: the job is well-formed for azure-ai-ml 1.35 and says
-what we meant. What it cannot prove: that the service accepts it (cluster, data assets,
-image build): that is the loopback server's and a real workspace's business.
+REST body the service would receive. What this proves: the job is well-formed for azure-ai-ml
+1.35 and says what we meant. What it cannot prove: that the service accepts it (cluster, data
+assets, image build): that is the loopback server's and a real workspace's business.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,8 @@ from azure.ai.ml import load_job
 from himl_manifest.backends.azureml.jobs import (
     DEFAULT_IMAGE,
     MAX_RUN_SPEC_ENV,
-    RUN_SPEC_ENV,
     MAX_VALUE,
+    RUN_SPEC_ENV,
     build_command_job,
     build_command_node,
     check_job,
