@@ -26,7 +26,7 @@ from typing import Any
 
 from himl_manifest.backends.azureml.jobs import checkpoint_reference, data_asset, processes_per_node
 from himl_manifest.backends.azureml.submit import WorkspaceBackend
-from himl_manifest.backends.azureml.workspace import azure_errors
+from himl_manifest.backends.azureml.workspace import azure_errors, not_found
 from himl_manifest.diagnostics import Diagnostic, did_you_mean
 from himl_manifest.errors import CheckpointError, ConfigError
 from himl_manifest.model import checkpoint_source, split_run_reference
@@ -59,15 +59,15 @@ class _Asker:
         self._answers: dict[tuple[str, str], Any] = {}
 
     def get(self, kind: str, name: str, fetch: Callable[[], Any]) -> Any:
-        from azure.core.exceptions import ResourceNotFoundError
-
         key = (kind, name)
         if key not in self._answers:
             self.backend._count(f"check-{kind}")
             with azure_errors(f"checking {kind} {name!r} in the workspace", self.backend.workspace):
                 try:
                     self._answers[key] = fetch()
-                except ResourceNotFoundError:
+                except Exception as exc:
+                    if not not_found(exc):
+                        raise
                     self._answers[key] = None
         return self._answers[key]
 
@@ -209,7 +209,7 @@ def _missing_data(
         hint = f"its versions: {', '.join(versions)}"
     else:
         message = f"no data asset named {name!r} in {asker.backend._where()}"
-        hint = "register it (`az ml data create`), or fix the name"
+        hint = "register it with `az ml data create`, or fix the name"
     return _diagnostic(run, f"datasets[{index}].azure", message, hint)
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -138,12 +139,10 @@ class CodeAssets:
             with exclusive(self.root / LOCK_FILE, LOCK_TIMEOUT_S):
                 try:
                     return self._create(staged, doing)
-                except HimlError as exc:
-                    if "already exists" not in str(exc).lower():
-                        raise
-                    return self._create(staged, doing)  # the hash lookup now finds it
+                except _AlreadyExists:  # raced another machine: the hash lookup finds its code
+                    return self._create(staged, doing, again=True)
 
-    def _create(self, staged: Path, doing: str) -> str:
+    def _create(self, staged: Path, doing: str, *, again: bool = False) -> str:
         from azure.ai.ml.entities._assets import Code
 
         try:
@@ -152,17 +151,66 @@ class CodeAssets:
         except HimlError:
             raise
         except Exception as exc:
-            raise upload_error(exc, doing, self.workspace) from exc
+            if not again and already_exists(exc):
+                raise _AlreadyExists from exc
+            raise upload_error(exc, doing, self.workspace, self._service_host()) from exc
         code_id = str(getattr(code, "id", "") or "")
         if not code_id:
             raise StoreError(f"{doing}: the service registered the code without an id")
         return code_id
 
+    def _service_host(self) -> str:
+        """``host:port`` of the workspace's service endpoint (what an unanswered request to
+        the service names)."""
+        base = str(getattr(self.client, "_base_url", "") or "")
+        return urllib.parse.urlsplit(base).netloc
 
-def upload_error(exc: BaseException, doing: str, workspace: Workspace | None) -> HimlError:
+
+class _AlreadyExists(Exception):
+    """A blob or code version of the upload existed already (a race with another apply)."""
+
+
+def already_exists(exc: BaseException) -> bool:
+    """Whether an upload failed because what it wrote existed already ("blob already
+    exists", a 409)."""
+    for cause in _causes(exc):
+        text = str(cause).lower()
+        if status_of(cause) == 409 or "already exists" in text or "blobalreadyexists" in text:
+            return True
+    return False
+
+
+def _failed_url(chain: list[BaseException]) -> str | None:
+    for exc in chain:
+        response = getattr(exc, "response", None)
+        url = getattr(getattr(response, "request", None), "url", None) or getattr(
+            response, "url", None
+        )
+        if url:
+            return str(url)
+    return None
+
+
+def _from_storage(chain: list[BaseException], service_host: str) -> bool:
+    """Whether the failed request went to blob storage (the SAS URI), not to the service: its
+    URL is not the workspace's, or, with no answer at all, the service's host is not the one
+    that could not be reached."""
+    url = _failed_url(chain)
+    if url is not None:
+        return "Microsoft.MachineLearningServices" not in url
+    text = " ".join(str(e) for e in chain)
+    return not service_host or service_host not in text
+
+
+def upload_error(
+    exc: BaseException, doing: str, workspace: Workspace | None, service_host: str = ""
+) -> HimlError:
     """What failed in an upload, in one message: the SAS refused, storage unreachable or
-    failing, or (anything else of Azure's) the service's own error."""
+    failing, or (a request to the service) the service's own error, translated."""
     chain = list(_causes(exc))
+    if not _from_storage(chain, service_host):
+        azure = next((e for e in chain if is_azure_error(e)), exc)
+        return translate(azure, doing, workspace)
     status = next((s for s in map(status_of, chain) if s is not None), None)
     names = {type(e).__name__ for e in chain}
     text = " ".join(str(e) for e in chain).lower()
@@ -180,18 +228,16 @@ def upload_error(exc: BaseException, doing: str, workspace: Workspace | None) ->
             f"({_storage_message(chain)}); check the network (proxy, VPN, firewall, private "
             "endpoint) between this machine and the storage account"
         )
-    if status is not None and status >= 500:
+    if status is not None:
         return StoreError(
             f"{doing}: the workspace's blob storage answered {status} "
-            f"({_storage_message(chain)}); try again later"
+            f"({_storage_message(chain)})" + ("; try again later" if status >= 500 else "")
         )
-    azure = next((e for e in chain if is_azure_error(e)), None)
-    if azure is not None:
-        return translate(azure, doing, workspace)
-    return StoreError(f"{doing}: {type(exc).__name__}: {exc}")
+    return StoreError(f"{doing}: {type(exc).__name__}: {_storage_message(chain)}")
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps (azure's ``inner_exception``/``error``, then Python's cause)."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:

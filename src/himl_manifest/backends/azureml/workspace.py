@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -279,6 +280,21 @@ def service_message(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def not_found(exc: BaseException) -> bool:
+    """Whether ``exc`` says a resource does not exist: a 404, or azure-ai-ml's own wrapping
+    of one (``data.get(name, label="latest")`` raises an ``MlException`` around it)."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        if isinstance(current, ResourceNotFoundError) or status_of(current) == 404:
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
+
+
 def is_already_exists(exc: BaseException) -> bool:
     """A job PUT refused because the name is taken (409, or the service's 400 message)."""
     try:
@@ -358,11 +374,20 @@ def translate(exc: BaseException, doing: str, workspace: Workspace | None = None
     return StoreError(f"{doing}: {type(exc).__name__}: {exc}")
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m|\[[0-9;]*m")
+
+
 def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "message", None) or exc)
+    """The line of an azure-ai-ml error that says what is wrong: its ``(x) ...`` detail when
+    it has one (its messages are framed by colour codes, headings and resolutions), else its
+    first line that is not a heading."""
+    text = _ANSI.sub("", str(getattr(exc, "message", None) or exc))
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    useful = [line for line in lines if not line.endswith("invalid") and not line[0].isdigit()]
-    return (useful or lines or [type(exc).__name__])[0]
+    detail = [line[3:].strip() for line in lines if line.startswith("(x)")]
+    useful = [
+        line for line in lines if not line.endswith(("invalid", ":")) and not line[0].isdigit()
+    ]
+    return (detail or useful or lines or [type(exc).__name__])[0]
 
 
 def is_azure_error(exc: BaseException) -> bool:
