@@ -162,12 +162,15 @@ def test_ignored_symlinks_are_not_reported(tmp_path: Path) -> None:
 def test_the_tools_own_store_and_run_folders_are_never_in_a_snapshot(tmp_path: Path) -> None:
     write(tmp_path, TREE)
     write(tmp_path, {"mlflow.db": b"db", "mlflow.db-journal": b"j", ".himl/store_id": "x\n"})
+    write(tmp_path, {".git/HEAD": "ref: refs/heads/main\n", "pkg/sub/.git/config": "[core]\n"})
     write(tmp_path, {"mlartifacts/1/a.ckpt": b"a", "runs/x/last.ckpt": b"r"})
     (tmp_path / "himl.yaml").write_text("outputs: runs\n", encoding="utf-8")
     files = {f.relative for f in code_snapshot(tmp_path).files}
     assert not files & {"mlflow.db", "mlflow.db-journal", ".himl/store_id", "runs/x/last.ckpt"}
+    assert not any(".git/" in name for name in files)
     assert "mlartifacts/1/a.ckpt" not in files
     assert {"train.py", "himl.yaml", "outputs/keep.txt"} <= files  # outputs/ is not the root here
+    assert not any("__pycache__" in name for name in files)  # TREE has one: never uploaded
 
 
 def test_the_staged_folder_is_the_snapshot_and_hashes_alike(tmp_path: Path) -> None:

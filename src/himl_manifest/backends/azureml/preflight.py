@@ -6,7 +6,7 @@ validate``; warnings have ``severity="warning"``):
 
 - the code snapshot of each code root (:mod:`.snapshot`): over the size limit (with the largest
   files and the ``.amlignore`` lines that would drop them), symlinks (broken or leading outside
-  the code root: errors; others: warnings), a ``.git`` folder that would be uploaded;
+  the code root: errors; others: warnings);
 - a checkpoint ``path`` source that the snapshot does not carry;
 - each conda file and its pip includes (:mod:`.environment`), with file and line; a job with
   neither conda file nor image; an environment without himl-manifest (the job's command) or
@@ -82,7 +82,7 @@ def preflight(
 
 
 def snapshot_problems(snapshot: Snapshot, root: Path) -> list[Diagnostic]:
-    """Size, symlinks and ``.git`` of one code snapshot."""
+    """Size and symlinks of one code snapshot."""
     where = display_path(snapshot.root, root) or "."
     found: list[Diagnostic] = []
     replaces = (
@@ -102,17 +102,6 @@ def snapshot_problems(snapshot: Snapshot, root: Path) -> list[Diagnostic]:
                 f"{len(snapshot.files)} files, over Azure ML's {human_size(SIZE_LIMIT)} limit; "
                 f"largest: {names}",
                 f"add to {where}/{AML_IGNORE}: {', '.join(lines)}{replaces}",
-            )
-        )
-    git_size = sum(f.size for f in snapshot.files if f.relative.startswith(".git/"))
-    if git_size:
-        found.append(
-            _diagnostic(
-                where,
-                "code_root",
-                f"the .git folder ({human_size(git_size)}) would be uploaded with the code",
-                f"add `.git/` to {where}/{AML_IGNORE}{replaces}",
-                severity="warning",
             )
         )
     for link in snapshot.symlinks:

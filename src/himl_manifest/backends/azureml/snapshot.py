@@ -113,8 +113,14 @@ class _Matcher:
     """The SDK's reading of an ignore file: its lines right-stripped, gitignore patterns,
     last match wins, matched against file paths relative to the root."""
 
-    def __init__(self, ignore_file: Path | None, leave_out: set[Path] | None = None) -> None:
+    def __init__(
+        self,
+        ignore_file: Path | None,
+        leave_out: set[Path] | None = None,
+        leave_out_names: set[str] | None = None,
+    ) -> None:
         self.leave_out = leave_out or set()
+        self.leave_out_names = leave_out_names or set()
         self.spec: Any = None
         #: A directory may be skipped whole only when no pattern re-includes anything.
         self.can_prune = True
@@ -148,20 +154,31 @@ def own_paths(project_root: Path) -> list[Path]:
     return [*store, root / ".himl", root / "mlartifacts", outputs_root(root)]
 
 
+#: Folders a code snapshot never carries, wherever they are: git's own (the job needs none of
+#: it: provenance travels in the run spec; ``git status`` rewrites its index, so the snapshot's
+#: hash would change on every apply) and Python's bytecode caches (written by every local run).
+NEVER_UPLOADED = (".git", "__pycache__")
+
+
 def code_snapshot(project_root: Path, code_root: str | Path = ".") -> Snapshot:
     """The snapshot of a run's code root (relative to the project root), without what this
-    tool keeps in the project (:func:`own_paths`): what pre-flight checks and what is
-    uploaded."""
-    return collect(project_root / code_root, leave_out=own_paths(project_root))
+    tool keeps in the project (:func:`own_paths`) and the folders of :data:`NEVER_UPLOADED`:
+    what pre-flight checks and what is uploaded."""
+    return collect(
+        project_root / code_root, leave_out=own_paths(project_root), leave_out_names=NEVER_UPLOADED
+    )
 
 
-def collect(root: Path, *, leave_out: Iterable[Path] = ()) -> Snapshot:
+def collect(
+    root: Path, *, leave_out: Iterable[Path] = (), leave_out_names: Iterable[str] = ()
+) -> Snapshot:
     """The snapshot of the code root ``root`` (see the module doc), without the files and
-    folders of ``leave_out`` (absolute paths: :func:`own_paths`). Symlinks are reported and
-    not followed; a symlinked file counts with its target's size when it has one."""
+    folders of ``leave_out`` (absolute paths: :func:`own_paths`) and the folders named as in
+    ``leave_out_names``. Symlinks are reported and not followed; a symlinked file counts with
+    its target's size when it has one."""
     root = root.resolve()
     ignore = ignore_file_of(root)
-    matcher = _Matcher(ignore, {path.resolve() for path in leave_out})
+    matcher = _Matcher(ignore, {path.resolve() for path in leave_out}, set(leave_out_names))
     snapshot = Snapshot(root=root, ignore_file=ignore.name if ignore else None)
     for relative, entry in _walk(root, matcher):
         if entry.is_symlink():
@@ -185,7 +202,9 @@ def _walk(root: Path, matcher: _Matcher) -> Iterator[tuple[str, Path]]:
             continue
         for entry in entries:
             path = Path(entry.path)
-            if path in matcher.leave_out:
+            if path in matcher.leave_out or (
+                entry.name in matcher.leave_out_names and entry.is_dir(follow_symlinks=False)
+            ):
                 continue
             relative = path.relative_to(root).as_posix()
             if entry.is_dir(follow_symlinks=False):
