@@ -123,7 +123,8 @@ def test_text_names_each_reproduce_command_and_the_unknown_commit(
     assert rows["ci run"].endswith("https://github.com/lab/exp/actions/runs/42")
     assert rows["reproduce (plan)"].endswith(
         f"(test -d {worktree} || git worktree add --detach {worktree} {head[:12]}) && "
-        f"cd {worktree} && himl plan experiments --target ft --tracking-uri sqlite:///mlflow.db"
+        f"cd {worktree} && himl plan experiments --target ft --backend local "
+        "--tracking-uri sqlite:///mlflow.db"
     )
     assert "--write-spec FILE" in out  # how to get the `run` kind
     assert f"warning: manifest commit unknown: {SHALLOW_UNKNOWN}" in out

@@ -62,7 +62,7 @@ def test_the_gitops_loop(repo: Path) -> None:
     assert isinstance(reproduce, list) and [item["kind"] for item in reproduce] == ["plan"]
     assert reproduce[0]["command"].endswith(
         f"{first[:12]}) && cd {repo.parent / ('repo-' + first[:12])} && "
-        "himl plan experiments --target hello --tracking-uri sqlite:///mlflow.db"
+        "himl plan experiments --target hello --backend local --tracking-uri sqlite:///mlflow.db"
     )
 
     # 2. apply again right away: nothing to do

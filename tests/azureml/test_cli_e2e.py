@@ -297,3 +297,33 @@ def test_the_user_loop_through_the_cli(
     assert "1 archived" in ok(himl(repo, env, "apply", "--yes", "--prune"))
     assert len(service.jobs) == jobs_before
     assert "No changes." in ok(himl(repo, env, "plan", "--detailed-exitcode"))
+
+
+def test_the_smoke_test_script_for_real_workspaces_runs(
+    tmp_path: Path, env: dict[str, str], service: FakeWorkspace, user_repo: Path
+) -> None:
+    """docs/azureml-smoke-test.sh, as a user with a workspace runs it, here against the
+    stand-in (whose jobs complete as they are polled): the script itself is proved to work."""
+    script = Path(__file__).resolve().parents[2] / "docs" / "azureml-smoke-test.sh"
+    smoke_env = {
+        **env,
+        "HIML": str(Path(sys.executable).parent / "himl"),
+        "HIML_AZUREML_POLL_S": "0",
+        "TMPDIR": str(tmp_path),
+    }
+    smoke_env.pop("MLFLOW_TRACKING_URI")  # the script's repository has a store of its own
+    done = subprocess.run(
+        ["bash", str(script), CLUSTER, str(user_repo / "config.json")],
+        env=smoke_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "smoke test passed" in out and "Traceback" not in out
+    assert "Apply complete: 2 created. Runs: 2 completed." in out  # the fine-tune followed
+    assert "No changes." in out and "2 archived" in out
+    names = sorted(service.jobs)
+    assert len(names) == 2 and names[0].startswith("smoke-finetune-s0-")
+    assert all(job["properties"]["isArchived"] for job in service.jobs.values())

@@ -80,6 +80,7 @@ from himl_manifest.backends.protocol import (
     run_folder_name,
     status_from_mlflow,
 )
+from himl_manifest.diagnostics import Diagnostic
 from himl_manifest.errors import CheckpointError, StoreError
 from himl_manifest.extras import require_train
 from himl_manifest.model import Lifecycle, RunRecord, RunStatus, parse_enum, with_cosmetic
@@ -377,6 +378,15 @@ class LocalBackend(LocalStore, BackendBase):
         self._apply_id = ""
 
     # -- the executor ----------------------------------------------------------------------
+
+    def preflight(
+        self, runs: Sequence[RunSpec], *, expected: Collection[str] = ()
+    ) -> list[Diagnostic]:
+        """Runs execute here as `himl run` in this Python: without the train extra, nothing
+        of the apply is sent anywhere (BackendUnavailable with the install hint)."""
+        if runs and self.job_command is himl_run_command:
+            require_train()
+        return []
 
     def submit(
         self, runs: Sequence[RunSpec], *, attempts: Mapping[str, int] | None = None

@@ -41,6 +41,7 @@ from himl_manifest.backends.azureml.workspace import (
     find_workspace,
     is_already_exists,
     ml_client,
+    poll_interval,
     status_of,
     translate,
 )
@@ -386,7 +387,8 @@ class AzureMLBackend(BackendBase):
     conda file is found from it); ``code``: code root -> the ARM id of its code asset (default:
     :class:`.upload.CodeAssets`, which uploads each code root's snapshot once);
     ``default_compute``: the cluster for runs whose ``compute.target`` is ``local`` (None:
-    such runs are refused); ``poll_s``: seconds between status polls in :meth:`wait`."""
+    such runs are refused); ``poll_s``: seconds between status polls in :meth:`wait` (default
+    ``HIML_AZUREML_POLL_S``, else 30)."""
 
     name = "azureml"
     capabilities = Capabilities(waits_locally=False, multi_node=True)
@@ -399,7 +401,7 @@ class AzureMLBackend(BackendBase):
         code: Callable[[str], str] | None = None,
         workspace: Workspace | None = None,
         default_compute: str | None = None,
-        poll_s: float = 30.0,
+        poll_s: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
         timeouts: Timeouts | None = None,
     ) -> None:
@@ -410,7 +412,7 @@ class AzureMLBackend(BackendBase):
         self.root = root
         self.workspace = workspace
         self.default_compute = default_compute
-        self.poll_s = poll_s
+        self.poll_s = poll_interval() if poll_s is None else poll_s
         self.sleep = sleep
         if code is None:
             code = CodeAssets(client, root, workspace=workspace, timeouts=timeouts).code_id

@@ -59,6 +59,26 @@ class Workspace:
         return f"{self.workspace_name} (resource group {self.resource_group})"
 
 
+#: Environment variable: seconds between two polls of a job that is waited for.
+ENV_POLL = "HIML_AZUREML_POLL_S"
+#: The default: a job's state changes in minutes, not seconds.
+DEFAULT_POLL_S = 30.0
+
+
+def poll_interval(environ: Mapping[str, str] | None = None) -> float:
+    """Seconds between polls of a job waited for: ``HIML_AZUREML_POLL_S``, else 30."""
+    value = (os.environ if environ is None else environ).get(ENV_POLL, "").strip()
+    if not value:
+        return DEFAULT_POLL_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 3600:
+        raise ConfigError(f"{ENV_POLL}={value!r}: expected a number of seconds between 0 and 3600")
+    return seconds
+
+
 #: Environment variable: the overall deadline of one request to Azure ML, in seconds.
 ENV_TIMEOUT = "HIML_AZUREML_TIMEOUT"
 #: The default deadline of one request, retries included.
