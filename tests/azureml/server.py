@@ -164,6 +164,8 @@ VM_SIZES: tuple[dict[str, Any], ...] = (
      "memoryGB": 448.0, "premiumIO": True},
     {"name": "Standard_NC24ads_A100_v4", "family": "StandardNCADSA100v4Family", "vCPUs": 24,
      "gpus": 1, "memoryGB": 220.0, "premiumIO": True},
+    {"name": "Standard_NC48ads_A100_v4", "family": "StandardNCADSA100v4Family", "vCPUs": 48,
+     "gpus": 2, "memoryGB": 440.0, "premiumIO": True},
     {"name": "Standard_ND96asr_v4", "family": "standardNDASv4_A100Family", "vCPUs": 96,
      "gpus": 8, "memoryGB": 900.0, "premiumIO": True},
 )  # fmt: skip
