@@ -6,7 +6,7 @@ with a certificate made for the test, with a test credential (any token will do)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +15,11 @@ import yaml
 
 pytest.importorskip("azure.ai.ml")
 
-from server import FakeWorkspace, backend_of, behaviour_outcome, runner_tags
+from server import FakeWorkspace, MakeRuns, backend_of, behaviour_outcome, runner_tags
 
 from himl_manifest.backends.azureml.store import AzureMLBackend
 from himl_manifest.manifest.build import load_experiments
 from himl_manifest.spec import RunSpec, expand
-
-MakeRuns = Callable[..., list[RunSpec]]
 
 
 @pytest.fixture

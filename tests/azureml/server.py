@@ -1436,6 +1436,10 @@ def client_of(workspace: FakeWorkspace, *, timeouts: Any = None, credential: Any
                 os.environ["AZUREML_DEV_URL_MFE"] = old
 
 
+#: The ``make_runs`` fixture of conftest.py: write a cluster manifest, expand its runs (here,
+#: not in conftest, so test modules import it by a name no other folder's conftest shadows).
+MakeRuns = Callable[..., list[Any]]
+
 CODE_ID = WS_PATH + "/codes/himl-snapshot/versions/1"
 CONDA_FILE = "name: himl-test\ndependencies:\n  - python=3.11\n  - pip\n"
 

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from server import FakeWorkspace
+from server import FakeWorkspace, MakeRuns
 
-from conftest import MakeRuns
 from himl_manifest.backends.azureml.store import AzureMLBackend
 from himl_manifest.diagnostics import Diagnostic, render_text
 from himl_manifest.errors import StoreError
@@ -164,3 +163,31 @@ def test_an_unknown_unversioned_data_asset_says_so_when_submitted_directly(
     assert message.endswith("Asset tiles does not exist in workspace test-ws.")
     assert "resolving data asset tiles@latest" in message and "\x1b" not in message
     assert nothing_sent(workspace)
+
+
+def test_a_kubernetes_compute_or_an_unknown_size_is_not_second_guessed(
+    backend: AzureMLBackend, workspace: FakeWorkspace, make_runs: MakeRuns
+) -> None:
+    workspace.add_compute("aks", vm_size="Standard_NC6s_v3", max_nodes=1, type="Kubernetes")
+    workspace.add_compute("odd", vm_size="Standard_Unlisted_v9", max_nodes=4)
+    for target in ("aks", "odd"):
+        runs = make_runs(
+            target,
+            compute={"target": target, "num_nodes": 2, "instance_type": "x"}
+            if target == "aks"
+            else {"target": target},
+            trainer={"devices": 8},
+        )
+        assert errors(backend.preflight(runs)) == {}, target
+
+
+def test_a_source_left_unresolved_is_the_offline_checks_to_report(
+    backend: AzureMLBackend, make_runs: MakeRuns
+) -> None:
+    from dataclasses import replace
+
+    (run,) = make_runs()
+    broken = replace(run, spec={**run.spec, "checkpoint": {"source": {"experiment": "gone"}}})
+    found = backend.preflight([broken])
+    assert [d.message for d in found if "was not resolved" in d.message]  # once, offline
+    assert "checkpoint.source" not in errors(found)

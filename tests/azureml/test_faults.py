@@ -9,9 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from server import FakeWorkspace, backend_of, client_of
+from server import FakeWorkspace, MakeRuns, backend_of, client_of
 
-from conftest import MakeRuns
 from himl_manifest.backends.azureml.store import AzureMLBackend
 from himl_manifest.backends.azureml.workspace import Timeouts
 from himl_manifest.backends.base import SubmissionStopped, SubmitOutcome
@@ -207,3 +206,25 @@ def test_a_job_of_a_type_the_sdk_does_not_know_does_not_break_the_listing(
     )
     listed = sorted((r.run_name, r.run_id) for r in backend.list_runs())
     assert listed == sorted([(run.run_name, run.run_name), (run.run_name, "odd-but-ours")])
+
+
+def test_ctrl_c_half_way_through_a_batch_says_what_was_accepted(
+    backend: AzureMLBackend, workspace: FakeWorkspace, make_runs: MakeRuns
+) -> None:
+    runs = make_runs(seeds=[0, 1, 2])
+    send = backend.client.jobs.create_or_update
+    sent: list[str] = []
+
+    def ctrl_c_on_the_second(job: object, **kwargs: object) -> object:
+        if sent:
+            raise KeyboardInterrupt
+        sent.append(str(getattr(job, "name", "")))
+        return send(job, **kwargs)
+
+    backend.client.jobs.create_or_update = ctrl_c_on_the_second
+    with pytest.raises(SubmissionStopped) as stopped:
+        backend.submit(runs)
+    assert stopped.value.interrupted
+    assert [s.run_name for s in stopped.value.submitted] == sent == [runs[0].run_name]
+    assert stopped.value.not_sent == [runs[1].run_name, runs[2].run_name]
+    assert workspace.created == sent

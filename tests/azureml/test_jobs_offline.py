@@ -400,3 +400,29 @@ def test_durations(value: int | str, seconds: int) -> None:
 @pytest.mark.parametrize(("devices", "count"), [(1, 1), (4, 4), ([0, 1, 2], 3), ("auto", 1)])
 def test_processes_per_node(devices: Any, count: int) -> None:
     assert processes_per_node({"trainer": {"devices": devices}}) == count
+
+
+def test_what_the_sdk_says_is_read_to_one_line() -> None:
+    from himl_manifest.backends.azureml.jobs import sdk_complaint
+
+    framed = ValueError('{"result": "Failed", "errors": [{"path": "code", "message": "a; b"}]}')
+    assert sdk_complaint(framed) == "code: a"
+    assert sdk_complaint(KeyError("base_path")) == "'base_path'"
+    assert sdk_complaint(ValueError("\n\nfirst\nsecond")) == "first"
+
+
+def test_odd_values_are_read_or_refused() -> None:
+    assert processes_per_node({"trainer": {"devices": True}}) == 1
+    assert processes_per_node({"trainer": {"devices": [0, 1, 2]}}) == 3
+    assert duration_seconds(90) == 90 and duration_seconds("1.5m") == 90
+    with pytest.raises(ConfigError, match="expected seconds"):
+        duration_seconds("soon")
+
+
+def test_an_unresolved_experiment_source_is_refused(tmp_path: Path) -> None:
+    from himl_manifest.backends.azureml.jobs import checkpoint_reference
+
+    (run,) = write_project(tmp_path, {"name": "alone"})
+    spec = {**run.spec, "checkpoint": {"source": {"experiment": "pretrain"}}}
+    with pytest.raises(ConfigError, match="was not resolved to a run"):
+        checkpoint_reference(replace(run, spec=spec))

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from server import CONDA_FILE, FakeWorkspace, backend_of, spec_of
+from server import CONDA_FILE, FakeWorkspace, MakeRuns, backend_of, spec_of
 
-from conftest import MakeRuns
 from himl_manifest.errors import ConfigError
 from himl_manifest.runner import submit, tracking
 from himl_manifest.runner.cli import main, parse_args
@@ -219,3 +218,26 @@ def test_log_from_vm_reads_the_workspaces_tracking_uri(
     assert uri is not None and uri.startswith("azureml://westeurope.api.azureml.ms/mlflow/")
     assert uri.endswith(WS_PATH)
     assert workspace.calls("GET", f"{WORKSPACE}$")
+
+
+def test_imperative_jobs_are_never_orphans(
+    cluster: FakeWorkspace, project: Path, make_runs: MakeRuns
+) -> None:
+    """A `himl-runner --cluster` job comes from no manifest: a plan of the project's manifests
+    neither calls it an orphan (nor would --prune archive it) nor replaces it."""
+    from himl_manifest.operations.plan import make_plan
+
+    (result,) = _run("--model=HelloWorld", "--cluster=gpu-cluster", "--max_epochs=1")
+    assert result.ok
+    make_runs("managed")  # one manifest of the project
+    plan = make_plan([project / "experiments"], backend_of(cluster, project))
+    assert [a.kind for a in plan.actions] == ["create"]
+    assert all(a.run_name != result.run_id for a in plan.actions)
+
+
+def test_the_runner_gets_pre_flight_before_anything_is_sent(
+    cluster: FakeWorkspace, project: Path
+) -> None:
+    with pytest.raises(ConfigError, match="pre-flight found problems"):
+        _run("--model=HelloWorld", "--cluster=no-such-cluster", "--max_epochs=1")
+    assert cluster.created == [] and not cluster.calls("POST", "startPendingUpload")

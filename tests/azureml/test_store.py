@@ -4,11 +4,11 @@ of the answers. (The shared behaviour is in tests/backends/test_contract.py.)"""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
-from server import CODE_ID, FakeWorkspace, backend_of
+from server import CODE_ID, FakeWorkspace, MakeRuns, backend_of
 
-from conftest import MakeRuns
 from himl_manifest.backends.azureml.jobs import build_command_job
 from himl_manifest.backends.azureml.store import AzureMLBackend
 from himl_manifest.backends.base import Progress, SubmitOutcome
@@ -230,3 +230,76 @@ def test_cancel_asks_azure_ml(
     assert workspace.calls("POST", f"jobs/{run.run_name}/cancel")
     (record,) = backend.wait([run.run_name])
     assert record.status == RunStatus.CANCELLED
+
+
+def test_jobs_written_by_earlier_versions_are_still_read(
+    backend: AzureMLBackend, workspace: FakeWorkspace, make_runs: MakeRuns
+) -> None:
+    """Before, the run spec was a property (``himl.spec``, over parts when long) and an
+    in-place update laid its cosmetic view over it as JSON in ``himl.cosmetic``."""
+    import json as _json
+
+    (run,) = make_runs(description="old")
+    backend.submit([run])
+    job = workspace.jobs[run.run_name]["properties"]
+    text = job["environmentVariables"].pop("HIML_RUN_SPEC")
+    job["properties"].update({"himl.spec.0": text[:500], "himl.spec.1": text[500:]})
+    job["properties"]["himl.spec.parts"] = "2"
+    job["tags"]["himl.cosmetic"] = _json.dumps({"description": "renamed"})
+    (record,) = backend.list_runs()
+    assert record.spec_hash == run.spec_hash and record.spec["description"] == "renamed"
+    assert record.spec["trainer"] == run.spec["trainer"]
+
+
+def test_a_listing_without_job_definitions_reads_each_job_once(
+    backend: AzureMLBackend,
+    workspace: FakeWorkspace,
+    make_runs: MakeRuns,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (run,) = make_runs()
+    backend.submit([run])
+    listing = workspace._list_jobs
+
+    def without_definitions(query: Any) -> Any:
+        reply = listing(query)
+        for job in reply.body["value"]:
+            job["properties"].pop("environmentVariables", None)
+        return reply
+
+    monkeypatch.setattr(workspace, "_list_jobs", without_definitions)
+    (record,) = backend.list_runs()
+    assert record.spec == run.spec
+    assert len(workspace.calls("GET", rf"/jobs/{run.run_name}$")) == 1
+
+
+def test_a_name_taken_by_a_job_of_someone_else_is_a_conflict(
+    backend: AzureMLBackend, workspace: FakeWorkspace, make_runs: MakeRuns
+) -> None:
+    (run,) = make_runs()
+    workspace.jobs[run.run_name] = {
+        "id": f"x/jobs/{run.run_name}",
+        "name": run.run_name,
+        "properties": {"jobType": "Command", "status": "Completed", "properties": {}, "tags": {}},
+    }
+    (outcome,) = backend.submit([run])
+    assert outcome.outcome == SubmitOutcome.CONFLICT
+    assert "a job himl-manifest did not make" in outcome.message
+
+
+def test_the_backend_opens_the_workspace_the_project_names(
+    workspace: FakeWorkspace, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from server import RESOURCE_GROUP, SUBSCRIPTION, WORKSPACE, FakeCredential
+
+    (project / "config.json").write_text(
+        f'{{"subscription_id": "{SUBSCRIPTION}", "resource_group": "{RESOURCE_GROUP}", '
+        f'"workspace_name": "{WORKSPACE}"}}'
+    )
+    monkeypatch.setenv("AZUREML_DEV_URL_MFE", workspace.url)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(workspace.cert_file))
+    for key in ("AZUREML_SUBSCRIPTION_ID", "AZUREML_RESOURCE_GROUP", "AZUREML_WORKSPACE_NAME"):
+        monkeypatch.delenv(key, raising=False)
+    backend = AzureMLBackend.open(project, credential=FakeCredential())
+    assert backend.workspace is not None and backend.workspace.workspace_name == WORKSPACE
+    assert backend.list_runs() == []

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from server import FakeWorkspace, backend_of
+from server import FakeWorkspace, MakeRuns, backend_of
 
-from conftest import MakeRuns
 from himl_manifest.backends.azureml.snapshot import code_snapshot
 from himl_manifest.backends.azureml.store import AzureMLBackend
 from himl_manifest.backends.azureml.workspace import Timeouts
@@ -218,3 +217,45 @@ def test_a_job_submitted_names_the_code_version(
     version: dict[str, Any] = storage_workspace.code_version(code_id)
     assert version["properties"]["isAnonymous"] is True
     assert version["properties"]["properties"]["hash_sha256"] == code_snapshot(tree).content_hash()
+
+
+def test_staging_copies_where_it_cannot_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another file system (the temporary folder on its own disk): the files are copied."""
+    from himl_manifest.backends.azureml.upload import stage
+
+    write_tree(tmp_path / "code")
+
+    def cross_device(source: object, target: object) -> None:
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr("himl_manifest.backends.azureml.upload.os.link", cross_device)
+    staged = stage(code_snapshot(tmp_path / "code"), tmp_path / "staged")
+    assert (staged / "pkg" / "model.py").read_bytes() == FILES["pkg/model.py"]
+    assert (staged / "train.py").stat().st_ino != (tmp_path / "code" / "train.py").stat().st_ino
+
+
+def test_a_code_version_without_an_id_is_an_error(tree: Path) -> None:
+    from himl_manifest.backends.azureml.upload import CodeAssets
+
+    class Codes:
+        def create_or_update(self, code: object) -> object:
+            return type("Registered", (), {"id": ""})()
+
+    client = type("Client", (), {"_code": Codes(), "_base_url": "https://management.azure.com"})()
+    with pytest.raises(StoreError, match="registered the code without an id"):
+        CodeAssets(client, tree).code_id()
+
+
+def test_an_upload_failure_that_is_neither_the_services_nor_an_answer(tree: Path) -> None:
+    """A storage failure with no HTTP answer and no connection error still says what it was."""
+    from himl_manifest.backends.azureml.upload import CodeAssets
+
+    class Codes:
+        def create_or_update(self, code: object) -> object:
+            raise OSError("disk full while reading the staged files")
+
+    client = type("Client", (), {"_code": Codes(), "_base_url": "https://management.azure.com"})()
+    with pytest.raises(StoreError, match="OSError: disk full"):
+        CodeAssets(client, tree).code_id()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -121,3 +122,88 @@ def test_one_token_per_scope_until_it_nearly_expires() -> None:
     cached.get_token("https://management.azure.com/.default")
     cached.get_token("https://management.azure.com/.default")
     assert len(inner.calls) == 4
+
+
+def test_the_poll_interval_comes_from_the_environment() -> None:
+    from himl_manifest.backends.azureml.workspace import DEFAULT_POLL_S, ENV_POLL, poll_interval
+
+    assert poll_interval({}) == DEFAULT_POLL_S
+    assert poll_interval({ENV_POLL: "0.5"}) == 0.5
+    for bad in ("often", "-1", "4000"):
+        with pytest.raises(ConfigError, match=ENV_POLL):
+            poll_interval({ENV_POLL: bad})
+
+
+def test_a_config_that_is_not_an_object_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="must be a JSON object"):
+        find_workspace(tmp_path, environ={})
+
+
+def test_the_cached_credential_closes_the_one_it_wraps() -> None:
+    closed: list[bool] = []
+
+    class Closable:
+        def close(self) -> None:
+            closed.append(True)
+
+    CachedCredential(Closable()).close()
+    CachedCredential(object()).close()  # nothing to close: fine
+    assert closed == [True]
+
+
+def _http_error(status: int | None, message: str = "boom") -> Exception:
+    from azure.core.exceptions import HttpResponseError
+
+    error = HttpResponseError(message=message)
+    error.status_code = status
+    return error
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda: _http_error(429), r"throttling requests \(429"),
+        (lambda: _http_error(502), "answered 502: boom"),
+        (lambda: _http_error(None), r"Azure ML workspace w \(resource group g\): boom"),
+        (
+            lambda: __import__("azure.core.exceptions", fromlist=["x"]).ClientAuthenticationError(
+                "expired", response=None
+            ),
+            "could not get Azure credentials",
+        ),
+        (
+            lambda: __import__("azure.ai.ml.exceptions", fromlist=["x"]).ValidationException(
+                message="compute is required", no_personal_data_message="x"
+            ),
+            "Azure ML refused the job: compute is required",
+        ),
+        (
+            lambda: __import__("azure.ai.ml.exceptions", fromlist=["x"]).MlException(
+                message="\x1b[37m\n(x) Asset tiles does not exist.\x1b[39m",
+                no_personal_data_message="x",
+            ),
+            "doing it: Asset tiles does not exist.$",
+        ),
+        (lambda: RuntimeError("odd"), "doing it: RuntimeError: odd"),
+    ],
+    ids=["429", "5xx", "no-status", "auth", "validation", "ml-framed", "other"],
+)
+def test_every_azure_error_becomes_ours(make: object, expected: str) -> None:
+    from himl_manifest.backends.azureml.workspace import translate
+
+    exc = make()  # type: ignore[operator]
+    error = translate(exc, "doing it", Workspace("s", "g", "w"))
+    assert re.search(expected, str(error)), str(error)
+
+
+def test_azure_errors_translates_only_azures() -> None:
+    from himl_manifest.backends.azureml.workspace import azure_errors
+    from himl_manifest.errors import StoreError
+
+    with pytest.raises(StoreError, match="answered 503"), azure_errors("x"):
+        raise _http_error(503)
+    with pytest.raises(KeyError), azure_errors("x"):
+        raise KeyError("ours")  # not Azure's: left alone
+    with pytest.raises(ConfigError, match="already ours"), azure_errors("x"):
+        raise ConfigError("already ours")
