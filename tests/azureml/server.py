@@ -52,8 +52,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime as dt
+import http.client
 import ipaddress
 import json
+import math
+import os
 import re
 import socket
 import ssl
@@ -65,7 +68,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 SUBSCRIPTION = "00000000-1111-2222-3333-444444444444"
 RESOURCE_GROUP = "test-rg"
@@ -100,6 +103,16 @@ _HISTORY_TAGS = re.compile(
     + r"/experiments/(?P<exp>[^/]+)/runs/(?P<name>[^/]+)/tags$",
     re.IGNORECASE,
 )
+#: Run history's run details (``jobs.stream`` polls them) and run data (``jobs.download``).
+_HISTORY_DETAILS = re.compile(
+    r"^/history/v1\.0" + re.escape(WS_PATH) + r"/runs/(?P<name>[^/]+)/details$", re.IGNORECASE
+)
+_HISTORY_RUNDATA = re.compile(r"^/history/v1\.0" + re.escape(WS_PATH) + r"/rundata$", re.IGNORECASE)
+#: MLflow's REST API on the workspace, as azureml-mlflow calls it: ``https://<tracking URI
+#: host>/mlflow/v2.0<workspace ARM id>/api/2.0/mlflow/<operation>`` (v1.0 with MLflow 1.x).
+_MLFLOW = re.compile(
+    r"^/mlflow/v[12]\.0" + re.escape(WS_PATH) + r"/api/2\.0/mlflow/(?P<op>.+)$", re.IGNORECASE
+)
 
 
 def _ws_route(tail: str) -> re.Pattern[str]:
@@ -116,6 +129,7 @@ _DATA_VERSIONS = _ws_route(r"/data/(?P<name>[^/]+)/versions")
 _DATA_VERSION = _ws_route(r"/data/(?P<name>[^/]+)/versions/(?P<v>[^/]+)")
 _DATASTORES = _ws_route(r"/datastores")
 _DATASTORE = _ws_route(r"/datastores/(?P<name>[^/]+)")
+_DATASTORE_SECRETS = _ws_route(r"/datastores/(?P<name>[^/]+)/listSecrets")
 _COMPUTES = _ws_route(r"/computes")
 _COMPUTE = _ws_route(r"/computes/(?P<name>[^/]+)")
 _VM_SIZES = re.compile(
@@ -172,12 +186,45 @@ VM_SIZES: tuple[dict[str, Any], ...] = (
 #: Clusters every fake workspace has unless a test removes them (the tests' targets).
 DEFAULT_COMPUTES = {"cpu-cluster": "Standard_DS3_v2", "gpu-cluster": "Standard_NC6s_v3"}
 DEFAULT_DATASTORE = "workspaceblobstore"
+#: The workspace's artifact store, where a job's logs and ``outputs/`` lie (under
+#: ``ExperimentRun/dcid.<job>/``): what ``jobs.download`` reads for a job's default output.
+ARTIFACT_DATASTORE = "workspaceartifactstore"
+ARTIFACT_CONTAINER = "azureml"
+#: The hosts of Azure the tests reach through :meth:`FakeWorkspace.client_environment`'s HTTPS
+#: proxy: the workspace's MLflow host (its tracking URI's) and blob storage (Azurite's account).
+MLFLOW_HOST = "westeurope.api.azureml.ms"
+BLOB_SUFFIX = ".blob.core.windows.net"
+#: What the stand-in ``az`` (azure-identity's AzureCliCredential) hands out.
+AZ_TOKEN = "token-from-az"
+AZ_SCRIPT = """#!{python}
+import json, os, sys, time
+with open({log!r}, "a", encoding="utf-8") as log:
+    log.write(" ".join(sys.argv[1:]) + "\\n")
+expires = int(time.time()) + 3600
+print(json.dumps({{
+    "accessToken": {token!r}, "expires_on": expires,
+    "expiresOn": time.strftime("%Y-%m-%d %H:%M:%S.000000", time.localtime(expires)),
+    "subscription": {subscription!r}, "tenant": "tenant", "tokenType": "Bearer",
+}}))
+"""
+#: MLflow's run statuses for the job statuses (anything else is RUNNING).
+MLFLOW_STATUS = {
+    "Completed": "FINISHED",
+    "Failed": "FAILED",
+    "Canceled": "KILLED",
+    "NotResponding": "FAILED",
+    "Paused": "FAILED",
+    "NotStarted": "SCHEDULED",
+    "Queued": "SCHEDULED",
+}
 #: The code asset :func:`backend_of` uses (registered in every fake workspace, no blobs).
 DEFAULT_CODE = ("himl-snapshot", "1")
 
 
 def make_certificate(folder: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and localhost: (certificate, key) PEM files."""
+    """A self-signed certificate for 127.0.0.1 and localhost, and for the Azure hosts the
+    workspace's HTTPS proxy answers for (:data:`MLFLOW_HOST`, ``*.blob.core.windows.net``):
+    (certificate, key) PEM files."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -196,7 +243,13 @@ def make_certificate(folder: Path) -> tuple[Path, Path]:
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    # the Azure hosts the workspace's HTTPS proxy stands in for
+                    x509.DNSName(MLFLOW_HOST),
+                    x509.DNSName("*" + BLOB_SUFFIX),
+                ]
             ),
             critical=False,
         )
@@ -322,10 +375,27 @@ class FakeWorkspace:
     location: str = "westeurope"
     #: Storage faults the next ``startPendingUpload`` calls hand out (see :meth:`fail_storage`).
     storage_faults: list[str] = field(default_factory=list, repr=False)
+    #: How many polls a job answers Running before its outcome (1: one, as ever).
+    running_polls: int = 1
+    #: MLflow metrics of the jobs (a job's name is its MLflow run id): job -> key ->
+    #: [(step, value, timestamp ms), ...] in logging order (:meth:`log_metric`, ``log-batch``).
+    metrics: dict[str, dict[str, list[tuple[int, float, int]]]] = field(
+        default_factory=dict, repr=False
+    )
+    #: The artifacts of the jobs (logs, ``outputs/``): job -> path -> text, as written into the
+    #: artifact store (:meth:`add_log`).
+    artifacts: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
+    #: Host:port of every tunnel opened through the HTTPS proxy (:meth:`client_environment`).
+    tunnels: list[str] = field(default_factory=list, repr=False)
+    #: Requests the proxy forwarded to blob storage: (method, host, path and query, status).
+    storage_requests: list[tuple[str, str, str, int]] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
         self._clock = 0
+        self._running: dict[str, int] = {}
+        self._pending_logs: dict[str, list[tuple[str, str, str]]] = {}
+        self._proxy: AzureProxy | None = None
         self.blob_proxy: Any = None
         if self.storage is not None:
             from azurite import BlobProxy
@@ -355,6 +425,8 @@ class FakeWorkspace:
         self.httpd.server_close()
         if self.blob_proxy is not None:
             self.blob_proxy.close()
+        if self._proxy is not None:
+            self._proxy.close()
         self._dead.close()
 
     # --- test controls -----------------------------------------------------------------------

@@ -191,3 +191,15 @@ def test_a_source_left_unresolved_is_the_offline_checks_to_report(
     found = backend.preflight([broken])
     assert [d.message for d in found if "was not resolved" in d.message]  # once, offline
     assert "checkpoint.source" not in errors(found)
+
+
+def test_what_only_improves_a_message_never_stops_pre_flight(
+    backend: AzureMLBackend, workspace: FakeWorkspace, make_runs: MakeRuns
+) -> None:
+    """The computes to suggest and the GPUs of a VM size are asked best-effort: a workspace
+    that refuses those lists still gets its real checks."""
+    workspace.fail("GET", r"/computes$", 403, times=5)
+    workspace.fail("GET", r"/vmSizes$", 500, times=20)
+    found = errors(backend.preflight(make_runs(compute={"target": "nope"})))
+    assert found["compute.target"].startswith("no compute named 'nope'")
+    assert errors(backend.preflight(make_runs("fine", trainer={"devices": 8}))) == {}

@@ -28,7 +28,7 @@ from himl_manifest.backends.azureml.jobs import checkpoint_reference, data_asset
 from himl_manifest.backends.azureml.submit import WorkspaceBackend
 from himl_manifest.backends.azureml.workspace import azure_errors, not_found
 from himl_manifest.diagnostics import Diagnostic, did_you_mean
-from himl_manifest.errors import CheckpointError, ConfigError
+from himl_manifest.errors import CheckpointError, ConfigError, StoreError
 from himl_manifest.model import checkpoint_source, split_run_reference
 from himl_manifest.spec import RunSpec
 
@@ -74,12 +74,22 @@ class _Asker:
     def compute(self, name: str) -> Any:
         return self.get("compute", name, lambda: self.client.compute.get(name))
 
+    def hint(self, kind: str, name: str, fetch: Callable[[], Any]) -> Any:
+        """Like :meth:`get`, for what only makes a message better or a check finer (the
+        computes to suggest, the versions an asset has, the GPUs of a VM size): None when it
+        cannot be asked."""
+        try:
+            return self.get(kind, name, fetch)
+        except StoreError:
+            self._answers[(kind, name)] = None
+            return None
+
     def computes(self) -> list[str]:
-        listed = self.get("computes", "", lambda: list(self.client.compute.list()))
+        listed = self.hint("computes", "", lambda: list(self.client.compute.list()))
         return sorted(str(c.name) for c in listed or [])
 
     def gpus(self, size: str, location: str | None) -> int | None:
-        sizes = self.get(
+        sizes = self.hint(
             "vm sizes",
             str(location),
             lambda: list(self.client.compute.list_sizes(location=location)),
@@ -97,7 +107,7 @@ class _Asker:
         )
 
     def data_versions(self, name: str) -> list[str]:
-        listed = self.get("data versions", name, lambda: list(self.client.data.list(name=name)))
+        listed = self.hint("data versions", name, lambda: list(self.client.data.list(name=name)))
         return sorted(str(d.version) for d in listed or [])
 
     def datastore(self, name: str) -> Any:
