@@ -24,7 +24,26 @@ This is the one stand-in for Azure in the tests. It serves, with the service's s
   changes an existing version's path answers "Asset paths cannot be updated.";
 - data assets (``GET .../data/{name}``, ``.../data/{name}/versions[/{v}]`` with ``$orderBy``,
   ``$top``), datastores (``workspaceblobstore`` by default), computes (``cpu-cluster`` and
-  ``gpu-cluster`` by default) and ``.../locations/{loc}/vmSizes``.
+  ``gpu-cluster`` by default) and ``.../locations/{loc}/vmSizes``;
+- MLflow on the workspace, as azureml-mlflow calls it on the workspace's tracking URI
+  (``mlFlowTrackingUri``: ``azureml://westeurope.api.azureml.ms/mlflow/v1.0/<workspace>``,
+  which azure-ai-ml hands out as ``.../mlflow/v2.0/...`` and azureml-mlflow calls as
+  ``https://westeurope.api.azureml.ms/mlflow/v2.0/<workspace>/api/2.0/mlflow/...`` with a bearer
+  token): ``GET runs/get``, ``GET metrics/get-history`` and ``POST runs/log-batch`` over the jobs
+  (a job's name is its MLflow run id), in MLflow's shapes; metrics come from
+  :meth:`FakeWorkspace.log_metric` or ``log-batch``;
+- with blob storage only (without, they answer 404 as ever): run history's
+  ``GET /history/v1.0/.../runs/{name}/details`` (what ``jobs.stream`` polls: status, error,
+  ``logFiles`` as SAS URLs of the blobs) and ``POST /history/v1.0/.../rundata`` (what
+  ``jobs.download`` asks first), the artifact store ``workspaceartifactstore`` (registered on
+  first use; a job's artifacts under ``ExperimentRun/dcid.<job>/``, given with
+  :meth:`FakeWorkspace.add_log`) and ``POST .../datastores/{name}/listSecrets`` (the account key).
+
+Clients that build their own connections (azureml-mlflow's store; the blob client of
+``jobs.download``, which builds ``https://<account>.blob.core.windows.net`` from a datastore's
+account name) reach the workspace and Azurite through an HTTPS proxy, with the environment of
+:meth:`FakeWorkspace.client_environment` (``HTTPS_PROXY``, ``REQUESTS_CA_BUNDLE``, an ``az`` for
+azure-identity): :class:`AzureProxy`.
 
 A new job's PUT is checked as the service checks it: its compute, environment and code exist,
 so do the data assets and datastores its inputs and outputs name; and the run limits (50 tags
@@ -33,7 +52,8 @@ name of 256, description of 5,000) hold, on the PUT and on the merged result of 
 PATCH. Each refusal is a 400 UserError naming what is missing or the limit broken.
 
 Jobs move NotStarted -> Queued -> Running -> outcome, one step per ``GET`` of the job by name
-(polling). The outcome is ``outcomes[name]``, else ``outcome(job)`` (a function of the stored
+or of its run details (polling), Running for :attr:`FakeWorkspace.running_polls` polls. The
+outcome is ``outcomes[name]``, else ``outcome(job)`` (a function of the stored
 job), else Completed; ``on_finish(job, status)`` may add tags when a job ends (what the runner
 inside a real job writes).
 
@@ -394,6 +414,7 @@ class FakeWorkspace:
         self.lock = threading.RLock()
         self._clock = 0
         self._running: dict[str, int] = {}
+        self._last_ms = 0
         self._pending_logs: dict[str, list[tuple[str, str, str]]] = {}
         self._proxy: AzureProxy | None = None
         self.blob_proxy: Any = None
@@ -410,6 +431,7 @@ class FakeWorkspace:
         self.add_datastore(DEFAULT_DATASTORE, default=True)
         self.add_code(*DEFAULT_CODE)
         self.cert_file, key_file = make_certificate(self.folder)
+        self.key_file = key_file
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.httpd.daemon_threads = True
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -449,6 +471,103 @@ class FakeWorkspace:
 
     def calls(self, method: str, pattern: str) -> list[Request]:
         return [r for r in self.requests if r.method == method and re.search(pattern, r.path)]
+
+    # --- test controls: what a job records (metrics, logs), and the way to reach it -------
+
+    def log_metric(
+        self, job_name: str, key: str, points: Any, *, timestamp_ms: int | None = None
+    ) -> None:
+        """Log metric ``key`` of job ``job_name`` (its MLflow run) as the runner inside the job
+        would: ``points`` is ``[(step, value), ...]``, logged in that order, a millisecond
+        apart from ``timestamp_ms`` (default: now, and always after what was logged before)."""
+        with self.lock:
+            if job_name not in self.jobs:
+                raise KeyError(f"no job {job_name} in the fake workspace")
+            start = (
+                max(int(time.time() * 1000), self._last_ms + 1)
+                if timestamp_ms is None
+                else timestamp_ms
+            )
+            history = self.metrics.setdefault(job_name, {}).setdefault(key, [])
+            for offset, (step, value) in enumerate(points):
+                history.append((int(step), float(value), start + offset))
+                self._last_ms = max(self._last_ms, start + offset)
+
+    def add_log(self, job_name: str, path: str, text: str, *, at: str | None = None) -> None:
+        """Append ``text`` to artifact ``path`` of job ``job_name`` (``user_logs/std_log.txt``,
+        ``outputs/runner.log``, ...) in the artifact store, blob
+        ``ExperimentRun/dcid.<job>/<path>`` of container ``azureml``: now, or, with ``at``, once
+        the job reaches that status (``Running``, or its outcome: what the job writes as it
+        goes). Files under ``user_logs/``, ``system_logs/``, ``azureml-logs/`` and ``logs/``
+        are the job's log files (run details' ``logFiles``). Needs storage."""
+        if self.storage is None:
+            raise RuntimeError("add_log needs a workspace with storage (FakeWorkspace(storage=))")
+        with self.lock:
+            job = self.jobs.get(job_name)
+            if job is None:
+                raise KeyError(f"no job {job_name} in the fake workspace")
+            if at is None or job["properties"]["status"] == at:
+                self._write_artifact(job_name, path, text)
+            else:
+                self._pending_logs.setdefault(job_name, []).append((at, path, text))
+
+    def client_environment(self) -> dict[str, str]:
+        """The environment that lets the clients that build their own connections reach this
+        workspace without a network, as a user's machine reaches Azure:
+
+        - ``HTTPS_PROXY``: an HTTPS proxy (:class:`AzureProxy`) that opens tunnels to
+          :data:`MLFLOW_HOST` (into this workspace: the host of its MLflow tracking URI, as
+          azureml-mlflow builds ``https://<host>/mlflow/v2.0/...`` from it) and to
+          ``<account>.blob.core.windows.net`` (into Azurite: the URL azure-ai-ml builds for a
+          datastore from its account name, for ``jobs.download``); any other host is refused.
+          ``NO_PROXY`` keeps the loopback direct (the workspace and Azurite as the SDK is
+          pointed at them);
+        - ``REQUESTS_CA_BUNDLE``: this workspace's certificate (it also stands for those hosts);
+        - ``AZURE_TOKEN_CREDENTIALS=AzureCliCredential`` and a stand-in ``az`` first on
+          ``PATH``: azure-identity's default chain, the credential azureml-mlflow makes itself
+          (``DefaultAzureCredential``), gets :data:`AZ_TOKEN` from it (each call is logged:
+          :meth:`az_calls`);
+        - ``AZUREML_CURRENT_CLOUD=AzureCloud``: azureml-mlflow otherwise asks
+          management.azure.com for the cloud's metadata.
+
+        Apply it with ``monkeypatch.setenv`` (and delete ``MLFLOW_TRACKING_TOKEN``: with it
+        azureml-mlflow takes the token of a run inside Azure ML instead)."""
+        import sys
+
+        with self.lock:
+            if self._proxy is None:
+                self._proxy = AzureProxy(self)
+        bin_dir = self.folder / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        az = bin_dir / "az"
+        if not az.exists():
+            az.write_text(
+                AZ_SCRIPT.format(
+                    python=sys.executable,
+                    log=str(self.folder / "az.log"),
+                    token=AZ_TOKEN,
+                    subscription=SUBSCRIPTION,
+                ),
+                encoding="utf-8",
+            )
+            az.chmod(0o755)
+        proxy = f"http://127.0.0.1:{self._proxy.port}"
+        direct = "127.0.0.1,localhost"
+        return {
+            "HTTPS_PROXY": proxy,
+            "https_proxy": proxy,
+            "NO_PROXY": direct,
+            "no_proxy": direct,
+            "REQUESTS_CA_BUNDLE": str(self.cert_file),
+            "AZURE_TOKEN_CREDENTIALS": "AzureCliCredential",
+            "AZUREML_CURRENT_CLOUD": "AzureCloud",
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+
+    def az_calls(self) -> list[str]:
+        """The command lines the stand-in ``az`` of :meth:`client_environment` ran."""
+        log = self.folder / "az.log"
+        return log.read_text(encoding="utf-8").splitlines() if log.exists() else []
 
     # --- test controls: storage, assets, computes ------------------------------------------
 
@@ -708,11 +827,26 @@ class FakeWorkspace:
 
     # --- the service ---------------------------------------------------------------------------
 
-    def handle(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> Reply:
+    def handle(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        body: Any,
+        authorization: str | None = None,
+    ) -> Reply:
+        """Answer one request (``authorization``: its header, None: not checked)."""
         with self.lock:
-            return self._route(method, path, query, body)
+            return self._route(method, path, query, body, authorization)
 
-    def _route(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> Reply:
+    def _route(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        body: Any,
+        authorization: str | None = None,
+    ) -> Reply:
         if match := _JOB.match(path):
             name = match["name"]
             if method == "PUT":
@@ -783,6 +917,26 @@ class FakeWorkspace:
             return Reply(200, {"value": [copy.deepcopy(c) for c in self.computes.values()]})
         if (match := _VM_SIZES.match(path)) and method == "GET":
             return Reply(200, {"value": [self._vm_size(size) for size in self.vm_sizes]})
+        if match := _MLFLOW.match(path):
+            if authorization is not None and not authorization.startswith("Bearer "):
+                return Reply(
+                    401, {"error_code": "UNAUTHENTICATED", "message": "A bearer token is required."}
+                )
+            reply = self._mlflow(method, match["op"], query, body)
+            if reply is not None:
+                return reply
+        # Run history's details and run data, and the datastores' secrets, with blob storage
+        # only: a job's logs lie there (without, they answer 404 as they always did).
+        if self.storage is not None:
+            history = _HISTORY_DETAILS.match(path) or _HISTORY_RUNDATA.match(path)
+            if history and authorization is not None and not authorization.startswith("Bearer "):
+                return error(401, "AuthenticationFailed", "A bearer token is required.")
+            if (match := _HISTORY_DETAILS.match(path)) and method == "GET":
+                return self._run_details(match["name"])
+            if _HISTORY_RUNDATA.match(path) and method == "POST":
+                return self._run_data(body)
+            if (match := _DATASTORE_SECRETS.match(path)) and method == "POST":
+                return self._datastore_secrets(match["name"])
         self.unknown.append(f"{method} {path}")
         return error(404, "NotFound", f"no route for {method} {path} in the fake workspace")
 
@@ -874,11 +1028,17 @@ class FakeWorkspace:
         if status == "CancelRequested":
             self._end(job, "Canceled")
             return
+        name = job["name"]
         step = STEPS.index(status) if status in STEPS else 0
         if step + 1 < len(STEPS):
             properties["status"] = STEPS[step + 1]
+            if properties["status"] == "Running":
+                self._running[name] = 1
+            self._reached(job)
             return
-        name = job["name"]
+        if self._running.get(name, 1) < self.running_polls:
+            self._running[name] = self._running.get(name, 1) + 1
+            return
         if name in self.outcomes:
             ended = self.outcomes[name]
         elif self.outcome is not None:
@@ -891,6 +1051,18 @@ class FakeWorkspace:
         job["properties"]["status"] = status
         if self.on_finish is not None:
             job["properties"]["tags"].update(self.on_finish(job, status))
+        self._reached(job)
+
+    def _reached(self, job: dict[str, Any]) -> None:
+        """The job got its current status: write the logs :meth:`add_log` kept for it."""
+        name, status = job["name"], job["properties"]["status"]
+        pending = self._pending_logs.get(name)
+        if not pending:
+            return
+        self._pending_logs[name] = [entry for entry in pending if entry[0] != status]
+        for at, path, text in pending:
+            if at == status:
+                self._write_artifact(name, path, text)
 
     def _list_jobs(self, query: dict[str, list[str]]) -> Reply:
         view = (query.get("listViewType") or ["ActiveOnly"])[0]
@@ -950,7 +1122,7 @@ class FakeWorkspace:
             "location": self.location,
             "properties": {
                 "discoveryUrl": f"{self.url}/discovery",
-                "mlFlowTrackingUri": f"azureml://westeurope.api.azureml.ms/mlflow/v1.0{WS_PATH}",
+                "mlFlowTrackingUri": f"azureml://{MLFLOW_HOST}/mlflow/v1.0{WS_PATH}",
                 "workspaceId": WORKSPACE_ID,
             },
         }
@@ -1009,6 +1181,166 @@ class FakeWorkspace:
         for key in body:
             job["properties"]["tags"].pop(key, None)
         return Reply(200, self._run(job))
+
+    # --- MLflow on the workspace (azureml-mlflow's REST calls) -------------------------------
+
+    def _mlflow(self, method: str, op: str, query: dict[str, list[str]], body: Any) -> Reply | None:
+        """MLflow's REST API over the jobs (a job's name is its MLflow run id), in MLflow's
+        shapes: ``GET runs/get``, ``GET metrics/get-history``, ``POST runs/log-batch``. An
+        unknown run is MLflow's 404 ``RESOURCE_DOES_NOT_EXIST``; None: no such operation."""
+        params = body if method == "POST" and isinstance(body, dict) else {}
+        run_id = (
+            str(params.get("run_id") or params.get("run_uuid") or "")
+            or (query.get("run_id") or query.get("run_uuid") or [""])[0]
+        )
+        known = {
+            ("GET", "runs/get"),
+            ("GET", "metrics/get-history"),
+            ("POST", "runs/log-batch"),
+        }
+        if (method, op) not in known:
+            return None
+        job = self.jobs.get(run_id)
+        if job is None:
+            return Reply(
+                404,
+                {
+                    "error_code": "RESOURCE_DOES_NOT_EXIST",
+                    "message": f"Run with id={run_id} not found",
+                },
+            )
+        if op == "runs/get":
+            return Reply(200, {"run": self._mlflow_run(job)})
+        if op == "metrics/get-history":
+            key = (query.get("metric_key") or [""])[0]
+            history = self.metrics.get(run_id, {}).get(key, [])
+            found = [_mlflow_metric(key, *point) for point in history]
+            return Reply(200, {"metrics": found} if found else {})
+        # runs/log-batch: what MLflow inside the job sends (metrics; tags become the job's)
+        history = self.metrics.setdefault(run_id, {})
+        for metric in params.get("metrics") or []:
+            history.setdefault(str(metric["key"]), []).append(
+                (
+                    int(metric.get("step") or 0),
+                    float(metric["value"]),
+                    int(metric.get("timestamp") or 0),
+                )
+            )
+        for tag in params.get("tags") or []:
+            job["properties"]["tags"][str(tag["key"])] = str(tag.get("value", ""))
+        return Reply(200, {})
+
+    def _mlflow_run(self, job: dict[str, Any]) -> dict[str, Any]:
+        """A job as MLflow's ``Run``: its info, its latest metrics and its tags."""
+        properties = job["properties"]
+        name = job["name"]
+        experiment = _experiment_id(job)
+        started = int(dt.datetime.fromisoformat(job["systemData"]["createdAt"]).timestamp() * 1000)
+        info: dict[str, Any] = {
+            "run_id": name,
+            "run_uuid": name,
+            "run_name": properties.get("displayName") or name,
+            "experiment_id": experiment,
+            "user_id": job["systemData"]["createdBy"],
+            "status": MLFLOW_STATUS.get(properties["status"], "RUNNING"),
+            "start_time": started,
+            "artifact_uri": (
+                f"azureml://{MLFLOW_HOST}/mlflow/v2.0{WS_PATH}/experiments/{experiment}/runs/"
+                f"{name}/artifacts"
+            ),
+            "lifecycle_stage": "active",
+        }
+        if properties["status"] in TERMINAL:
+            info["end_time"] = started + 1000
+        latest = [
+            _mlflow_metric(key, *max(points, key=lambda p: (p[0], p[2])))
+            for key, points in sorted(self.metrics.get(name, {}).items())
+            if points
+        ]
+        tags = [{"key": k, "value": str(v)} for k, v in sorted(properties["tags"].items())]
+        return {"info": info, "data": {"metrics": latest, "params": [], "tags": tags}}
+
+    # --- run history: details, run data; the artifact store --------------------------------
+
+    def _artifact_store(self) -> str:
+        """The artifact store's container (made, and the datastore registered, on first use).
+        One container per fake workspace: the Azurite is shared by the tests of a process, and
+        job names repeat across tests."""
+        if ARTIFACT_DATASTORE not in self.datastores:
+            container = f"{ARTIFACT_CONTAINER}-{uuid.uuid4().hex[:12]}"
+            self.storage.create_container(container)
+            self.add_datastore(ARTIFACT_DATASTORE, container=container)
+        return str(self.datastores[ARTIFACT_DATASTORE]["properties"]["containerName"])
+
+    def _write_artifact(self, job_name: str, path: str, text: str) -> None:
+        container = self._artifact_store()
+        content = self.artifacts.setdefault(job_name, {}).get(path, "") + text
+        self.artifacts[job_name][path] = content
+        blob = self.storage.service().get_blob_client(
+            container, f"ExperimentRun/dcid.{job_name}/{path}"
+        )
+        blob.upload_blob(content.encode("utf-8"), overwrite=True)
+
+    def _log_files(self, job_name: str) -> dict[str, str]:
+        """Run details' ``logFiles``: each log of the job -> a read SAS URL of its blob
+        (through :attr:`blob_proxy`, as the code upload's SAS URIs)."""
+        container = self._artifact_store()
+        sas = self.storage.container_sas_url(container, "r", base_url=self.blob_proxy.url)
+        base, _, token = sas.partition("?")
+        return {
+            path: f"{base}/{quote(f'ExperimentRun/dcid.{job_name}/{path}')}?{token}"
+            for path in sorted(self.artifacts.get(job_name, {}))
+            if path.startswith(("user_logs/", "system_logs/", "azureml-logs/", "logs/"))
+        }
+
+    def _run_details(self, name: str) -> Reply:
+        """``GET .../runs/{run}/details`` (a poll of the job: it moves on, as by a GET)."""
+        job = self.jobs.get(name)
+        if job is None:
+            return error(404, "UserError", f"Run {name} not found.")
+        self._advance(job)
+        properties = job["properties"]
+        status = properties["status"]
+        compute = _REF_COMPUTE.match(str(properties.get("computeId") or ""))
+        details: dict[str, Any] = {
+            "runId": name,
+            "runUuid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{WS_PATH}/runs/{name}")),
+            "status": status,
+            "target": compute["name"] if compute else None,
+            "createdTimeUtc": job["systemData"]["createdAt"],
+            "tags": dict(properties["tags"]),
+            "properties": dict(properties["properties"]),
+            "logFiles": self._log_files(name),
+            "warnings": [],
+        }
+        if status == "Failed":
+            message = properties["tags"].get("himl.error_tail") or "The job failed."
+            details["error"] = {"error": {"code": "UserError", "message": message}}
+        return Reply(200, details)
+
+    def _run_data(self, body: Any) -> Reply:
+        """``POST .../rundata`` (body ``{runId, selectRunMetadata, ...}``): the run's metadata
+        (no named outputs: the default output is the artifact store's
+        ``ExperimentRun/dcid.<job>/``, where the SDK looks for it)."""
+        name = str((body or {}).get("runId") or "")
+        job = self.jobs.get(name)
+        if job is None:
+            return error(404, "UserError", f"Run {name} not found.")
+        self._artifact_store()
+        run = {
+            **self._run(job),
+            "experimentId": _experiment_id(job),
+            "createdUtc": job["systemData"]["createdAt"],
+            "outputs": None,
+        }
+        return Reply(200, {"runMetadata": run, "runDefinition": None, "jobSpecification": None})
+
+    def _datastore_secrets(self, name: str) -> Reply:
+        """``POST .../datastores/{name}/listSecrets``: the account key (the SDK asks it to read
+        a datastore's blobs)."""
+        if name not in self.datastores:
+            return not_found(f"Datastore {name} not found in workspace {WORKSPACE}.")
+        return Reply(200, {"secretsType": "AccountKey", "key": self.storage.account_key})
 
     # --- references a job makes ----------------------------------------------------------
 
@@ -1319,6 +1651,25 @@ def not_found(message: str) -> Reply:
     return error(404, "UserError", message)
 
 
+def _experiment_id(job: dict[str, Any]) -> str:
+    """The id of a job's experiment (a uuid, as the service's: here, of its name)."""
+    name = job["properties"].get("experimentName")
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{WS_PATH}/experiments/{name}"))
+
+
+def _mlflow_float(value: float) -> Any:
+    """A double as MLflow's JSON writes it (protobuf's JSON: NaN and infinities as strings)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def _mlflow_metric(key: str, step: int, value: float, timestamp: int) -> dict[str, Any]:
+    return {"key": key, "value": _mlflow_float(value), "timestamp": timestamp, "step": step}
+
+
 def _iso(when: dt.datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
@@ -1427,7 +1778,9 @@ def _handler(workspace: FakeWorkspace) -> type[BaseHTTPRequestHandler]:
                 reply.headers.update(headers)
                 self._send(reply)
                 return
-            reply = workspace.handle(self.command, parts.path, query, body)
+            reply = workspace.handle(
+                self.command, parts.path, query, body, self.headers.get("Authorization", "")
+            )
             if fault is not None and fault.drop:
                 self._drop()
                 return
@@ -1463,6 +1816,128 @@ _CODES = {
     500: "InternalServerError",
     503: "ServiceUnavailable",
 }
+
+
+# --- the network to Azure: an HTTPS proxy ------------------------------------------------------
+
+#: Headers not passed on by the proxy (hop by hop; ``Host`` is set again).
+_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer"}
+
+
+class AzureProxy:
+    """An HTTPS proxy (``CONNECT host:443``) on its own loopback port, standing for the network
+    between a user's machine and Azure (see :meth:`FakeWorkspace.client_environment`). A tunnel
+    to :data:`MLFLOW_HOST` is served by the workspace itself; one to the storage account's
+    ``<account>.blob.core.windows.net`` is passed on to Azurite with its ``Host`` header (Azurite
+    reads the account from a production-style host name); TLS is ended with the workspace's
+    certificate. Tunnels to any other host are refused (502): the tests have no network."""
+
+    def __init__(self, workspace: FakeWorkspace) -> None:
+        self.workspace = workspace
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(workspace.cert_file, workspace.key_file)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _proxy_handler(self))
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _proxy_handler(proxy: AzureProxy) -> type[BaseHTTPRequestHandler]:
+    workspace = proxy.workspace
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet
+            pass
+
+        def do_CONNECT(self) -> None:
+            host = self.path.rpartition(":")[0].lower()
+            with workspace.lock:
+                workspace.tunnels.append(self.path)
+            storage = workspace.storage
+            inner: type[BaseHTTPRequestHandler]
+            if host == MLFLOW_HOST:
+                inner = _handler(workspace)
+            elif storage is not None and host == storage.account_name + BLOB_SUFFIX:
+                inner = _storage_forwarder(workspace)
+            else:
+                self.send_error(502, f"no route to {host}: the tests have no network")
+                return
+            self.send_response(200, "Connection established")
+            self.end_headers()
+            self.close_connection = True
+            try:
+                tls = proxy.context.wrap_socket(self.connection, server_side=True)
+            except (ssl.SSLError, OSError):
+                return
+            try:
+                inner(tls, self.client_address, self.server)
+            except (ssl.SSLError, OSError):
+                pass
+            finally:
+                with contextlib.suppress(OSError):
+                    tls.close()
+
+    return Handler
+
+
+def _read_body(handler: BaseHTTPRequestHandler) -> bytes:
+    """A request's body, ``Content-Length`` or chunked."""
+    if "chunked" in (handler.headers.get("Transfer-Encoding") or "").lower():
+        chunks = []
+        while True:
+            size = int(handler.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while handler.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(chunks)
+            chunks.append(handler.rfile.read(size))
+            handler.rfile.readline()
+    length = int(handler.headers.get("Content-Length") or 0)
+    return handler.rfile.read(length) if length else b""
+
+
+def _storage_forwarder(workspace: FakeWorkspace) -> type[BaseHTTPRequestHandler]:
+    """Requests inside a tunnel to the storage account, passed on to Azurite."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet
+            pass
+
+        def _serve(self) -> None:
+            body = _read_body(self)
+            host = self.headers.get("Host") or ""
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+            upstream = http.client.HTTPConnection("127.0.0.1", workspace.storage.port, timeout=30)
+            try:
+                upstream.request(self.command, self.path, body=body, headers=headers)
+                response = upstream.getresponse()
+                data = response.read()
+            finally:
+                upstream.close()
+            with workspace.lock:
+                workspace.storage_requests.append((self.command, host, self.path, response.status))
+            self.send_response(response.status, response.reason)
+            for key, value in response.getheaders():
+                if key.lower() not in _HOP and key.lower() != "content-length":
+                    self.send_header(key, value)
+            length = response.getheader("Content-Length") or "0"
+            self.send_header("Content-Length", length if self.command == "HEAD" else str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _serve
+
+    return Handler
 
 
 # --- clients of the fake workspace -------------------------------------------------------------

@@ -8,7 +8,7 @@ function building a :class:`Harness` for it).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -28,6 +28,8 @@ class Harness:
     backend: Backend
     #: Another handle on the same store (a second apply racing the first).
     second: Callable[[], Backend]
+    #: Environment variables the backend's clients need while the test runs.
+    environment: dict[str, str] = field(default_factory=dict)
 
 
 def _memory(project: Path) -> Harness:
@@ -59,7 +61,8 @@ def _routed(project: Path) -> Harness:
 def _azureml(project: Path) -> Harness:
     """The Azure ML backend against a loopback workspace (tests/azureml/server.py): jobs end
     after a few polls, failing when ``params.behaviour`` is ``fail``; the server plays the
-    runner's records (checkpoint files, error tail) when a job ends."""
+    runner's records (checkpoint files, error tail) when a job ends, and serves MLflow on the
+    workspace's tracking URI (reached through the proxy of its ``client_environment``)."""
     pytest.importorskip("azure.ai.ml")
     import importlib.util
     import sys
@@ -76,7 +79,9 @@ def _azureml(project: Path) -> Harness:
         project, page_size=1, outcome=server.behaviour_outcome, on_finish=server.runner_tags
     )
     return Harness(
-        server.backend_of(workspace, project), lambda: server.backend_of(workspace, project)
+        server.backend_of(workspace, project),
+        lambda: server.backend_of(workspace, project),
+        workspace.client_environment(),
     )
 
 
@@ -84,8 +89,13 @@ BACKENDS = {"memory": _memory, "local": _local, "routed": _routed, "azureml": _a
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def harness(request: pytest.FixtureRequest, project: Path) -> Harness:
-    return BACKENDS[request.param](project)
+def harness(
+    request: pytest.FixtureRequest, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> Harness:
+    made = BACKENDS[request.param](project)
+    for name, value in made.environment.items():
+        monkeypatch.setenv(name, value)
+    return made
 
 
 def names(runs: list[RunSpec]) -> list[str]:
@@ -294,17 +304,19 @@ def _log_history(backend: Backend, run_id: str, key: str, points: list[tuple[int
                 _log_history(inner, run_id, key, points)
     elif isinstance(backend, MemoryBackend):
         backend.log_history(run_id, key, points)
-    elif isinstance(backend, LocalBackend):
+    else:
         from mlflow.entities import Metric
         from mlflow.tracking import MlflowClient
 
+        if isinstance(backend, LocalBackend):
+            uri = backend.uri
+        else:  # Azure ML: the runner in the job logs to the workspace's MLflow tracking URI
+            from himl_manifest.backends.azureml.store import AzureMLBackend
+
+            assert isinstance(backend, AzureMLBackend)
+            uri = backend.client.workspaces.get(backend.client.workspace_name).mlflow_tracking_uri
         metrics = [Metric(key, value, 1_700_000_000_000 + step, step) for step, value in points]
-        MlflowClient(backend.uri).log_batch(run_id, metrics=metrics)
-    else:
-        pytest.skip(
-            "the Azure ML store reads histories through MLflow on the workspace's tracking URI: "
-            "not testable without a workspace"
-        )
+        MlflowClient(uri).log_batch(run_id, metrics=metrics)
 
 
 def test_metric_histories_are_read_in_bulk(harness: Harness, make_runs: MakeRuns) -> None:

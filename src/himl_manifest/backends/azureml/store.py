@@ -27,7 +27,7 @@ import json
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -414,8 +414,9 @@ class AzureMLBackend(BackendBase):
         self.default_compute = default_compute
         self.poll_s = poll_interval() if poll_s is None else poll_s
         self.sleep = sleep
+        self.timeouts = timeouts or Timeouts.from_environment()
         if code is None:
-            code = CodeAssets(client, root, workspace=workspace, timeouts=timeouts).code_id
+            code = CodeAssets(client, root, workspace=workspace, timeouts=self.timeouts).code_id
         self.submission = Submission(self, code)
         #: More environment variables for every job (``himl-runner --debug_ddp``).
         self.environment_variables: dict[str, str] = {}
@@ -679,18 +680,16 @@ class AzureMLBackend(BackendBase):
     def metric_histories(self, run_ids: Collection[str]) -> MetricHistories:
         """Through MLflow's client on the workspace's tracking URI (a job's name is its MLflow
         run id): one request per run and metric, MLflow's REST API having no bulk history read.
-        Needs azureml-mlflow (MLflow's ``azureml://`` plugin). Not tested without a workspace."""
+        Needs azureml-mlflow (MLflow's ``azureml://`` plugin; ``workspaces.get`` hands it the
+        client's credential). MLflow's HTTP retries are bounded by our timeouts, and its errors
+        become ours."""
         import importlib.util
 
         from himl_manifest.backends.local_metrics import client_histories, empty
 
         if not run_ids:
             return empty(run_ids)
-        try:
-            plugin = importlib.util.find_spec("azureml.mlflow")
-        except ImportError:
-            plugin = None
-        if plugin is None:
+        if importlib.util.find_spec("azureml.mlflow") is None:
             raise BackendUnavailable(
                 "reading metric histories from Azure ML needs azureml-mlflow (MLflow's plugin "
                 "for azureml:// tracking URIs): pip install 'himl-manifest[azure]'"
@@ -698,14 +697,25 @@ class AzureMLBackend(BackendBase):
         doing = "reading metric histories"
         name = self.workspace.workspace_name if self.workspace else self.client.workspace_name
         with azure_errors(doing, self.workspace):
-            uri = str(getattr(self.client.workspaces.get(name), "mlflow_tracking_uri", "") or "")
+            try:
+                found = self.client.workspaces.get(name)
+            except AttributeError as exc:  # the plugin, on a workspace without a tracking URI
+                raise StoreError(f"{doing}: {self._where()} has no MLflow tracking URI") from exc
+        uri = str(getattr(found, "mlflow_tracking_uri", "") or "")
         if not uri:
             raise StoreError(f"{doing}: {self._where()} has no MLflow tracking URI")
+        from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
         self._count("metrics")
-        with azure_errors(doing, self.workspace):
-            return client_histories(MlflowClient(uri), run_ids)
+        with azure_errors(doing, self.workspace), _mlflow_http(self.timeouts):
+            try:
+                return client_histories(MlflowClient(uri), run_ids)
+            except MlflowException as exc:
+                message = str(getattr(exc, "message", None) or exc).splitlines()[0]
+                raise StoreError(
+                    f"{doing}: the workspace's MLflow tracking server refused: {message}"
+                ) from exc
 
     # --- the executor ------------------------------------------------------------------------
 
@@ -848,6 +858,27 @@ class AzureMLBackend(BackendBase):
                 if record.in_progress:
                     with azure_errors(f"cancelling {record.run_id}", self.workspace):
                         self.client.jobs.begin_cancel(record.run_id)
+
+
+@contextlib.contextmanager
+def _mlflow_http(timeouts: Timeouts) -> Iterator[None]:
+    """MLflow's HTTP client with our bounds for the time of a read (its own defaults: 7
+    retries with a backoff factor of 2, 120 s a request)."""
+    import os
+
+    wanted = {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(timeouts.retries),
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeouts.deadline_s)),
+    }
+    saved = {key: os.environ.get(key) for key in wanted}
+    os.environ.update({k: v for k, v in wanted.items() if saved[k] is None})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
 
 
 def log_files(folder: Path) -> list[Path]:
