@@ -5,10 +5,11 @@
 The CLI runs in-process (``run_cli``) over a routed backend of the in-memory backend (runs on
 ``compute.target: local``) and the Azure ML backend over the loopback server.
 
-What the loopback server serves of logs: nothing. ``jobs.stream`` reads the job's run-history
-details (``GET /history/v1.0/.../runs/<job>/details``) and ``jobs.download`` the run's artifact
-listing (``POST /history/v1.0/.../rundata``); the server answers neither (404), so these tests
-hold the error handling to a clear message, without a traceback.
+The workspace here has no blob storage, so it serves no logs: ``jobs.stream`` reads the job's
+run-history details (``GET /history/v1.0/.../runs/<job>/details``) and ``jobs.download`` the
+run's artifact listing (``POST /history/v1.0/.../rundata``), both answered 404, and these tests
+hold the error handling to a clear message, without a traceback. The logs themselves are read
+for real in test_logs_service.py, against a workspace with storage.
 """
 
 from __future__ import annotations
