@@ -30,13 +30,14 @@ from himl_manifest.backends.azureml.jobs import (
     build_command_node,
     check_job,
     data_asset,
+    environment_image,
     job_environment,
     job_name,
     run_spec_env,
 )
 from himl_manifest.backends.azureml.workspace import Workspace, azure_errors
 from himl_manifest.backends.base import SubmissionStopped, Submitted
-from himl_manifest.spec import RunSpec
+from himl_manifest.spec import RunSpec, find_conda_file
 
 
 class WorkspaceBackend(Protocol):
@@ -81,7 +82,7 @@ class Submission:
     def __init__(self, backend: WorkspaceBackend, code: Callable[[str], str]) -> None:
         self.backend = backend
         self.code = code
-        self._environments: dict[tuple[str, str], str] = {}
+        self._environments: dict[tuple[str, str], str] = {}  # (conda file, image) -> id
         self._latest: dict[str, str] = {}
 
     @property
@@ -95,10 +96,11 @@ class Submission:
     # --- assets -------------------------------------------------------------------------------
 
     def environment_id(self, run: RunSpec) -> str:
-        """The ARM id of the run's environment, registered the first time it is needed."""
-        environment = job_environment(run, self.backend.root)
-        key = (str(environment.name), str(environment.version))
+        """The ARM id of the run's environment (its conda file and image), built and
+        registered the first time a run needs it."""
+        key = (str(find_conda_file(self.backend.root, run.spec)), environment_image(run.spec))
         if key not in self._environments:
+            environment = job_environment(run, self.backend.root)
             self.backend._count("environment")
             with azure_errors(f"registering the environment of {run.run_name}", self.workspace):
                 registered = self.client.environments.create_or_update(environment)
