@@ -25,7 +25,8 @@ import pytest
 from server import TERMINAL, FakeWorkspace, backend_of
 from test_e2e import commit, init_repo, write_manifest
 
-from himl_manifest.backends.azureml.store import AzureMLBackend, log_files
+from himl_manifest.backends.azureml.follow import log_files
+from himl_manifest.backends.azureml.store import AzureMLBackend
 from himl_manifest.backends.memory import MemoryBackend
 from himl_manifest.backends.routed import AZUREML, LOCAL, RoutedBackend
 from himl_manifest.cli.main import cli, run_cli

@@ -1,39 +1,35 @@
 """The Azure ML backend: the workspace's jobs are the run store, Azure ML runs them.
 
 One attempt of one run is one command job (:mod:`.jobs`): attempt 1 is named after the run
-(the idempotency key), attempt N ``<run>-a<N>``. What a job records:
-
-- **properties** (add-only): identity and provenance (``himl.managed``, run name, seed, spec
-  hash, attempt, manifest, the run spec JSON over ``himl.spec[.N]``, ``himl.provenance.*``);
-- **tags** (changeable): ``himl.state`` (active / superseded / archived), the manifest's tags
-  (``himl.tag.*``), and, once ``update_metadata`` changed them, ``himl.cosmetic`` (the cosmetic
-  view of the spec as JSON, over ``himl.cosmetic.N`` parts when long): read back over the spec
-  stored at submission, since properties can't change;
-- tags the runner writes inside the job through MLflow: ``himl.error_tail`` and
-  ``himl.checkpoints`` (the checkpoint files of the run folder, comma-separated);
-- the job's status (mapped by :func:`..protocol.status_from_azureml`) and whether it is archived.
+(the idempotency key), attempt N ``<run>-a<N>``. How a job reads as a run (its properties,
+its definition, its tags, its status) is :mod:`.records`'s; submitting a batch is
+:mod:`.submit`'s (the code upload: :mod:`.upload`); pre-flight :mod:`.preflight`'s and
+:mod:`.checks`'s.
 
 Reads are bulk: :meth:`AzureMLBackend.list_runs` is one paged listing of every managed job
-(``properties=himl.managed``, all view types), read as JSON (:class:`JobFacts`, which also
-says whether a job is archived); the number of requests depends on the number of jobs (pages),
-never on the number of manifests. Every Azure error becomes a
+(``properties=himl.managed``, all view types), read as JSON (:class:`.records.JobFacts`, which
+also says whether a job is archived); the number of requests depends on the number of jobs
+(pages), never on the number of manifests. Every Azure error becomes a
 :class:`~himl_manifest.errors.StoreError` saying what failed and what to do (:mod:`.workspace`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import tempfile
 import time
 import urllib.parse
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime
-from pathlib import Path, PurePosixPath
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from himl_manifest.backends.azureml.jobs import RUN_SPEC_ENV
+from himl_manifest.backends.azureml.records import (
+    JobFacts,
+    checkpoint_files,
+    cosmetic_marker,
+    damage,
+    job_uri,
+    to_record,
+)
 from himl_manifest.backends.azureml.workspace import (
     Timeouts,
     Workspace,
@@ -57,177 +53,28 @@ from himl_manifest.backends.base import (
 from himl_manifest.backends.local_store import spec_text
 from himl_manifest.backends.protocol import (
     AZUREML_TERMINAL,
-    LOG_FILE,
-    OUTPUTS_DIR,
-    TAG_ATTEMPT,
-    TAG_CHECKPOINTS,
     TAG_COSMETIC,
-    TAG_COSMETIC_PARTS,
-    TAG_ERROR,
-    TAG_EXPERIMENT,
     TAG_MANAGED,
-    TAG_MANIFEST,
-    TAG_RESUME_FROM,
     TAG_RUN_NAME,
-    TAG_SEED,
-    TAG_SPEC_HASH,
     TAG_STATE,
     TAG_USER_PREFIX,
     listed,
     parse_run_reference,
     path_in_run,
     status_from_azureml,
-    stored_fold,
-    stored_provenance,
-    stored_state,
 )
 from himl_manifest.diagnostics import Diagnostic
-from himl_manifest.errors import BackendUnavailable, CheckpointError, StoreError
+from himl_manifest.errors import CheckpointError, StoreError
 from himl_manifest.model import (
     Lifecycle,
     RunRecord,
     RunStatus,
-    cosmetic_view,
     parse_enum,
-    with_cosmetic,
 )
-from himl_manifest.spec import RunSpec, canonical_json
+from himl_manifest.spec import RunSpec
 
 if TYPE_CHECKING:
     from himl_manifest.backends.azureml.submit import Prepared
-
-
-def job_uri(job_name: str, path: PurePosixPath | str = "") -> str:
-    """``azureml://jobs/<job>/outputs/artifacts/paths/outputs[/<path>]``: a file of the job's
-    run folder (``./outputs`` inside the job), as a job input takes it."""
-    base = f"azureml://jobs/{job_name}/outputs/artifacts/paths/{OUTPUTS_DIR}"
-    return f"{base}/{path}" if str(path) else base
-
-
-#: The value of :data:`TAG_COSMETIC` on a job whose cosmetic fields were changed in place
-#: (``job:`` and the fields the manifest sets, e.g. ``job:description,tags``): read them from
-#: the job itself, its description, its ``himl.tag.*`` tags and its display name.
-COSMETIC_FROM_JOB = "job:"
-
-
-def cosmetic_marker(run: RunSpec) -> str:
-    """What :meth:`AzureMLBackend.update_metadata` records in :data:`TAG_COSMETIC`."""
-    return COSMETIC_FROM_JOB + ",".join(sorted(cosmetic_view(run.spec)))
-
-
-def live_cosmetic(job: JobFacts) -> dict[str, Any]:
-    """The cosmetic view of a job updated in place (see :data:`COSMETIC_FROM_JOB`). Jobs of
-    earlier versions carry the view itself as JSON in ``himl.cosmetic`` (over ``.N`` parts
-    when long)."""
-    tags = job.tags
-    marker = tags.get(TAG_COSMETIC, "")
-    count = _int(tags.get(TAG_COSMETIC_PARTS)) or 0
-    if count:
-        marker = "".join(tags.get(f"{TAG_COSMETIC}.{i}", "") for i in range(count))
-    if not marker.startswith(COSMETIC_FROM_JOB):
-        view: dict[str, Any] = json.loads(marker)
-        return view
-    fields = set(marker[len(COSMETIC_FROM_JOB) :].split(","))
-    view = {}
-    if "description" in fields:
-        view["description"] = job.description
-    if "tags" in fields:
-        view["tags"] = {
-            key[len(TAG_USER_PREFIX) :]: value
-            for key, value in tags.items()
-            if key.startswith(TAG_USER_PREFIX)
-        }
-    if "tracking" in fields:
-        view["tracking"] = {"display_name": job.display_name}
-    return view
-
-
-def _int(value: object) -> int | None:
-    try:
-        return int(str(value)) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _strings(value: object) -> dict[str, str]:
-    return {str(k): str(v) for k, v in value.items()} if isinstance(value, Mapping) else {}
-
-
-@dataclass(frozen=True)
-class JobFacts:
-    """What a record needs from one job, read either from an SDK ``Job`` entity
-    (:meth:`of_entity`) or from the job's REST JSON as a listing page holds it
-    (:meth:`of_rest`): the bulk listing reads JSON, since building SDK entities costs about a
-    millisecond a job (most of a plan against a big workspace)."""
-
-    name: str
-    properties: dict[str, str]
-    tags: dict[str, str]
-    status: str
-    studio_url: str = ""
-    created: float | None = None
-    #: Whether the job is archived: the REST JSON says (``isArchived``), the SDK's entity
-    #: does not (None).
-    archived: bool | None = None
-    #: The run spec the job was submitted with (its :data:`.jobs.RUN_SPEC_ENV` variable).
-    spec: str = ""
-    description: str = ""
-    display_name: str = ""
-    experiment: str = ""
-
-    @classmethod
-    def of_entity(cls, job: Any) -> JobFacts:
-        created = getattr(getattr(job, "creation_context", None), "created_at", None)
-        stamp = getattr(created, "timestamp", None)
-        services = getattr(job, "services", None) or {}
-        studio = services.get("Studio") if isinstance(services, Mapping) else None
-        status = getattr(job, "status", None)
-        variables = _strings(getattr(job, "environment_variables", None))
-        return cls(
-            name=str(job.name),
-            properties=_strings(getattr(job, "properties", None)),
-            tags=_strings(getattr(job, "tags", None)),
-            status=str(getattr(status, "value", status) or ""),
-            studio_url=str(getattr(studio, "endpoint", "") or ""),
-            created=float(stamp()) if callable(stamp) else None,
-            spec=variables.get(RUN_SPEC_ENV, ""),
-            description=str(getattr(job, "description", None) or ""),
-            display_name=str(getattr(job, "display_name", None) or ""),
-            experiment=str(getattr(job, "experiment_name", None) or ""),
-        )
-
-    @classmethod
-    def of_rest(cls, data: Mapping[str, Any]) -> JobFacts | None:
-        """From a job's REST JSON (``{"name", "properties": {...}, "systemData"}``); None when
-        it has no name or no properties object (a malformed entry of a listing)."""
-        name = data.get("name")
-        body = data.get("properties")
-        if not name or not isinstance(body, Mapping):
-            return None
-        services = body.get("services")
-        studio = services.get("Studio") if isinstance(services, Mapping) else None
-        created = (data.get("systemData") or {}).get("createdAt")
-        stamp: float | None = None
-        if isinstance(created, str):
-            with contextlib.suppress(ValueError):
-                stamp = datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
-        return cls(
-            name=str(name),
-            properties=_strings(body.get("properties")),
-            tags=_strings(body.get("tags")),
-            status=str(body.get("status") or ""),
-            studio_url=str(studio.get("endpoint") or "") if isinstance(studio, Mapping) else "",
-            created=stamp,
-            archived=bool(body.get("isArchived")),
-            spec=_strings(body.get("environmentVariables")).get(RUN_SPEC_ENV, ""),
-            description=str(body.get("description") or ""),
-            display_name=str(body.get("displayName") or ""),
-            experiment=str(body.get("experimentName") or ""),
-        )
-
-    @property
-    def managed(self) -> bool:
-        return self.properties.get(TAG_MANAGED) == "true"
 
 
 def _json_pages(operations: Any, kind: Any, filters: Mapping[str, str]) -> Iterable[Any] | None:
@@ -286,98 +133,6 @@ def _json_pages(operations: Any, kind: Any, filters: Mapping[str, str]) -> Itera
                 request = HttpRequest("GET", urllib.parse.urljoin(link, parsed.path), params=query)
 
     return pages()
-
-
-#: The checkpoint a run resumes from, as the runner lists it in ``himl.checkpoints``.
-_DEFAULT_CHECKPOINT = str(path_in_run(""))
-
-
-def _facts(job: Any) -> JobFacts:
-    return job if isinstance(job, JobFacts) else JobFacts.of_entity(job)
-
-
-def to_record(job: Any, *, archived: bool = False) -> RunRecord | None:
-    """An Azure ML job (SDK entity or :class:`JobFacts`) -> a RunRecord (None for a job that
-    is not ours or is damaged).
-
-    The spec is decoded only when something reads ``record.spec``, except after an in-place
-    metadata update, whose cosmetic fields are laid over the submitted spec here."""
-    if job is None:
-        return None
-    facts_of = _facts(job)
-    properties, tags = facts_of.properties, facts_of.tags
-    facts = {**tags, **properties}  # identity from the (add-only) properties first
-    name = facts.get(TAG_RUN_NAME)
-    seed = _int(facts.get(TAG_SEED))
-    # the spec is in the job definition; jobs of earlier versions kept it in properties
-    text = facts_of.spec or spec_text(properties) or spec_text(tags)
-    if not name or seed is None or not text or TAG_SPEC_HASH not in facts:
-        return None
-    if TAG_COSMETIC in tags or TAG_COSMETIC_PARTS in tags:  # updated in place since
-        try:
-            payload = json.loads(text)
-            payload["spec"] = with_cosmetic(payload["spec"], live_cosmetic(facts_of))
-            text = canonical_json(payload)
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return None
-    state = stored_state(tags, archived)
-    job_name = facts_of.name
-    status = status_from_azureml(facts_of.status or None)
-    listing = tags.get(TAG_CHECKPOINTS)
-    files = {f for f in (listing or "").split(",") if f}
-    has_checkpoint = (
-        _DEFAULT_CHECKPOINT in files if listing is not None else status == RunStatus.COMPLETED
-    )
-    provenance = stored_provenance(facts, text)
-    if provenance is None:
-        return None
-    error_tail = tags.get(TAG_ERROR, "")
-    where = facts_of.studio_url
-    if not error_tail and status in (RunStatus.FAILED, RunStatus.CANCELLED):
-        error_tail = f"Azure ML job {job_name} ended {facts_of.status}" + (
-            f"; its logs: {where}" if where else ""
-        )
-    return RunRecord(
-        run_name=name,
-        run_id=job_name,
-        experiment=facts.get(TAG_EXPERIMENT, ""),
-        seed=seed,
-        fold=stored_fold(facts),
-        spec_hash=facts[TAG_SPEC_HASH],
-        status=status,
-        spec_source=text,
-        attempt=_int(facts.get(TAG_ATTEMPT)) or 1,
-        state=state,
-        manifest_path=facts.get(TAG_MANIFEST, ""),
-        resume_from=facts.get(TAG_RESUME_FROM) or None,
-        has_checkpoint=has_checkpoint,
-        output_dir=job_uri(job_name),
-        host="azureml",
-        start_time=facts_of.created,
-        provenance=provenance,
-        error_tail=error_tail,
-        url=where or None,
-    )
-
-
-def damage(job: JobFacts) -> str:
-    """Why a managed job gives no record (for the warning that names it)."""
-    facts = {**job.tags, **job.properties}
-    if not facts.get(TAG_RUN_NAME):
-        return f"no {TAG_RUN_NAME}"
-    if _int(facts.get(TAG_SEED)) is None:
-        return f"no valid {TAG_SEED}"
-    if TAG_SPEC_HASH not in facts:
-        return f"no {TAG_SPEC_HASH}"
-    if not (job.spec or spec_text(job.properties) or spec_text(job.tags)):
-        return "no run spec in its definition"
-    return "its run spec or cosmetic fields are not valid JSON"
-
-
-def checkpoint_files(job: Any) -> set[str] | None:
-    """The checkpoint files the runner recorded on ``job`` (None: it recorded none)."""
-    listing = (getattr(job, "tags", None) or {}).get(TAG_CHECKPOINTS)
-    return None if listing is None else {f for f in str(listing).split(",") if f}
 
 
 class AzureMLBackend(BackendBase):
@@ -678,44 +433,10 @@ class AzureMLBackend(BackendBase):
     # --- metrics ------------------------------------------------------------------------------
 
     def metric_histories(self, run_ids: Collection[str]) -> MetricHistories:
-        """Through MLflow's client on the workspace's tracking URI (a job's name is its MLflow
-        run id): one request per run and metric, MLflow's REST API having no bulk history read.
-        Needs azureml-mlflow (MLflow's ``azureml://`` plugin; ``workspaces.get`` hands it the
-        client's credential). MLflow's HTTP retries are bounded by our timeouts, and its errors
-        become ours."""
-        import importlib.util
+        """Through MLflow on the workspace's tracking URI (:func:`.follow.metric_histories`)."""
+        from himl_manifest.backends.azureml.follow import metric_histories
 
-        from himl_manifest.backends.local_metrics import client_histories, empty
-
-        if not run_ids:
-            return empty(run_ids)
-        if importlib.util.find_spec("azureml.mlflow") is None:
-            raise BackendUnavailable(
-                "reading metric histories from Azure ML needs azureml-mlflow (MLflow's plugin "
-                "for azureml:// tracking URIs): pip install 'himl-manifest[azure]'"
-            )
-        doing = "reading metric histories"
-        name = self.workspace.workspace_name if self.workspace else self.client.workspace_name
-        with azure_errors(doing, self.workspace):
-            try:
-                found = self.client.workspaces.get(name)
-            except AttributeError as exc:  # the plugin, on a workspace without a tracking URI
-                raise StoreError(f"{doing}: {self._where()} has no MLflow tracking URI") from exc
-        uri = str(getattr(found, "mlflow_tracking_uri", "") or "")
-        if not uri:
-            raise StoreError(f"{doing}: {self._where()} has no MLflow tracking URI")
-        from mlflow.exceptions import MlflowException
-        from mlflow.tracking import MlflowClient
-
-        self._count("metrics")
-        with azure_errors(doing, self.workspace), _mlflow_http(self.timeouts):
-            try:
-                return client_histories(MlflowClient(uri), run_ids)
-            except MlflowException as exc:
-                message = str(getattr(exc, "message", None) or exc).splitlines()[0]
-                raise StoreError(
-                    f"{doing}: the workspace's MLflow tracking server refused: {message}"
-                ) from exc
+        return metric_histories(self, run_ids)
 
     # --- the executor ------------------------------------------------------------------------
 
@@ -804,52 +525,10 @@ class AzureMLBackend(BackendBase):
     # --- logs ----------------------------------------------------------------------------------
 
     def job_log(self, job_name: str, *, follow: bool, out: TextIO) -> None:
-        """Write the log of job ``job_name`` to ``out``.
+        """Write the log of job ``job_name`` to ``out`` (:func:`.follow.job_log`)."""
+        from himl_manifest.backends.azureml.follow import job_log
 
-        ``follow``: stream it until the job ends (``jobs.stream``, which writes to stdout:
-        redirected to ``out``); a job that ends failed is not an error here (its status says
-        so). Otherwise, for a job that has ended, its default artifacts are downloaded
-        (``jobs.download``, logs and ``outputs/``) and its runner's log (``outputs/runner.log``)
-        written, else the job's standard output (``user_logs/std_log*.txt``); a job still
-        running has no downloadable logs yet (StoreError: follow it instead)."""
-        doing = f"{'streaming' if follow else 'fetching'} the log of Azure ML job {job_name}"
-        if follow:
-            self._count("stream")
-            with azure_errors(doing, self.workspace), contextlib.redirect_stdout(out):
-                try:
-                    self.client.jobs.stream(job_name)
-                except Exception as exc:
-                    if type(exc).__name__ != "JobException" or not self._ended(job_name, doing):
-                        raise
-            return
-        job = self._get(job_name, doing)
-        if job is None:
-            raise StoreError(f"{doing}: no such job in {self._where()}")
-        facts = JobFacts.of_entity(job)
-        word = facts.status
-        if word not in AZUREML_TERMINAL:
-            where = facts.studio_url
-            raise StoreError(
-                f"{doing}: the job is {word}; Azure ML hands out its logs once it has ended: "
-                "follow it with `himl logs RUN --follow`" + (f", or see {where}" if where else "")
-            )
-        with tempfile.TemporaryDirectory(prefix="himl-logs-") as folder:
-            self._count("download")
-            with azure_errors(doing, self.workspace):
-                self.client.jobs.download(job_name, download_path=folder, output_name=None)
-            files = log_files(Path(folder))
-            if not files:
-                raise StoreError(f"{doing}: the job's artifacts hold no log file")
-            for path in files:
-                if len(files) > 1:
-                    out.write(f"===== {path.relative_to(folder).as_posix()} =====\n")
-                out.write(path.read_text(encoding="utf-8", errors="replace"))
-            out.flush()
-
-    def _ended(self, job_name: str, doing: str) -> bool:
-        job = self._get(job_name, doing)
-        word = str(getattr(getattr(job, "status", None), "value", getattr(job, "status", "")))
-        return word in AZUREML_TERMINAL
+        job_log(self, job_name, follow=follow, out=out)
 
     def cancel(self, run_names: Iterable[str]) -> None:
         """Ask Azure ML to cancel the unfinished attempts of ``run_names`` (returns at once)."""
@@ -858,34 +537,6 @@ class AzureMLBackend(BackendBase):
                 if record.in_progress:
                     with azure_errors(f"cancelling {record.run_id}", self.workspace):
                         self.client.jobs.begin_cancel(record.run_id)
-
-
-@contextlib.contextmanager
-def _mlflow_http(timeouts: Timeouts) -> Iterator[None]:
-    """MLflow's HTTP client with our bounds for the time of a read (its own defaults: 7
-    retries with a backoff factor of 2, 120 s a request)."""
-    import os
-
-    wanted = {
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(timeouts.retries),
-        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeouts.deadline_s)),
-    }
-    saved = {key: os.environ.get(key) for key in wanted}
-    os.environ.update({k: v for k, v in wanted.items() if saved[k] is None})
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-
-
-def log_files(folder: Path) -> list[Path]:
-    """The logs among a job's downloaded artifacts: the runner's (``outputs/runner.log``),
-    else the job's standard output and error (``user_logs/std_log*.txt``)."""
-    runner = sorted(folder.rglob(f"{OUTPUTS_DIR}/{LOG_FILE}"))
-    return runner or sorted(p for p in folder.rglob("std_log*.txt") if p.is_file())
 
 
 def _preferred(records: Iterable[RunRecord]) -> RunRecord | None:
@@ -899,7 +550,6 @@ __all__ = [
     "AzureMLBackend",
     "checkpoint_files",
     "job_uri",
-    "log_files",
     "status_of",
     "to_record",
     "translate",
