@@ -371,6 +371,22 @@ class BlobProxy:
             return fault
 
 
+def read_body(handler: BaseHTTPRequestHandler) -> bytes:
+    """A request's body, ``Content-Length`` or chunked."""
+    if "chunked" in (handler.headers.get("Transfer-Encoding") or "").lower():
+        chunks = []
+        while True:
+            size = int(handler.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while handler.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(chunks)
+            chunks.append(handler.rfile.read(size))
+            handler.rfile.readline()
+    length = int(handler.headers.get("Content-Length") or 0)
+    return handler.rfile.read(length) if length else b""
+
+
 def _proxy_handler(proxy: BlobProxy) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -386,7 +402,7 @@ def _proxy_handler(proxy: BlobProxy) -> type[BaseHTTPRequestHandler]:
             record = BlobRequest(self.command, container, blob, parse_qs(parts.query))
             with proxy.lock:
                 proxy.requests.append(record)
-            body = self._body()
+            body = read_body(self)
             fault = proxy.take_fault(self.command, f"/{container}/{blob}")
             if fault is not None and fault.drop:
                 record.status = -1
@@ -431,20 +447,6 @@ def _proxy_handler(proxy: BlobProxy) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(data)
-
-        def _body(self) -> bytes:
-            if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-                chunks = []
-                while True:
-                    size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                    if size == 0:
-                        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                            pass  # trailers
-                        return b"".join(chunks)
-                    chunks.append(self.rfile.read(size))
-                    self.rfile.readline()
-            length = int(self.headers.get("Content-Length") or 0)
-            return self.rfile.read(length) if length else b""
 
         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_OPTIONS = _serve
 

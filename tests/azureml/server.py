@@ -90,6 +90,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
+from azurite import read_body
+
 SUBSCRIPTION = "00000000-1111-2222-3333-444444444444"
 RESOURCE_GROUP = "test-rg"
 WORKSPACE = "test-ws"
@@ -1887,22 +1889,6 @@ def _proxy_handler(proxy: AzureProxy) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def _read_body(handler: BaseHTTPRequestHandler) -> bytes:
-    """A request's body, ``Content-Length`` or chunked."""
-    if "chunked" in (handler.headers.get("Transfer-Encoding") or "").lower():
-        chunks = []
-        while True:
-            size = int(handler.rfile.readline().split(b";")[0].strip() or b"0", 16)
-            if size == 0:
-                while handler.rfile.readline() not in (b"\r\n", b"\n", b""):
-                    pass  # trailers
-                return b"".join(chunks)
-            chunks.append(handler.rfile.read(size))
-            handler.rfile.readline()
-    length = int(handler.headers.get("Content-Length") or 0)
-    return handler.rfile.read(length) if length else b""
-
-
 def _storage_forwarder(workspace: FakeWorkspace) -> type[BaseHTTPRequestHandler]:
     """Requests inside a tunnel to the storage account, passed on to Azurite."""
 
@@ -1913,7 +1899,7 @@ def _storage_forwarder(workspace: FakeWorkspace) -> type[BaseHTTPRequestHandler]
             pass
 
         def _serve(self) -> None:
-            body = _read_body(self)
+            body = read_body(self)
             host = self.headers.get("Host") or ""
             headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
             upstream = http.client.HTTPConnection("127.0.0.1", workspace.storage.port, timeout=30)
