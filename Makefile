@@ -42,10 +42,19 @@ typecheck: setup
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-# --cov: the branch coverage of backends/azureml/ ([tool.coverage] in pyproject.toml), held at
-# 95%; a subset of the tests: PYTEST_ARGS="--no-cov tests/..."
+# The branch coverage of backends/azureml/ ([tool.coverage] in pyproject.toml) is held at 95%,
+# measured by the tests that drive the Azure ML backend (COV_TESTS); the rest of the suite runs
+# without the coverage tracer, which slows in-process training by half. A subset of the tests:
+# make unit PYTEST_ARGS="tests/..." (runs it once, without coverage)
+COV_TESTS := tests/azureml tests/backends tests/apply/test_execute_batches.py \
+	tests/apply/test_apply_routing.py tests/runner/test_azureml_job_side.py
 unit: setup
-	$(PY) -m pytest -n 2 --cov $(PYTEST_ARGS)
+ifeq ($(PYTEST_ARGS),)
+	$(PY) -m pytest -n 2 --no-cov $(addprefix --ignore=,$(COV_TESTS))
+	$(PY) -m pytest -n 2 --cov=himl_manifest.backends.azureml $(COV_TESTS)
+else
+	$(PY) -m pytest -n 2 --no-cov $(PYTEST_ARGS)
+endif
 
 test: lint typecheck unit
 
