@@ -251,6 +251,34 @@ def seed_list(seeds: Any) -> list[int]:
     return list(DEFAULT_SEEDS)
 
 
+# --- fields a manifest sets itself ------------------------------------------------------------
+
+#: The one list of container fields a manifest sets from sections of its own, each with the
+#: manifest key that sets it: every field of ``LightningContainer`` that is not a trainer option
+#: (tests/runner/test_params_rule.py holds them equal). ``params`` may name none of them, nor a
+#: trainer option: ``params: {max_epochs: 50}`` would silently win over ``trainer:``, and
+#: ``params: {src_checkpoint_trusted: true}`` would unpickle a checkpoint nobody marked trusted.
+#: `himl validate` refuses them, the runner refuses a run spec that sets one anyway, and the
+#: runner's imperative form never writes one into ``params``.
+WORKFLOW_FIELDS: dict[str, str] = {
+    "random_seed": "seeds",
+    "different_seeds": "seeds",
+    "src_checkpoint": "checkpoint.source",
+    "src_checkpoint_sha256": "checkpoint.source.sha256",
+    "src_checkpoint_trusted": "checkpoint.source.trusted",
+    "resume_training": "checkpoint.resume",
+    "run_inference_only": "mode: inference",
+    "azure_datasets": "datasets[].azure",
+    "local_datasets": "datasets[].local",
+    "dataset_mountpoints": "datasets[].mountpoint",
+    "experiment": "tracking.experiment",
+    "tag": "tracking.display_name",
+    "log_from_vm": "tracking.log_from_vm",
+    "crossval_count": "crossval.folds",
+    "crossval_index": "crossval.indices",
+}
+
+
 # --- checkpoint sources ---------------------------------------------------------------------------
 
 #: The checkpoint file a run reference without a path means, in the run's checkpoints folder.

@@ -12,13 +12,13 @@ from server import CODE_ID, FakeWorkspace, MakeRuns, backend_of
 from himl_manifest.backends.azureml.jobs import build_command_job
 from himl_manifest.backends.azureml.store import AzureMLBackend
 from himl_manifest.backends.base import Progress, SubmitOutcome
-from himl_manifest.backends.protocol import (
+from himl_manifest.errors import CheckpointError
+from himl_manifest.model import TERMINAL, Lifecycle, RunStatus
+from himl_manifest.records import (
     AZUREML_TERMINAL,
     AZUREML_TO_STATUS,
     status_from_azureml,
 )
-from himl_manifest.errors import CheckpointError
-from himl_manifest.model import TERMINAL, Lifecycle, RunStatus
 
 ALL_STATUSES = [
     "NotStarted",

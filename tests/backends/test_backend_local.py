@@ -15,9 +15,9 @@ from himl_manifest.backends.base import Progress, SubmitOutcome
 from himl_manifest.backends.local import LocalBackend
 from himl_manifest.backends.local_lock import LivenessLock
 from himl_manifest.backends.local_store import run_tags
-from himl_manifest.backends.protocol import TAG_PID
 from himl_manifest.errors import CheckpointError, StoreError
 from himl_manifest.model import Lifecycle, RunStatus
+from himl_manifest.records import TAG_PID
 
 
 def mlflow_runs(backend: LocalBackend) -> list[dict[str, str]]:

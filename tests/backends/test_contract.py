@@ -64,17 +64,8 @@ def _azureml(project: Path) -> Harness:
     runner's records (checkpoint files, error tail) when a job ends, and serves MLflow on the
     workspace's tracking URI (reached through the proxy of its ``client_environment``)."""
     pytest.importorskip("azure.ai.ml")
-    import importlib.util
-    import sys
+    import server
 
-    path = Path(__file__).parents[1] / "azureml" / "server.py"
-    spec = importlib.util.spec_from_file_location("himl_fake_azureml_server", path)
-    assert spec is not None and spec.loader is not None
-    if spec.name not in sys.modules:
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    server = sys.modules[spec.name]
     workspace = server.FakeWorkspace(
         project, page_size=1, outcome=server.behaviour_outcome, on_finish=server.runner_tags
     )

@@ -25,7 +25,9 @@ from backend_helpers import MakeRuns, run_all
 from himl_manifest.backends import local_sql
 from himl_manifest.backends.local import LocalBackend
 from himl_manifest.backends.local_store import to_record
-from himl_manifest.backends.protocol import (
+from himl_manifest.errors import CheckpointError
+from himl_manifest.model import Lifecycle, RunStatus
+from himl_manifest.records import (
     TAG_CHECKPOINTS,
     TAG_GIT_BRANCH,
     TAG_GIT_COMMIT,
@@ -35,8 +37,6 @@ from himl_manifest.backends.protocol import (
     TAG_SOURCE_NAME,
     run_experiment,
 )
-from himl_manifest.errors import CheckpointError
-from himl_manifest.model import Lifecycle, RunStatus
 
 PROVENANCE = {
     "head_commit": "5b0d1f0c2a7e4d0f9f3c1a2b3c4d5e6f7a8b9c0d",

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from gitops_helpers import git
 
-from himl_manifest.backends.protocol import OUTPUTS_ENV, outputs_root
 from himl_manifest.errors import ConfigError
+from himl_manifest.records import OUTPUTS_ENV, outputs_root
 
 BIN = Path(sys.executable).parent
 FOLDER = re.compile(r"^\d{4}-\d\d-\d\dT\d{6}\.\d{6}Z_(.+)$")

@@ -201,7 +201,7 @@ def test_failed_running_and_missing_runs(trained: Project, tmp_path: Path) -> No
     manifests that ask for a fourth seed never applied."""
     from mlflow.tracking import MlflowClient
 
-    from himl_manifest.backends.protocol import TAG_HOST
+    from himl_manifest.records import TAG_HOST
 
     copy = tmp_path / "mlflow.db"
     shutil.copy(trained.root / "mlflow.db", copy)

@@ -11,8 +11,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 from runner_helpers import TrainedRun, run_flags
 
-from himl_manifest.backends.protocol import path_in_run
 from himl_manifest.errors import CheckpointError
+from himl_manifest.records import path_in_run
 from himl_manifest.runner import checkpoints, tracking
 
 

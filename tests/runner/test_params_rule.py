@@ -2,7 +2,7 @@
 
 `himl validate` reports it (tests/manifests/invalid/params-*.yaml); the runner refuses a run
 spec that does it anyway. The list of workflow fields the rule knows
-(:data:`~himl_manifest.manifest.semantic.WORKFLOW_FIELDS`) is held equal here to the fields the
+(:data:`~himl_manifest.model.WORKFLOW_FIELDS`) is held equal here to the fields the
 runner actually sets from a run spec.
 """
 
@@ -15,7 +15,8 @@ import pytest
 
 from himl_manifest.errors import ConfigError
 from himl_manifest.manifest.schema import resolve, schema
-from himl_manifest.manifest.semantic import WORKFLOW_FIELDS, params_conflict
+from himl_manifest.manifest.semantic import params_conflict
+from himl_manifest.model import WORKFLOW_FIELDS
 from himl_manifest.runner.container import LightningContainer, trainer_options
 from himl_manifest.runner.fields import container_fields
 from himl_manifest.runner.settings import _spec_overrides, from_run_spec
@@ -50,6 +51,7 @@ def _richest_specs() -> list[RunSpec]:
             specs.append(run_spec(**{key: example}))
     url = {"url": "https://example.org/m.ckpt", "sha256": "a" * 64}
     specs += [
+        run_spec(checkpoint={"source": {**url, "trusted": True}}),
         run_spec(checkpoint={"source": url, "resume": True}),
         run_spec(mode="inference", checkpoint={"source": {"run": "other"}}),
         run_spec(resume_from="exp-s1-11111111"),
@@ -73,6 +75,28 @@ def test_workflow_fields_are_the_fields_a_run_spec_sets(tmp_path: Path) -> None:
     set_by_specs -= set(trainer_options())
     # different_seeds is never set from a spec (a manifest lists its seeds) but is reserved too.
     assert set_by_specs == set(WORKFLOW_FIELDS) - {"different_seeds"}
+
+
+def test_every_base_field_but_the_trainer_options_is_a_workflow_field() -> None:
+    """The one list is complete: a field the base container declares (the runner sets it from
+    a manifest section, or it is the reference's flag for one) that ``params`` could set would
+    bypass its section, as ``params: {src_checkpoint_trusted: true}`` bypassed checkpoint trust."""
+    base = {
+        name
+        for name, field in container_fields(LightningContainer()).items()
+        if field.owner is LightningContainer
+    }
+    assert base - set(trainer_options()) == set(WORKFLOW_FIELDS)
+
+
+def test_a_parameter_cannot_mark_a_checkpoint_trusted(tmp_path: Path) -> None:
+    source = {"url": "https://example.org/m.ckpt", "sha256": "a" * 64}
+    run = run_spec(checkpoint={"source": source}, params={"src_checkpoint_trusted": True})
+    with pytest.raises(ConfigError, match=r"set it with `checkpoint.source.trusted`"):
+        from_run_spec(run, root=tmp_path)
+    assert "src_checkpoint_trusted" not in from_run_spec(
+        run_spec(checkpoint={"source": source}), root=tmp_path
+    ).overrides
 
 
 def test_workflow_fields_are_container_fields() -> None:

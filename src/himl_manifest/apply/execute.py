@@ -56,6 +56,7 @@ from himl_manifest.model import (
     RunStatus,
 )
 from himl_manifest.plan.model import Action, Plan
+from himl_manifest.records.select import latest_attempts
 
 #: Statuses of a run that has ended.
 _ENDED = frozenset({RunStatus.COMPLETED, *UNSUCCESSFUL})
@@ -286,7 +287,7 @@ class _Batches:
     def _take(self, records: Sequence[RunRecord]) -> None:
         """How the runs waited for stand: the outcome of those this apply submitted, and
         which have ended (what their dependents look at)."""
-        for name, record in _latest(records).items():
+        for name, record in latest_attempts(records).items():
             if name in self.result.outcomes:
                 self.result.outcomes[name] = record.status
             if record.status in _ENDED:
@@ -332,11 +333,3 @@ def _submit(
         if action.previous and action.kind in (ActionKind.REPLACE, ActionKind.RESUME):
             _supersede(backend, action.previous, result)
     return submitted, carry_on
-
-
-def _latest(records: Sequence[RunRecord]) -> dict[str, RunRecord]:
-    out: dict[str, RunRecord] = {}
-    for record in records:
-        if record.run_name not in out or record.attempt > out[record.run_name].attempt:
-            out[record.run_name] = record
-    return out

@@ -38,7 +38,6 @@ from himl_manifest.backends.local_jobs import (
     JobCommand,
     Scheduler,
     himl_run_command,
-    upstream_runs,
 )
 from himl_manifest.backends.local_lock import (
     LivenessLock,
@@ -53,13 +52,16 @@ from himl_manifest.backends.local_store import (
     find_any,
     manifest_tags,
     run_tags,
-    spec_from_tags,
-    spec_tags,
     sqlite_path,
     store_errors,
     to_record,
 )
-from himl_manifest.backends.protocol import (
+from himl_manifest.diagnostics import Diagnostic
+from himl_manifest.errors import CheckpointError, StoreError
+from himl_manifest.extras import require_train
+from himl_manifest.model import Lifecycle, RunRecord, RunStatus, parse_enum, with_cosmetic
+from himl_manifest.paths import project_root, tracking_uri
+from himl_manifest.records import (
     RUN_SPEC_FILE,
     TAG_CHECKPOINT_ARTIFACTS,
     TAG_ERROR,
@@ -78,13 +80,11 @@ from himl_manifest.backends.protocol import (
     recorded_checkpoints,
     run_experiment,
     run_folder_name,
+    spec_from_tags,
+    spec_tags,
     status_from_mlflow,
 )
-from himl_manifest.diagnostics import Diagnostic
-from himl_manifest.errors import CheckpointError, StoreError
-from himl_manifest.extras import require_train
-from himl_manifest.model import Lifecycle, RunRecord, RunStatus, parse_enum, with_cosmetic
-from himl_manifest.paths import project_root, tracking_uri
+from himl_manifest.records.select import chosen_attempt, upstream_run
 from himl_manifest.spec import RunSpec
 
 STATE_DIR = ".himl"
@@ -283,8 +283,7 @@ class LocalStore:
         """The newest attempt of a run name (a completed one first), or the run with that id."""
         records = [record for record, _ in self._records(reference)]
         if records:
-            completed = [r for r in records if r.status == RunStatus.COMPLETED]
-            return max(completed or records, key=lambda r: r.attempt)
+            return chosen_attempt(records)
         found = self.store.get(reference) if reference.isalnum() else None
         return to_record(found) if found is not None else None
 
@@ -348,9 +347,7 @@ class LocalStore:
 def _continued(attempts: list[tuple[RunRecord, Any]]) -> str | None:
     """The MLflow run id a resumed run continues: of the attempts of the run it resumes, the
     newest completed one, else the newest (the attempt :meth:`LocalStore.find_run` picks)."""
-    records = [record for record, _ in attempts]
-    completed = [r for r in records if r.status == RunStatus.COMPLETED]
-    chosen = max(completed or records, key=lambda r: r.attempt, default=None)
+    chosen = chosen_attempt([record for record, _ in attempts])
     return chosen.run_id if chosen is not None else None
 
 
@@ -413,7 +410,7 @@ class LocalBackend(LocalStore, BackendBase):
         self._pending.extend(batch)
         names = {job.name for job in self._pending} | set(self._external)
         for job in self._pending:
-            job.upstream = upstream_runs(job.run) & names
+            job.upstream = {upstream_run(job.run.spec) or ""} & names
         return outcomes
 
     def wait(

@@ -22,7 +22,9 @@ from pathlib import Path
 
 from himl_manifest.backends.base import Progress, ProgressCallback
 from himl_manifest.backends.local_store import Store
-from himl_manifest.backends.protocol import (
+from himl_manifest.model import NEVER_STARTED, UNSUCCESSFUL, RunStatus
+from himl_manifest.paths import TRACKING_URI_ENV
+from himl_manifest.records import (
     LOG_CAPTURED_ENV,
     LOG_FILE,
     MLFLOW_ACTIVE,
@@ -33,8 +35,6 @@ from himl_manifest.backends.protocol import (
     attempt_marker,
     status_from_mlflow,
 )
-from himl_manifest.model import NEVER_STARTED, UNSUCCESSFUL, RunStatus, checkpoint_source
-from himl_manifest.paths import TRACKING_URI_ENV
 from himl_manifest.spec import RunSpec
 
 #: Builds the command of one run from its spec file and output folder.
@@ -59,12 +59,6 @@ def himl_run_command(spec_file: Path, output_dir: Path) -> list[str]:
         "--output-dir",
         str(output_dir),
     ]
-
-
-def upstream_runs(run: RunSpec) -> set[str]:
-    """Run names whose checkpoints ``run`` starts from (``checkpoint.source.run``)."""
-    source = checkpoint_source(run.spec)
-    return {source.run_name} if source is not None and source.run_name else set()
 
 
 def log_tail(log: Path, marker: str | None = None) -> str:

@@ -27,7 +27,8 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from himl_manifest.backends.protocol import (
+from himl_manifest.model import Lifecycle
+from himl_manifest.records import (
     TAG_APPLY_ID,
     TAG_ATTEMPT,
     TAG_CHECKPOINTS,
@@ -42,7 +43,6 @@ from himl_manifest.backends.protocol import (
     TAG_SPEC_HASH,
     TAG_STATE,
 )
-from himl_manifest.model import Lifecycle
 
 #: The lifecycle stages ``search_runs`` returns with ``ViewType.ALL``.
 ALL_STAGES = ("active", "deleted")

@@ -5,8 +5,8 @@ Every MLflow or SQLAlchemy failure leaves this module as a :class:`~himl_manifes
 whose message names the tracking URI.
 
 Apply's local backend and the runner inside a job both reach MLflow through :class:`Store`, with
-the tag names and limits of :mod:`.protocol`. Tag values are capped at
-:data:`~.protocol.MAX_TAG_VALUE` characters, so the RunSpec JSON is stored in ``himl.spec``
+the tag names and limits of :mod:`himl_manifest.records`. Tag values are capped at
+:data:`~.records.MAX_TAG_VALUE` characters, so the RunSpec JSON is stored in ``himl.spec``
 when it fits and otherwise split over
 ``himl.spec.0``, ``himl.spec.1``, ... with ``himl.spec.parts`` giving the count: every record
 still comes back in the one bulk ``search_runs``.
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import re
 import sqlite3
@@ -26,9 +25,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
-from himl_manifest.backends.protocol import (
+from himl_manifest.errors import StoreError
+from himl_manifest.model import Lifecycle, RunRecord
+from himl_manifest.records import (
     MAX_PARAM_VALUE,
-    MAX_TAG_VALUE,
     TAG_APPLY_ID,
     TAG_ATTEMPT,
     TAG_DISPLAY_NAME,
@@ -43,9 +43,7 @@ from himl_manifest.backends.protocol import (
     TAG_RESUME_FROM,
     TAG_RUN_NAME,
     TAG_SEED,
-    TAG_SPEC,
     TAG_SPEC_HASH,
-    TAG_SPEC_PARTS,
     TAG_STARTED_AT,
     TAG_STATE,
     TAG_USER_PREFIX,
@@ -56,14 +54,14 @@ from himl_manifest.backends.protocol import (
     plain_tags,
     run_source_tags,
     seconds,
+    spec_tags,
+    spec_text,
     status_from_mlflow,
     stored_fold,
     stored_provenance,
     stored_state,
 )
-from himl_manifest.errors import ConfigError, StoreError
-from himl_manifest.model import Lifecycle, RunRecord
-from himl_manifest.spec import RunSpec, canonical_json
+from himl_manifest.spec import RunSpec
 
 #: Page size of bulk searches.
 PAGE_SIZE = 1000
@@ -180,35 +178,6 @@ def retrying(call: Callable[[], T], attempts: int = 8) -> T:
     raise AssertionError("unreachable")
 
 
-def spec_tags(run: RunSpec) -> dict[str, str]:
-    """The RunSpec JSON as one tag, or as numbered parts when it is too long for one."""
-    text = canonical_json(json.loads(run.to_json()))
-    if len(text) <= MAX_TAG_VALUE:
-        return {TAG_SPEC: text}
-    parts = [text[i : i + MAX_TAG_VALUE] for i in range(0, len(text), MAX_TAG_VALUE)]
-    tags = {f"{TAG_SPEC}.{i}": part for i, part in enumerate(parts)}
-    tags[TAG_SPEC_PARTS] = str(len(parts))
-    return tags
-
-
-def spec_text(tags: Mapping[str, str]) -> str:
-    """The stored RunSpec JSON ("" when there is none)."""
-    if TAG_SPEC_PARTS in tags:
-        count = _int(tags[TAG_SPEC_PARTS]) or 0
-        return "".join(tags.get(f"{TAG_SPEC}.{i}", "") for i in range(count))
-    return tags.get(TAG_SPEC, "")
-
-
-def spec_from_tags(tags: Mapping[str, str]) -> RunSpec | None:
-    text = spec_text(tags)
-    if not text:
-        return None
-    try:
-        return RunSpec.from_json(text)
-    except ConfigError:
-        return None
-
-
 def cosmetic_tags(run: RunSpec) -> dict[str, str]:
     """Display name, note and user tags: the fields `update` changes in place."""
     shown = run.spec.get("tracking", {}).get("display_name")
@@ -261,7 +230,7 @@ def to_record(mlflow_run: Any) -> RunRecord | None:
     (records written before the conda digest was a tag decode it here, once).
 
     ``has_checkpoint`` is what the store records (``himl.checkpoints``, written by the runner
-    each time it saves a checkpoint: :func:`.protocol.has_default_checkpoint`), never a look
+    each time it saves a checkpoint: :func:`~.records.has_default_checkpoint`), never a look
     at a disk, so every machine planning against the store sees the same.
 
     A light history run of :func:`.local_sql.read_managed_runs` (``full=False``) gives a light

@@ -31,7 +31,6 @@ from himl_manifest.backends.base import (
     SubmitOutcome,
     Submitted,
 )
-from himl_manifest.backends.protocol import listed, parse_run_reference, path_in_run
 from himl_manifest.errors import CheckpointError, StoreError
 from himl_manifest.model import (
     TERMINAL,
@@ -41,6 +40,8 @@ from himl_manifest.model import (
     parse_enum,
     with_cosmetic,
 )
+from himl_manifest.records import listed, parse_run_reference, path_in_run
+from himl_manifest.records.select import chosen_attempt, latest_attempts, named
 from himl_manifest.spec import RunSpec
 
 _INSTANCES = itertools.count(1)
@@ -141,9 +142,7 @@ class MemoryBackend(BackendBase):
         return []
 
     def find_run(self, reference: str) -> RunRecord | None:
-        found = [r for r in self._records.values() if reference in (r.run_name, r.run_id)]
-        completed = [r for r in found if r.status == RunStatus.COMPLETED]
-        return max(completed or found, key=lambda r: r.attempt, default=None)
+        return chosen_attempt(named(self._records.values(), reference))
 
     def resolve_checkpoint(self, reference: str) -> str:
         """The newest attempt's URI of the file: ``checkpoints/last.ckpt`` of a run that left a
@@ -240,7 +239,7 @@ class MemoryBackend(BackendBase):
         return keys
 
     def _latest(self, run_name: str) -> RunRecord:
-        return max((self._records[k] for k in self._keys(run_name)), key=lambda r: r.attempt)
+        return latest_attempts(self._records[k] for k in self._keys(run_name))[run_name]
 
     def _status(self, run: RunSpec, attempt: int) -> RunStatus:
         if run.run_name in self._outcomes:

@@ -18,10 +18,12 @@ from himl_manifest.model import (
     SERVICE_MAX_DESCRIPTION,
     SERVICE_MAX_NAME,
     SERVICE_MAX_TAGS,
+    WORKFLOW_FIELDS,
     checkpoint_source,
     seed_list,
 )
 from himl_manifest.paths import project_root
+from himl_manifest.records.tags import RESERVED_TAG_PREFIXES, reserved_tag
 
 #: Manifest fields holding a path that must stay inside the repository.
 LOCAL_PATH_FIELDS: tuple[tuple[str | int, ...], ...] = (
@@ -30,27 +32,6 @@ LOCAL_PATH_FIELDS: tuple[tuple[str | int, ...], ...] = (
     ("compute", "workspace_config"),
     ("checkpoint", "source", "path"),
 )
-
-#: Container fields the runner sets from a manifest section of their own (``_spec_overrides``
-#: of :mod:`himl_manifest.runner.settings`; a runner test holds the two equal), each with the
-#: manifest key that sets it. ``params`` may name none of them, nor a trainer option: otherwise
-#: ``params: {max_epochs: 50}`` would silently win over ``trainer: {max_epochs: 2}``.
-WORKFLOW_FIELDS: dict[str, str] = {
-    "random_seed": "seeds",
-    "different_seeds": "seeds",
-    "src_checkpoint": "checkpoint.source",
-    "src_checkpoint_sha256": "checkpoint.source.sha256",
-    "resume_training": "checkpoint.resume",
-    "run_inference_only": "mode: inference",
-    "azure_datasets": "datasets[].azure",
-    "local_datasets": "datasets[].local",
-    "dataset_mountpoints": "datasets[].mountpoint",
-    "experiment": "tracking.experiment",
-    "tag": "tracking.display_name",
-    "log_from_vm": "tracking.log_from_vm",
-    "crossval_count": "crossval.folds",
-    "crossval_index": "crossval.indices",
-}
 
 
 @dataclass(frozen=True)
@@ -211,8 +192,25 @@ def _check_one(
         )
     yield from _check_params(doc, sources)
     yield from _check_paths(doc)
+    yield from _check_tag_names(doc)
     if compute.get("target", "local") != "local":
         yield from _check_service_limits(doc)
+
+
+def _check_tag_names(doc: Document) -> Iterator[Finding]:
+    """A tag under a prefix the tool or a store owns (``himl.state``, ``mlflow.runName``,
+    ``azureml.*``) would overwrite the run's own state: refused at its key."""
+    tags = doc.data.get("tags")
+    for key in tags if isinstance(tags, dict) else ():
+        if reserved_tag(key):
+            yield Finding(
+                doc,
+                ("tags", key),
+                f"tag {key!r} is under a reserved prefix "
+                f"({', '.join(p + '*' for p in RESERVED_TAG_PREFIXES)})",
+                "these belong to the tool and the run store: choose another name",
+                key=True,
+            )
 
 
 def _check_service_limits(doc: Document) -> Iterator[Finding]:

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO, runtime_checkable
 
 from himl_manifest.backends.base import Backend
-from himl_manifest.backends.protocol import LOG_FILE, attempt_marker
 from himl_manifest.backends.routed import RoutedBackend
 from himl_manifest.errors import HimlError, StoreError
 from himl_manifest.model import RunRecord
 from himl_manifest.operations.runs import find_records
+from himl_manifest.records import LOG_FILE, attempt_marker
 
 #: Seconds between reads of a local log (and of the store's status) while following it.
 POLL_S = 1.0

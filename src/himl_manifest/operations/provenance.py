@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from himl_manifest.backends.protocol import strip_credentials
 from himl_manifest.errors import ConfigError
+from himl_manifest.records import strip_credentials
 
 #: Environment variables naming who applied, first found wins: an explicit override, then the
 #: actor of a CI run (GitHub Actions, GitLab CI, Azure Pipelines).

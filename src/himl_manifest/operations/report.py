@@ -32,6 +32,7 @@ from himl_manifest.backends.base import RunStore
 from himl_manifest.diagnostics import did_you_mean
 from himl_manifest.errors import ConfigError, ManifestError, UsageError
 from himl_manifest.model import Lifecycle, RunRecord
+from himl_manifest.records.select import latest_attempts, newest
 from himl_manifest.report.compare import Comparison, Gate, compare
 from himl_manifest.report.metrics import Directions
 from himl_manifest.report.model import (
@@ -61,11 +62,6 @@ class Selection:
     source: str
     wanted: list[Wanted]
     notes: list[str] = field(default_factory=list)
-
-
-def newest(records: Sequence[RunRecord]) -> RunRecord | None:
-    """The newest attempt (then the latest started) of some records."""
-    return max(records, key=lambda r: (r.attempt, r.start_time or 0.0), default=None)
 
 
 def from_manifests(
@@ -98,12 +94,9 @@ def from_manifests(
 
 def from_store(name: str, records: Sequence[RunRecord]) -> Selection:
     """The latest active runs of an experiment no manifest asks for, one per unit."""
-    latest: dict[str, RunRecord] = {}
-    for record in records:
-        if record.experiment == name and record.state == Lifecycle.ACTIVE:
-            known = latest.get(record.run_name)
-            if known is None or record.attempt > known.attempt:
-                latest[record.run_name] = record
+    latest = latest_attempts(
+        r for r in records if r.experiment == name and r.state == Lifecycle.ACTIVE
+    )
     per_unit: dict[Unit, RunRecord] = {}
     for record in latest.values():
         unit = unit_of(record)

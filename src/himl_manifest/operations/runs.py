@@ -17,12 +17,13 @@ which did not record their start, show alone).
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from himl_manifest.model import Lifecycle, RunRecord, RunStatus
+from himl_manifest.records.select import chosen_attempt, latest_attempts, named
 from himl_manifest.spec import RunSpec
 
 IN_SYNC = "in sync"
@@ -86,19 +87,11 @@ def sync_state(record: RunRecord, desired: Sequence[RunSpec] | None) -> str:
     return ORPHAN
 
 
-def latest_attempts(records: Iterable[RunRecord]) -> list[RunRecord]:
-    latest: dict[str, RunRecord] = {}
-    for record in records:
-        if record.run_name not in latest or record.attempt > latest[record.run_name].attempt:
-            latest[record.run_name] = record
-    return list(latest.values())
-
-
 def run_rows(
     records: Sequence[RunRecord], desired: Sequence[RunSpec] | None, *, show_all: bool = False
 ) -> list[RunRow]:
     """Rows for `himl runs`: the latest attempt of each live run, or every attempt (``all``)."""
-    chosen = list(records) if show_all else latest_attempts(records)
+    chosen = list(records) if show_all else list(latest_attempts(records).values())
     rows = []
     for record in chosen:
         if not show_all and record.state != Lifecycle.ACTIVE:
@@ -287,8 +280,8 @@ def plan_command(record: RunRecord, root: Path) -> Reproduce | None:
 def upstream_checkpoint(record: RunRecord, records: Sequence[RunRecord]) -> str | None:
     """The local checkpoint file ``record`` started or resumed from (its upstream run's, as
     the store names it), when that run is in ``records`` with a local run folder."""
-    from himl_manifest.backends.protocol import parse_run_reference
     from himl_manifest.model import checkpoint_source
+    from himl_manifest.records import parse_run_reference
 
     source = checkpoint_source(record.spec)
     reference = record.resume_from or (source.run_reference() if source is not None else None)
@@ -298,9 +291,7 @@ def upstream_checkpoint(record: RunRecord, records: Sequence[RunRecord]) -> str 
         name, inside = parse_run_reference(reference)
     except Exception:
         return None
-    found = [r for r in records if name in (r.run_name, r.run_id)]
-    completed = [r for r in found if r.status == RunStatus.COMPLETED and r.output_dir]
-    chosen = max(completed or found, key=lambda r: r.attempt, default=None)
+    chosen = chosen_attempt([r for r in named(records, name) if r.output_dir])
     if chosen is None or not chosen.output_dir or "://" in chosen.output_dir:
         return None
     return str(Path(chosen.output_dir) / inside)

@@ -48,6 +48,7 @@ from himl_manifest.model import (
     cosmetic_view,
 )
 from himl_manifest.plan.model import Action, ExperimentStatus, FieldChange, Plan
+from himl_manifest.records.select import upstream_run
 from himl_manifest.spec import (
     HASH_VERSION,
     LEGACY_HASH_VERSION,
@@ -126,12 +127,6 @@ def retry_policy(run: RunSpec) -> tuple[bool, int]:
     return bool(policy.get("on_failure", False)), int(
         policy.get("max_attempts", DEFAULT_MAX_ATTEMPTS)
     )
-
-
-def upstream_run(run: RunSpec) -> str | None:
-    """The run whose checkpoint ``run`` starts from, when its source is another experiment."""
-    source = checkpoint_source(run.spec)
-    return source.run if source is not None and source.kind == "experiment" else None
 
 
 # --- the observed side, indexed once ----------------------------------------------------------
@@ -480,7 +475,7 @@ def _link(actions: list[Action]) -> list[Action]:
     by_name = {action.run_name: action for action in actions if action.run is not None}
     linked = []
     for action in actions:
-        upstream = upstream_run(action.run) if action.run is not None else None
+        upstream = upstream_run(action.run.spec) if action.run is not None else None
         source = by_name.get(upstream) if upstream else None
         if source is not None and source.kind in _UPSTREAM_PENDING:
             action = replace(action, depends_on=(source.run_name,))

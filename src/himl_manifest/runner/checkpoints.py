@@ -6,7 +6,7 @@
   plain http to the loopback address when ``HIML_ALLOW_HTTP_LOOPBACK=1`` (tests).
 - ``<run>[:<path>]`` is a run of the run store, resolved by the store itself
   (:meth:`himl_manifest.backends.base.RunStore.resolve_checkpoint`, the same rules apply uses:
-  :func:`himl_manifest.backends.protocol.path_in_run`).
+  :func:`himl_manifest.records.path_in_run`).
 
 Anything else is a :class:`~himl_manifest.errors.CheckpointError`.
 """

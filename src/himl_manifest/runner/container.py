@@ -270,7 +270,7 @@ class LightningContainer:
     def effective_experiment(self) -> str:
         """The experiment name runs are recorded under: ``$HIML_EXPERIMENT_NAME``, else
         :attr:`experiment`, else the class name, made safe for the store (``a/b`` -> ``a_b``)."""
-        from himl_manifest.backends.protocol import experiment_name
+        from himl_manifest.records import experiment_name
 
         chosen = os.environ.get(EXPERIMENT_ENV) or self.experiment
         return experiment_name(chosen, type(self).__name__)

@@ -23,7 +23,13 @@ import traceback
 import warnings
 from pathlib import Path
 
-from himl_manifest.backends.protocol import (
+from himl_manifest.errors import (
+    CheckpointError,
+    ConfigError,
+    ContainerError,
+    HimlError,
+)
+from himl_manifest.records import (
     CHECKPOINT_DIR,
     LOG_FILE,
     TAG_CONTAINER,
@@ -32,12 +38,7 @@ from himl_manifest.backends.protocol import (
     TAG_RUN_NAME,
     display_name,
     one_off_run_name,
-)
-from himl_manifest.errors import (
-    CheckpointError,
-    ConfigError,
-    ContainerError,
-    HimlError,
+    plain_tags,
 )
 from himl_manifest.runner import checkpoints, outputs, tracking
 from himl_manifest.runner.container import LightningContainer, instantiate
@@ -370,7 +371,7 @@ def _write_records(
 
 def run_display_name(settings: RunSettings, container: LightningContainer) -> str:
     """The display name of a run the runner creates, by the one rule of
-    :func:`~himl_manifest.backends.protocol.display_name`: ``--tag`` (a spec's display name),
+    :func:`~himl_manifest.records.display_name`: ``--tag`` (a spec's display name),
     else the run name (a one-off run's: ``<experiment>-s<seed>``, and ``-f<fold>`` after it
     for a cross-validation fold)."""
     run_name = settings.run_name
@@ -396,7 +397,7 @@ def _start_tracking(
         TAG_CONTAINER: f"{type(container).__module__}.{type(container).__qualname__}",
         TAG_MODE: mode,
         **settings.tags,
-        **{str(k): str(v) for k, v in container.get_additional_tags().items()},
+        **plain_tags(container.get_additional_tags()),
     }
     if settings.run_name:
         tags[TAG_RUN_NAME] = settings.run_name

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from himl_manifest import paths
-from himl_manifest.backends.protocol import (
+from himl_manifest.records import (
     CHECKPOINT_DIR,
     LOG_CAPTURED_ENV,
     OUTPUTS_DIR,

@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from himl_manifest import paths
-from himl_manifest.backends.protocol import (
+from himl_manifest.errors import ConfigError, UsageError
+from himl_manifest.model import checkpoint_source
+from himl_manifest.records import (
     INPUT_CHECKPOINT,
     INPUT_DATASET_PREFIX,
     display_name,
+    plain_tags,
     run_experiment,
 )
-from himl_manifest.errors import ConfigError, UsageError
-from himl_manifest.model import checkpoint_source
 from himl_manifest.spec import CROSSVAL_COUNT, RunSpec
 
 TRAIN, INFERENCE, EVALUATION = "train", "inference", "evaluation"
@@ -283,7 +284,6 @@ def from_run_spec(
     compute = spec.get("compute", {})
     runner = spec.get("runner", {})
     target = str(compute.get("target", "local"))
-    tags = {str(k): str(v) for k, v in spec.get("tags", {}).items()}
     return RunSettings(
         model=str(spec["container"]),
         overrides=_spec_overrides(run, root, inputs),
@@ -297,7 +297,7 @@ def from_run_spec(
         tracking_uri=tracking_uri,
         output_dir=output_dir,
         run_name=run.run_name,
-        tags={**tags, "himl.compute_target": target},
+        tags={**plain_tags(spec.get("tags")), "himl.compute_target": target},
         source=json.loads(run.to_json()),
         origin=f"run spec {run.run_name}",
     )

@@ -43,8 +43,9 @@ from pathlib import Path
 from typing import Any
 
 from himl_manifest import paths
-from himl_manifest.backends.protocol import cap
 from himl_manifest.errors import ConfigError, UsageError
+from himl_manifest.model import WORKFLOW_FIELDS
+from himl_manifest.records import cap, plain_tags
 from himl_manifest.runner.container import LightningContainer, trainer_options
 from himl_manifest.runner.results import RunResult
 from himl_manifest.runner.settings import EVALUATION, INFERENCE, TRAIN, RunSettings
@@ -57,26 +58,6 @@ TAG_COMMANDLINE = "commandline_args"
 #: The tag holding the display name (hi-ml's name for it).
 TAG_TAG = "tag"
 DEBUG_ENV = "TORCH_DISTRIBUTED_DEBUG"
-#: Container fields a manifest sets from sections of its own, never through ``params``.
-_SECTION_FIELDS = frozenset(
-    {
-        "random_seed",
-        "different_seeds",
-        "src_checkpoint",
-        "src_checkpoint_sha256",
-        "src_checkpoint_trusted",
-        "resume_training",
-        "run_inference_only",
-        "azure_datasets",
-        "local_datasets",
-        "dataset_mountpoints",
-        "experiment",
-        "tag",
-        "log_from_vm",
-        "crossval_count",
-        "crossval_index",
-    }
-)
 _TAG_KEY = re.compile(r"[^A-Za-z0-9_.-]")
 _MAX_MANIFEST_TAG = 1000
 
@@ -154,7 +135,7 @@ def _tags(settings: RunSettings, container: LightningContainer) -> dict[str, str
         TAG_COMMANDLINE: cap(" ".join(settings.argv), _MAX_MANIFEST_TAG),
         TAG_TAG: cap(container.tag, _MAX_MANIFEST_TAG),
     }
-    for key, value in container.get_additional_tags().items():
+    for key, value in plain_tags(container.get_additional_tags()).items():
         name = _TAG_KEY.sub("_", str(key))[:64] or "_"
         tags[name] = cap(value, _MAX_MANIFEST_TAG)
     return {k: v for k, v in tags.items() if v != ""}
@@ -169,7 +150,7 @@ def manifest_of(settings: RunSettings, container: LightningContainer, root: Path
     overrides = {k: _plain(v) for k, v in settings.overrides.items()}
     trainer = {k: v for k, v in overrides.items() if k in trainer_names}
     params = {
-        k: v for k, v in overrides.items() if k not in trainer_names and k not in _SECTION_FIELDS
+        k: v for k, v in overrides.items() if k not in trainer_names and k not in WORKFLOW_FIELDS
     }
     cls = type(container)
     if settings.mode == EVALUATION:

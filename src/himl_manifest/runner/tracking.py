@@ -6,7 +6,7 @@ unless ``MLFLOW_TRACKING_URI`` or ``--tracking_uri`` says otherwise). ``--tracki
 
 Everything goes through the run-store protocol that apply uses too
 (:class:`himl_manifest.backends.local_store.Store`, tag names and limits of
-:mod:`himl_manifest.backends.protocol`), so a run looks the same whoever wrote it last. When
+:mod:`himl_manifest.records`), so a run looks the same whoever wrote it last. When
 ``MLFLOW_RUN_ID`` is set (apply pre-creates the record and passes its id) the runner logs into
 that run, creates no other and leaves its name alone. The run ends FINISHED on success; on
 failure FAILED, with the last lines of the runner log in tag ``himl.error_tail``.
@@ -59,7 +59,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from himl_manifest import paths
-from himl_manifest.backends.protocol import (
+from himl_manifest.errors import ConfigError, StoreError
+from himl_manifest.records import (
     CHECKPOINT_DIR,
     MAX_TAG_VALUE,
     TAG_CHECKPOINT_ARTIFACTS,
@@ -74,7 +75,6 @@ from himl_manifest.backends.protocol import (
     path_in_run,
     source_tags,
 )
-from himl_manifest.errors import ConfigError, StoreError
 
 TRACKING_ENV = "HIML_TRACKING"
 RUN_ID_ENV = "MLFLOW_RUN_ID"

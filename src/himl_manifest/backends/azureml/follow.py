@@ -19,8 +19,8 @@ from typing import Any, Protocol, TextIO
 from himl_manifest.backends.azureml.records import JobFacts
 from himl_manifest.backends.azureml.workspace import Timeouts, Workspace, azure_errors
 from himl_manifest.backends.base import MetricHistories
-from himl_manifest.backends.protocol import AZUREML_TERMINAL, LOG_FILE, OUTPUTS_DIR
 from himl_manifest.errors import BackendUnavailable, StoreError
+from himl_manifest.records import AZUREML_TERMINAL, LOG_FILE, OUTPUTS_DIR
 
 
 class FollowedBackend(Protocol):

@@ -7,7 +7,7 @@ SDK; :func:`build_command_job` alone imports azure-ai-ml, and turns that data in
 - name: :func:`job_name` (attempt 1: the run name, the idempotency key; attempt N:
   ``<run name>-a<N>``, since properties are add-only and the SDK stamps git facts on each
   submission);
-- experiment and display name from :mod:`..protocol`, set on the final job (the ``command()``
+- experiment and display name from :mod:`~himl_manifest.records`, set on the job (the ``command()``
   node drops ``experiment_name``);
 - the run spec reaches the job as the environment variable :data:`RUN_SPEC_ENV` (compact
   JSON, at most :data:`MAX_RUN_SPEC_ENV` characters), read by
@@ -27,7 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from himl_manifest.backends.protocol import (
+from himl_manifest.errors import ConfigError
+from himl_manifest.model import (
+    SERVICE_MAX_DESCRIPTION,
+    SERVICE_MAX_VALUE,
+    Lifecycle,
+    checkpoint_source,
+)
+from himl_manifest.records import (
     INPUT_CHECKPOINT,
     INPUT_DATASET_PREFIX,
     OUTPUTS_DIR,
@@ -41,13 +48,6 @@ from himl_manifest.backends.protocol import (
     identity_facts,
     parse_run_reference,
     run_experiment,
-)
-from himl_manifest.errors import ConfigError
-from himl_manifest.model import (
-    SERVICE_MAX_DESCRIPTION,
-    SERVICE_MAX_VALUE,
-    Lifecycle,
-    checkpoint_source,
 )
 from himl_manifest.spec import RunSpec, canonical_json, find_conda_file
 
@@ -235,7 +235,7 @@ def job_display_name(run: RunSpec) -> str:
 
 
 def job_experiment(run: RunSpec) -> str:
-    """The job's experiment: the same rule as the local store's (:func:`..protocol.run_experiment`:
+    """The job's experiment: the same rule as the local store's (:func:`~.records.run_experiment`:
     ``tracking.experiment``, else the manifest's experiment name)."""
     return run_experiment(run)
 

@@ -8,7 +8,7 @@
   (which cosmetic fields to read from the job itself after an in-place update; a JSON overlay on
   jobs of earlier versions), and what the runner writes in the job (``himl.checkpoints``,
   ``himl.error_tail``);
-- the job's status (mapped by :func:`..protocol.status_from_azureml`) and whether it is
+- the job's status (mapped by :func:`himl_manifest.records.status_from_azureml`) and whether it is
   archived.
 
 :class:`JobFacts` is what a record needs of one job, read from the listing's JSON or from an
@@ -27,8 +27,8 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from himl_manifest.backends.azureml.jobs import RUN_SPEC_ENV
-from himl_manifest.backends.local_store import spec_text
-from himl_manifest.backends.protocol import (
+from himl_manifest.model import RunRecord, RunStatus, cosmetic_view, with_cosmetic
+from himl_manifest.records import (
     OUTPUTS_DIR,
     TAG_ATTEMPT,
     TAG_CHECKPOINTS,
@@ -44,12 +44,12 @@ from himl_manifest.backends.protocol import (
     TAG_SPEC_HASH,
     TAG_USER_PREFIX,
     path_in_run,
+    spec_text,
     status_from_azureml,
     stored_fold,
     stored_provenance,
     stored_state,
 )
-from himl_manifest.model import RunRecord, RunStatus, cosmetic_view, with_cosmetic
 from himl_manifest.spec import RunSpec, canonical_json
 
 

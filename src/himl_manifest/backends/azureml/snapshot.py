@@ -146,8 +146,8 @@ def own_paths(project_root: Path) -> list[Path]:
     store (``mlflow.db`` and SQLite's side files), its state folder (``.himl/``), MLflow's
     artifact folder and the run folders (the outputs root). Each would change the snapshot's
     hash on every local run, so every job would upload its code anew."""
-    from himl_manifest.backends.protocol import outputs_root
     from himl_manifest.paths import STORE_FILE
+    from himl_manifest.records import outputs_root
 
     root = project_root.resolve()
     store = [root / f"{STORE_FILE}{suffix}" for suffix in ("", "-journal", "-wal", "-shm")]

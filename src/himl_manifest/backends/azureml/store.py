@@ -50,8 +50,14 @@ from himl_manifest.backends.base import (
     SubmitOutcome,
     Submitted,
 )
-from himl_manifest.backends.local_store import spec_text
-from himl_manifest.backends.protocol import (
+from himl_manifest.diagnostics import Diagnostic
+from himl_manifest.errors import CheckpointError, StoreError
+from himl_manifest.model import (
+    Lifecycle,
+    RunRecord,
+    parse_enum,
+)
+from himl_manifest.records import (
     AZUREML_TERMINAL,
     TAG_COSMETIC,
     TAG_MANAGED,
@@ -61,16 +67,10 @@ from himl_manifest.backends.protocol import (
     listed,
     parse_run_reference,
     path_in_run,
+    spec_text,
     status_from_azureml,
 )
-from himl_manifest.diagnostics import Diagnostic
-from himl_manifest.errors import CheckpointError, StoreError
-from himl_manifest.model import (
-    Lifecycle,
-    RunRecord,
-    RunStatus,
-    parse_enum,
-)
+from himl_manifest.records.select import chosen_attempt, latest_attempts
 from himl_manifest.spec import RunSpec
 
 if TYPE_CHECKING:
@@ -498,12 +498,8 @@ class AzureMLBackend(BackendBase):
     ) -> list[RunRecord]:
         """Poll the latest attempt of each run (``jobs.get``) until every one has ended."""
         wanted = set(run_names)
-        latest: dict[str, RunRecord] = {}
-        for record in self._records("listing the runs to wait for"):
-            if record.run_name in wanted:
-                best = latest.get(record.run_name)
-                if best is None or record.attempt > best.attempt:
-                    latest[record.run_name] = record
+        listing = self._records("listing the runs to wait for")
+        latest = latest_attempts(r for r in listing if r.run_name in wanted)
         pending = {name: record.run_id for name, record in latest.items()}
         seen: dict[str, str] = {}
         while pending:
@@ -541,9 +537,7 @@ class AzureMLBackend(BackendBase):
 
 def _preferred(records: Iterable[RunRecord]) -> RunRecord | None:
     """The newest completed attempt, else the newest."""
-    found = list(records)
-    completed = [r for r in found if r.status == RunStatus.COMPLETED]
-    return max(completed or found, key=lambda r: r.attempt, default=None)
+    return chosen_attempt(list(records))
 
 
 __all__ = [
