@@ -19,7 +19,8 @@ import pytest
 from himl_manifest.apply.execute import execute
 from himl_manifest.backends.base import Capabilities, SubmissionStopped, Submitted
 from himl_manifest.backends.memory import MemoryBackend
-from himl_manifest.backends.routed import AZUREML, LOCAL, RoutedBackend
+from himl_manifest.backends.registry import AZUREML, LOCAL
+from himl_manifest.backends.routed import RoutedBackend
 from himl_manifest.errors import StoreError
 from himl_manifest.manifest.build import normalize
 from himl_manifest.model import ActionKind, RunStatus

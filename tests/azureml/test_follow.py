@@ -28,7 +28,8 @@ from test_e2e import commit, init_repo, write_manifest
 from himl_manifest.backends.azureml.follow import log_files
 from himl_manifest.backends.azureml.store import AzureMLBackend
 from himl_manifest.backends.memory import MemoryBackend
-from himl_manifest.backends.routed import AZUREML, LOCAL, RoutedBackend
+from himl_manifest.backends.registry import AZUREML, LOCAL
+from himl_manifest.backends.routed import RoutedBackend
 from himl_manifest.cli.main import cli, run_cli
 from himl_manifest.errors import StoreError
 from himl_manifest.model import RunStatus

@@ -7,7 +7,9 @@ from backend_helpers import MakeRuns
 
 from himl_manifest.backends.base import SubmitOutcome
 from himl_manifest.backends.memory import MemoryBackend
-from himl_manifest.backends.routed import AZUREML, LOCAL, RoutedBackend, route
+from himl_manifest.backends.registry import AZUREML, LOCAL
+from himl_manifest.backends.registry import placement as route
+from himl_manifest.backends.routed import RoutedBackend
 from himl_manifest.errors import ConfigError
 from himl_manifest.model import Lifecycle, RunStatus
 

@@ -94,9 +94,10 @@ def test_a_parameter_cannot_mark_a_checkpoint_trusted(tmp_path: Path) -> None:
     run = run_spec(checkpoint={"source": source}, params={"src_checkpoint_trusted": True})
     with pytest.raises(ConfigError, match=r"set it with `checkpoint.source.trusted`"):
         from_run_spec(run, root=tmp_path)
-    assert "src_checkpoint_trusted" not in from_run_spec(
-        run_spec(checkpoint={"source": source}), root=tmp_path
-    ).overrides
+    assert (
+        "src_checkpoint_trusted"
+        not in from_run_spec(run_spec(checkpoint={"source": source}), root=tmp_path).overrides
+    )
 
 
 def test_workflow_fields_are_container_fields() -> None:

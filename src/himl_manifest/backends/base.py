@@ -20,22 +20,24 @@ An **executor** (:class:`Executor`) starts runs and reports on them:
   as long as the process that waits (:attr:`Capabilities.waits_locally`: local processes) must be
   waited for; for one whose runs live elsewhere (Azure ML), waiting is optional.
 
-A :class:`Backend` is both roles over one store: what ``himl apply`` needs. The runner inside a
-job uses the store role alone (for ``run:`` checkpoint references). Every implementation is held
-to the same behaviour by ``tests/backends/test_contract.py``.
+A :class:`Backend` is both roles over one store: what ``himl apply`` needs. Every
+implementation is held to the same behaviour by ``tests/backends/test_contract.py``.
 
-Implementations: :mod:`.memory` (in-process, for tests and demos) and :mod:`.local` (MLflow
-tracking store + local worker processes).
+Implementations: :mod:`.local` (MLflow tracking store + local worker processes),
+:mod:`.azureml` (an Azure ML workspace), :mod:`.routed` (each run to the executor kind
+:func:`.registry.placement` names) and :mod:`.memory` (in-process, for tests and demos); the
+executor kinds are registered in :mod:`.registry`. Optional behaviour is a hook of
+:class:`BackendBase` with a default, never an ``isinstance`` test in the layers above.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TextIO
 
 from himl_manifest.diagnostics import Diagnostic
-from himl_manifest.errors import HimlError
+from himl_manifest.errors import HimlError, StoreError
 from himl_manifest.model import Lifecycle, RunRecord, RunStatus, _StrEnum
 from himl_manifest.spec import RunSpec
 
@@ -108,8 +110,11 @@ class Capabilities:
 
     #: Runs execute only while the submitting process waits for them (local processes).
     waits_locally: bool
-    #: Runs may span several nodes (``compute.num_nodes`` > 1).
+    #: Runs may span several nodes (``compute.num_nodes`` > 1); pre-flight refuses others.
     multi_node: bool = False
+    #: The backend fetches the log of a run whose folder is not on this machine
+    #: (:meth:`Backend.job_log`; a local run's log is its folder's ``runner.log``).
+    logs: bool = False
 
 
 class RunStore(Protocol):
@@ -203,6 +208,11 @@ class Backend(RunStore, Executor, Protocol):
         """The capabilities of the executor ``run`` goes to."""
         ...
 
+    def job_log(self, record: RunRecord, *, follow: bool, out: TextIO) -> None:
+        """Write the log of ``record``'s job to ``out`` (``follow``: until it ends), for a
+        backend with :attr:`Capabilities.logs`; StoreError otherwise."""
+        ...
+
 
 class BackendBase:
     """The optional hooks of :class:`Backend`, with the defaults of a backend that has
@@ -225,3 +235,10 @@ class BackendBase:
 
     def capabilities_of(self, run: RunSpec) -> Capabilities:
         return self.capabilities
+
+    def job_log(self, record: RunRecord, *, follow: bool, out: TextIO) -> None:
+        where = record.url or record.output_dir or "-"
+        raise StoreError(
+            f"run {record.run_name}: its log is not on this machine ({where}) and the backend "
+            "that holds it cannot fetch logs"
+        )

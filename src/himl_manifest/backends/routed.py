@@ -1,18 +1,18 @@
-"""One backend over several: each run goes where its manifest's ``compute.target`` says.
+"""One backend over several: each run goes to the executor kind its placement names.
 
-``compute.target: local`` runs here (the local backend); any other target is an Azure ML
-compute cluster (the Azure ML backend). One plan covers both: :meth:`RoutedBackend.list_runs`
-reads every store once, :meth:`RoutedBackend.submit` hands each run to its own executor, and
-metadata and lifecycle changes go to the store that holds the run.
+Where a run executes is decided by :func:`~.registry.placement` (``compute.target: local``
+here, any other target a cluster of the remote kind). One plan covers every kind:
+:meth:`RoutedBackend.list_runs` reads every store once, :meth:`RoutedBackend.submit` hands each
+run to its own executor, and metadata and lifecycle changes go to the store that holds the run.
 
-It knows nothing of either backend: it routes by a function of the run spec (:func:`route`)
-over named backends, so the contract suite holds it to the same behaviour over two in-memory
-backends.
+It knows no backend: it routes by a function of the run spec over named backends, so the
+contract suite holds it to the same behaviour over two in-memory backends.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import TextIO
 
 from himl_manifest.backends.base import (
     Backend,
@@ -23,19 +23,11 @@ from himl_manifest.backends.base import (
     SubmissionStopped,
     Submitted,
 )
+from himl_manifest.backends.registry import placement, target_of
 from himl_manifest.diagnostics import Diagnostic
 from himl_manifest.errors import CheckpointError, ConfigError, HimlError, StoreError
 from himl_manifest.model import Lifecycle, RunRecord, parse_enum
 from himl_manifest.spec import RunSpec
-
-LOCAL = "local"
-AZUREML = "azureml"
-
-
-def route(run: RunSpec) -> str:
-    """Where a run executes: ``local`` for ``compute.target: local``, else ``azureml``."""
-    compute = run.spec.get("compute") or {}
-    return LOCAL if compute.get("target", LOCAL) == LOCAL else AZUREML
 
 
 class RoutedBackend(BackendBase):
@@ -45,7 +37,7 @@ class RoutedBackend(BackendBase):
         self,
         backends: Mapping[str, Backend],
         *,
-        route_of: Callable[[RunSpec], str] = route,
+        route_of: Callable[[RunSpec], str] = placement,
         missing: Mapping[str, str] | None = None,
     ) -> None:
         if not backends:
@@ -58,6 +50,7 @@ class RoutedBackend(BackendBase):
         self.capabilities = Capabilities(
             waits_locally=any(b.capabilities.waits_locally for b in self.backends.values()),
             multi_node=all(b.capabilities.multi_node for b in self.backends.values()),
+            logs=any(b.capabilities.logs for b in self.backends.values()),
         )
         self._holder: dict[str, str] = {}  # run name -> backend that holds it
 
@@ -67,8 +60,9 @@ class RoutedBackend(BackendBase):
         kind = self.route_of(run)
         if kind not in self.backends:
             why = self.missing.get(kind, f"no {kind} backend is configured")
-            target = (run.spec.get("compute") or {}).get("target", LOCAL)
-            raise ConfigError(f"{run.run_name}: compute.target {target!r} needs {kind}: {why}")
+            raise ConfigError(
+                f"{run.run_name}: compute.target {target_of(run)!r} needs {kind}: {why}"
+            )
         return self.backends[kind]
 
     def placement(self, run: RunSpec) -> str:
@@ -155,6 +149,21 @@ class RoutedBackend(BackendBase):
 
     def read_warnings(self) -> list[str]:
         return [w for _, backend in sorted(self.backends.items()) for w in backend.read_warnings()]
+
+    def job_log(self, record: RunRecord, *, follow: bool, out: TextIO) -> None:
+        """The log of ``record``'s job, from the part that holds it."""
+        holders = [b for b in self._holding(record.run_name) if b.capabilities.logs]
+        if not holders:
+            BackendBase.job_log(self, record, follow=follow, out=out)
+        last: StoreError | None = None
+        for backend in holders:
+            try:
+                backend.job_log(record, follow=follow, out=out)
+                return
+            except StoreError as exc:
+                last = exc
+        assert last is not None
+        raise last
 
     # -- the executor ------------------------------------------------------------------------
 

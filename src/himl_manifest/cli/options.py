@@ -28,12 +28,12 @@ def backend_options(function: F) -> F:
     function = click.option("--tracking-uri", help="MLflow tracking URI of the local run store.")(
         function
     )
-    from himl_manifest.backends.registry import BACKENDS, HIDDEN_BACKENDS
+    from himl_manifest.backends.registry import HIDDEN_BACKENDS, backends
 
     function = click.option(
         "--backend",
         "backend_name",
-        type=_Backends([*BACKENDS, *HIDDEN_BACKENDS]),
+        type=_Backends([*backends(), *HIDDEN_BACKENDS]),
         default="auto",
         show_default=True,
         help="Where runs are recorded and executed: auto (local, plus Azure ML when a workspace is "
@@ -46,6 +46,6 @@ class _Backends(click.Choice):  # type: ignore[type-arg]
     """Accepts every registered backend, lists only those offered to users."""
 
     def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
-        from himl_manifest.backends.registry import BACKENDS
+        from himl_manifest.backends.registry import backends
 
-        return "[" + "|".join(BACKENDS) + "]"
+        return "[" + "|".join(backends()) + "]"

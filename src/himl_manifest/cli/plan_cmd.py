@@ -69,13 +69,13 @@ def plan(
     color: bool | None,
 ) -> int:
     """Compare manifests (default: experiments/) with the runs that exist; print the actions."""
-    from himl_manifest.operations.plan import make_plan
+    from himl_manifest.operations.plan import load, plan_against
     from himl_manifest.plan.render import render
 
-    result = make_plan(
-        paths or (Path("experiments"),),
-        # opened only once the manifests are valid: an invalid one creates no store
-        lambda: open_backend(backend_name, tracking_uri),
+    desired = load(paths or (Path("experiments"),))  # an invalid manifest opens no store
+    result = plan_against(
+        desired,
+        open_backend(backend_name, tracking_uri),
         retry_failed=retry_failed,
         targets=targets or None,
         replace_runs=replace_runs,

@@ -16,10 +16,11 @@ from himl_manifest.backends.base import Backend, ProgressCallback
 from himl_manifest.diagnostics import Diagnostic
 from himl_manifest.errors import ConfigError, UsageError
 from himl_manifest.model import CHANGING, SUBMITTING, ActionKind
-from himl_manifest.operations.plan import DEFAULT_PATHS, check_fresh, make_plan
+from himl_manifest.operations.plan import DEFAULT_PATHS, check_fresh, load, plan_against
 from himl_manifest.operations.provenance import gather, refuse_dirty
 from himl_manifest.paths import project_root
 from himl_manifest.plan.model import Plan
+from himl_manifest.spec import RunSpec
 
 
 def saved_plan(paths: Sequence[Path]) -> Plan | None:
@@ -75,20 +76,16 @@ def prepare(
     or waiting for a store."""
     saved = saved_plan(paths)
     if saved is None:
-        opened: list[Backend] = []
-
-        def opener() -> Backend:
-            opened.append(open_backend())
-            return opened[-1]
-
-        plan = make_plan(
-            paths or [Path(p) for p in DEFAULT_PATHS],
-            opener,
+        desired = load(paths or [Path(p) for p in DEFAULT_PATHS])
+        backend = open_backend()
+        plan = plan_against(
+            desired,
+            backend,
             retry_failed=retry_failed,
             targets=targets or None,
             replace_runs=replace_runs,
         )
-        return plan, opened[0]
+        return plan, backend
     if targets or retry_failed or replace_runs:
         raise UsageError(
             "--target, --retry-failed and --replace are fixed by a saved plan: plan again "
@@ -114,7 +111,29 @@ def preflight(plan: Plan, backend: Backend, root: Path | None = None) -> list[Di
     expected = {
         a.run_name for a in plan.actions if a.kind in SUBMITTING or a.kind == ActionKind.WAIT
     }
-    return locate(backend.preflight(runs, expected=expected), root or project_root())
+    found = [*_capability_problems(runs, backend), *backend.preflight(runs, expected=expected)]
+    return locate(found, root or project_root())
+
+
+def _capability_problems(runs: Sequence[RunSpec], backend: Backend) -> list[Diagnostic]:
+    """What a run asks of its executor that the executor cannot do (several nodes)."""
+    problems = []
+    for run in runs:
+        nodes = int((run.spec.get("compute") or {}).get("num_nodes", 1))
+        if nodes > 1 and not backend.capabilities_of(run).multi_node:
+            problems.append(
+                Diagnostic(
+                    run.manifest_path or "<run spec>",
+                    0,
+                    0,
+                    "compute.num_nodes",
+                    f"{run.run_name}: {nodes} nodes, but its executor "
+                    f"({backend.placement(run)}) runs a run on one node",
+                    "set compute.num_nodes: 1, or a target whose executor runs several nodes",
+                    "preflight",
+                )
+            )
+    return problems
 
 
 def runs_elsewhere(plan: Plan, backend: Backend) -> list[str]:

@@ -6,8 +6,9 @@ A run's log is its newest attempt's:
   executor writes when it starts that attempt (``===== himl: attempt N of <run> =====``; a retry
   reuses the run folder, so earlier attempts' lines come before it). ``follow`` tails the file
   until the run ends, polling the run store for its status;
-- **in Azure ML**: through the SDK, by the backend that holds the run (its ``job_log``:
-  ``jobs.stream`` to follow, ``jobs.download`` of an ended job's logs otherwise).
+- **elsewhere**: fetched by the backend that holds the run (:meth:`~.base.Backend.job_log`, for
+  a backend with the ``logs`` capability; Azure ML: ``jobs.stream`` to follow, ``jobs.download``
+  of an ended job's logs otherwise).
 
 No printing here apart from the log itself, written to the stream the caller gives.
 """
@@ -17,10 +18,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, TextIO, runtime_checkable
+from typing import TextIO
 
 from himl_manifest.backends.base import Backend
-from himl_manifest.backends.routed import RoutedBackend
 from himl_manifest.errors import HimlError, StoreError
 from himl_manifest.model import RunRecord
 from himl_manifest.operations.runs import find_records
@@ -28,13 +28,6 @@ from himl_manifest.records import LOG_FILE, attempt_marker
 
 #: Seconds between reads of a local log (and of the store's status) while following it.
 POLL_S = 1.0
-
-
-@runtime_checkable
-class LogSource(Protocol):
-    """A backend whose runs' logs live elsewhere and are fetched through it (Azure ML)."""
-
-    def job_log(self, job_name: str, *, follow: bool, out: TextIO) -> None: ...
 
 
 def newest_attempt(backend: Backend, reference: str) -> RunRecord:
@@ -48,20 +41,6 @@ def newest_attempt(backend: Backend, reference: str) -> RunRecord:
 def is_local(record: RunRecord) -> bool:
     """Whether the record's run folder is a folder of this machine (not a URI)."""
     return bool(record.output_dir) and "://" not in str(record.output_dir)
-
-
-def _parts(backend: Backend) -> list[Any]:
-    if isinstance(backend, RoutedBackend):
-        return list(backend.backends.values())
-    return [backend]
-
-
-def log_source(backend: Backend) -> LogSource | None:
-    """The backend (or the routed backend's part) that serves remote runs' logs, if any."""
-    for part in _parts(backend):
-        if isinstance(part, LogSource):
-            return part
-    return None
 
 
 def marker(record: RunRecord) -> str:
@@ -88,17 +67,10 @@ def write_log(
         return _local_log(
             backend, record, out, follow=follow, poll_s=poll_s, sleep=sleep, note=note
         )
-    source = log_source(backend)
-    if source is None:
-        where = record.url or record.output_dir or "-"
-        raise StoreError(
-            f"run {record.run_name}: its log is not on this machine ({where}) and the backend "
-            "that holds it cannot fetch logs"
-        )
     if record.url:
         note(f"{record.run_name} attempt {record.attempt}: job {record.run_id}, {record.url}")
     try:
-        source.job_log(record.run_id, follow=follow, out=out)
+        backend.job_log(record, follow=follow, out=out)
     except StoreError as exc:
         if not record.url or record.url in str(exc):
             raise

@@ -7,11 +7,10 @@ them into run specs, reads the store ONCE (``backend.list_runs()``), and calls t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import replace
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
 from os import PathLike
 from pathlib import Path
-from typing import cast
 
 from himl_manifest.backends.base import Backend
 from himl_manifest.errors import StalePlanError, UsageError
@@ -37,38 +36,72 @@ def desired_runs(
     return expand(experiments, warnings=warnings)
 
 
+@dataclass(frozen=True)
+class Desired:
+    """What the manifests under ``paths`` ask for: their run specs, and what the user should
+    know about their code (uncommitted changes, ...)."""
+
+    paths: list[str]
+    runs: list[RunSpec]
+    warnings: list[str]
+
+
+def load(paths: Sequence[str | PathLike[str]]) -> Desired:
+    """Load, validate and expand the manifests under ``paths`` (ManifestError: every problem of
+    every file). First in every plan: invalid manifests are reported before any store is
+    opened or created."""
+    chosen = [str(p) for p in (paths or DEFAULT_PATHS)]
+    warnings: list[str] = []
+    return Desired(chosen, desired_runs(chosen, warnings=warnings), warnings)
+
+
 def make_plan(
     paths: Sequence[str | PathLike[str]],
-    backend: Backend | Callable[[], Backend],
+    backend: Backend,
     *,
     retry_failed: bool = False,
     targets: Collection[str] | None = None,
     replace_runs: Sequence[str] = (),
 ) -> Plan:
-    """Plan the manifests under ``paths`` against ``backend``'s run store (one bulk read).
+    """Plan the manifests under ``paths`` against ``backend``'s run store (one bulk read):
+    :func:`load`, then :func:`plan_against`."""
+    return plan_against(
+        load(paths),
+        backend,
+        retry_failed=retry_failed,
+        targets=targets,
+        replace_runs=replace_runs,
+    )
 
-    ``backend`` may be a function that opens one: it is called only once the manifests are
-    valid, so invalid manifests are reported without creating or waiting for a store.
+
+def plan_against(
+    desired: Desired,
+    backend: Backend,
+    *,
+    retry_failed: bool = False,
+    targets: Collection[str] | None = None,
+    replace_runs: Sequence[str] = (),
+) -> Plan:
+    """Plan ``desired`` against ``backend``'s run store (one bulk read).
+
     ``replace_runs`` (``--replace``): run names, experiments or ``experiment:seed`` that get a
     new run whatever the plan would say; one that names nothing is a UsageError.
     ``plan.meta`` records what the plan was made from, so that :func:`check_fresh` can make it
     again: ``paths`` (as given), ``backend`` (its name), ``retry_failed``, ``targets`` and
     ``replace``.
     """
-    paths = [str(p) for p in (paths or DEFAULT_PATHS)]
-    warnings: list[str] = []
-    desired = desired_runs(paths, warnings=warnings)  # first: a ManifestError opens no store
-    backend = _opened(backend)
+    paths, runs = desired.paths, desired.runs
+    warnings = list(desired.warnings)
     # what the plan needs of the store: every active record, and of history only the attempts
     # of the runs it may submit
-    observed = backend.list_runs(full=False, history_of={run.run_name for run in desired})
+    observed = backend.list_runs(full=False, history_of={run.run_name for run in runs})
     warnings += backend.read_warnings()
-    observed = within_paths(observed, paths, desired)
+    observed = within_paths(observed, paths, runs)
     if targets is not None:
-        _check_targets(targets, desired, [r.experiment for r in observed])
-    forced = replace_keys(replace_runs, desired, observed)
+        _check_targets(targets, runs, [r.experiment for r in observed])
+    forced = replace_keys(replace_runs, runs, observed)
     result = plan_runs(
-        desired,
+        runs,
         observed,
         retry_failed=retry_failed,
         targets=targets,
@@ -123,13 +156,6 @@ def replace_keys(
             "manifests" + (f" ({hint})" if hint else "")
         )
     return forced
-
-
-def _opened(backend: Backend | Callable[[], Backend]) -> Backend:
-    """``backend`` itself, or the backend that the function ``backend`` opens."""
-    if callable(backend) and not hasattr(backend, "list_runs"):
-        return backend()
-    return cast("Backend", backend)
 
 
 def check_fresh(plan: Plan, backend: Backend) -> None:

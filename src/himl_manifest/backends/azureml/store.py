@@ -146,7 +146,7 @@ class AzureMLBackend(BackendBase):
     ``HIML_AZUREML_POLL_S``, else 30)."""
 
     name = "azureml"
-    capabilities = Capabilities(waits_locally=False, multi_node=True)
+    capabilities = Capabilities(waits_locally=False, multi_node=True, logs=True)
 
     def __init__(
         self,
@@ -520,8 +520,10 @@ class AzureMLBackend(BackendBase):
 
     # --- logs ----------------------------------------------------------------------------------
 
-    def job_log(self, job_name: str, *, follow: bool, out: TextIO) -> None:
-        """Write the log of job ``job_name`` to ``out`` (:func:`.follow.job_log`)."""
+    def job_log(self, record: RunRecord | str, *, follow: bool, out: TextIO) -> None:
+        """Write the log of ``record``'s job (or the job named so) to ``out``
+        (:func:`.follow.job_log`)."""
+        job_name = record if isinstance(record, str) else record.run_id
         from himl_manifest.backends.azureml.follow import job_log
 
         job_log(self, job_name, follow=follow, out=out)
