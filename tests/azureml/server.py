@@ -2027,6 +2027,9 @@ def runner_tags(job: dict[str, Any], status: str) -> dict[str, str]:
 
 
 def behaviour_outcome(job: dict[str, Any]) -> str:
-    """Failed for a run whose ``params.behaviour`` is ``fail``, else Completed."""
-    failing = spec_of(job).get("params", {}).get("behaviour") == "fail"
+    """Failed for a run whose ``params.behaviour`` is ``fail`` (``fail_once``: its first
+    attempt), else Completed."""
+    behaviour = spec_of(job).get("params", {}).get("behaviour")
+    attempt = (job["properties"].get("properties") or {}).get("himl.attempt", "1")
+    failing = behaviour == "fail" or (behaviour == "fail_once" and attempt == "1")
     return "Failed" if failing else "Completed"

@@ -7,6 +7,7 @@ named by ``MLFLOW_RUN_ID`` and behaves as the run spec's ``params`` say:
   (importing MLflow costs seconds per process: most tests do without);
 - ``behaviour: mlflow``: RUNNING, a checkpoint and a metric, FINISHED, all through MLflow;
 - ``behaviour: fail``: marks the run FAILED itself, with an error tail, and exits 1;
+- ``behaviour: fail_once``: as ``fail`` on the run's first attempt, as ``mlflow`` after;
 - ``behaviour: crash``: prints a traceback and exits 3 without touching the run;
 - ``sleep: S``: sleeps S seconds while RUNNING.
 """
@@ -37,6 +38,9 @@ def main() -> int:
 
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     run_id = os.environ["MLFLOW_RUN_ID"]
+    if behaviour == "fail_once":
+        first = client.get_run(run_id).data.tags.get("himl.attempt", "1") == "1"
+        behaviour = "fail" if first else "mlflow"
     client.update_run(run_id, status="RUNNING")
     time.sleep(float(params.get("sleep", 0)))
     (output_dir / "checkpoints").mkdir(parents=True, exist_ok=True)

@@ -10,16 +10,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from backend_helpers import MakeRuns, fake_command
+from plan_helpers import unsettled
 
+from himl_manifest.apply.execute import ApplyResult, execute
 from himl_manifest.backends.base import Backend, Progress, SubmitOutcome
 from himl_manifest.backends.local import LocalBackend
 from himl_manifest.backends.memory import MemoryBackend
 from himl_manifest.backends.routed import RoutedBackend
 from himl_manifest.errors import CheckpointError, StoreError
-from himl_manifest.model import TERMINAL, Lifecycle, RunStatus
+from himl_manifest.model import TERMINAL, ActionKind, Lifecycle, RunStatus
+from himl_manifest.plan.model import Plan
+from himl_manifest.plan.planner import plan
 from himl_manifest.spec import RunSpec
 
 
@@ -34,7 +39,8 @@ class Harness:
 
 def _memory(project: Path) -> Harness:
     def outcome(run: RunSpec, attempt: int) -> RunStatus:
-        failing = run.spec.get("params", {}).get("behaviour") == "fail"
+        behaviour = run.spec.get("params", {}).get("behaviour")
+        failing = behaviour == "fail" or (behaviour == "fail_once" and attempt == 1)
         return RunStatus.FAILED if failing else RunStatus.COMPLETED
 
     backend = MemoryBackend(outcome=outcome)
@@ -336,3 +342,55 @@ def test_metric_histories_are_read_in_bulk(harness: Harness, make_runs: MakeRuns
     values = [value for _, value in found[first]["val_loss"]]
     assert steps == [3, 7, 11] and values[:2] == [0.7, 0.5] and math.isnan(values[2])
     assert backend.metric_histories([]) == {}
+
+
+# --- convergence: the real planner and the real executor over each backend -------------------
+
+
+def _plan(backend: Backend, runs: list[RunSpec]) -> Plan:
+    observed = backend.list_runs(full=False, history_of=set(names(runs)))
+    return plan(runs, observed)
+
+
+def _apply(backend: Backend, runs: list[RunSpec]) -> ApplyResult:
+    """`himl apply --prune --wait --yes`, as the CLI carries it out."""
+    return execute(_plan(backend, runs), backend, prune=True, wait=True)
+
+
+def test_apply_then_plan_shows_no_changes(harness: Harness, make_runs: MakeRuns) -> None:
+    """A create, a seed added with a cosmetic change, a resume, a seed removed (pruned) and a
+    run-affecting change: after each apply, the plan right after changes nothing."""
+    backend = harness.backend
+    history: list[dict[str, Any]] = [
+        {"seeds": [0]},
+        {"seeds": [0, 1], "description": "two seeds"},
+        {"seeds": [0, 1], "trainer": {"max_epochs": 2}, "description": "two seeds"},
+        {"seeds": [1], "trainer": {"max_epochs": 2}},
+        {"seeds": [1], "trainer": {"max_epochs": 2}, "params": {"lr": 0.5}},
+    ]
+    for fields in history:
+        runs = make_runs(**fields)
+        applied = _apply(backend, runs)
+        assert applied.ok, applied.summary_line()
+        assert unsettled(_plan(backend, runs), applied) == [], fields
+
+
+def test_an_apply_that_stopped_half_way_settles_in_one_round(
+    harness: Harness, make_runs: MakeRuns
+) -> None:
+    """An earlier apply submitted a new run and stopped before it marked the old one
+    superseded; the new run failed and is retried: the apply that retries it also supersedes
+    the old run, so the plan after it is clean (it said "replace" before)."""
+    backend = harness.backend
+    (old,) = make_runs()
+    assert _apply(backend, [old]).ok
+    retry = {"on_failure": True, "max_attempts": 3}
+    (new,) = make_runs(params={"behaviour": "fail_once"}, retry=retry)
+    backend.submit([new])  # the apply that stopped half way
+    backend.wait([new.run_name])
+    first = _plan(backend, [new])
+    assert [(a.kind, a.previous) for a in first.actions] == [(ActionKind.RETRY, old.run_name)]
+    applied = execute(first, backend, prune=True, wait=True)
+    assert applied.ok and applied.superseded == [old.run_name]
+    again = _plan(backend, [new])
+    assert [a.kind for a in again.actions] == [ActionKind.KEEP], again.actions[0].reason

@@ -1,7 +1,8 @@
-"""Builders for planner tests: experiments without files, records, and a tiny apply loop.
+"""Builders for planner tests: experiments without files, records, and applying a plan.
 
-The apply loop is the test's own executor over a MemoryBackend (the real one is ``apply/``):
-submit what a plan submits, update metadata, supersede what a new run replaces, archive orphans.
+A plan is applied by the real executor (:func:`himl_manifest.apply.execute.execute`), over a
+MemoryBackend here and over the real backends in tests/apply/test_convergence.py: a test-only
+executor that behaved differently once hid a plan that did not settle.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from himl_manifest.backends.memory import MemoryBackend
+from himl_manifest.apply.execute import ApplyResult
+from himl_manifest.backends.base import Backend
 from himl_manifest.manifest.build import normalize
-from himl_manifest.model import SUBMITTING, ActionKind, Lifecycle, RunRecord, RunStatus
+from himl_manifest.model import CHANGING, Lifecycle, RunRecord, RunStatus
 from himl_manifest.plan.model import Plan
 from himl_manifest.spec import Experiment, RunSpec, expand
 
@@ -81,24 +83,22 @@ def record(
     )
 
 
-def apply_plan(plan: Plan, backend: MemoryBackend, *, prune: bool = True) -> None:
-    """Execute ``plan`` on ``backend``: the minimal executor the planner's contract implies."""
-    for action in plan.actions:
-        if action.kind in SUBMITTING:
-            assert action.run is not None
-            backend.submit([action.run], attempts={action.run_name: action.attempt})
-            backend.wait([action.run_name])
-        elif action.kind == ActionKind.UPDATE:
-            assert action.run is not None
-            backend.update_metadata(action.run_name, action.run)
-        elif action.kind == ActionKind.ORPHAN and prune:
-            backend.set_state(action.run_name, Lifecycle.ARCHIVED)
-        if action.kind in (*SUBMITTING, ActionKind.UPDATE) and action.previous not in (
-            None,
-            action.run_name,
-        ):
-            assert action.previous is not None
-            backend.set_state(action.previous, Lifecycle.SUPERSEDED)
+def apply_plan(plan: Plan, backend: Backend, *, prune: bool = True) -> ApplyResult:
+    """Execute ``plan`` on ``backend`` as `himl apply --yes [--prune]` does."""
+    from himl_manifest.apply.execute import execute
+
+    return execute(plan, backend, prune=prune)
+
+
+def unsettled(again: Plan, applied: ApplyResult) -> list[tuple[str, str, str]]:
+    """The changes of the plan made right after an apply, but those the apply said it left for
+    the next one (runs deferred behind an upstream that has not completed yet) and those the
+    plan itself says are blocked (their upstream failed for good)."""
+    return [
+        (str(a.kind), a.run_name, a.reason)
+        for a in again.actions
+        if a.kind in CHANGING and not a.blocked and a.run_name not in applied.deferred
+    ]
 
 
 def kinds(plan: Plan) -> list[tuple[str, str]]:

@@ -330,6 +330,8 @@ def _submit(
         if outcome.outcome == SubmitOutcome.EXISTED:
             result.existing.append(action.run_name)
         result.done.setdefault(action.kind, []).append(action.run_name)
-        if action.previous and action.kind in (ActionKind.REPLACE, ActionKind.RESUME):
+        if action.previous and action.previous != action.run_name:
+            # what the run replaces (a replace, a resume) or what an earlier apply left live
+            # beside it (a retry or a create after an apply stopped half way)
             _supersede(backend, action.previous, result)
     return submitted, carry_on
