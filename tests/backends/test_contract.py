@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import thread_backend
 from backend_helpers import MakeRuns, fake_command
 from plan_helpers import unsettled
 
@@ -82,7 +83,13 @@ def _azureml(project: Path) -> Harness:
     )
 
 
-BACKENDS = {"memory": _memory, "local": _local, "routed": _routed, "azureml": _azureml}
+BACKENDS: dict[str, Callable[[Path], Harness]] = {
+    "memory": _memory,
+    "local": _local,
+    "routed": _routed,
+    "azureml": _azureml,
+    "threads": lambda project: Harness(*thread_backend.pair()),
+}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
