@@ -15,7 +15,6 @@ import pytest
 
 from himl_manifest.cli.main import cli, run_cli
 from himl_manifest.model import RunRecord, RunStatus
-from himl_manifest.operations.provenance import SHALLOW_UNKNOWN
 from himl_manifest.operations.runs import (
     manifests_folder,
     plan_command,
@@ -23,6 +22,7 @@ from himl_manifest.operations.runs import (
     typed_provenance,
     upstream_checkpoint,
 )
+from himl_manifest.provenance import SHALLOW_UNKNOWN
 from himl_manifest.spec import RunSpec
 
 MANIFEST = "apiVersion: himl/v1\nkind: Experiment\nname: ft\ncontainer: HelloWorld\n"

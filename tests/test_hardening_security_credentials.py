@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from himl_manifest.operations.provenance import gather, strip_credentials
+from himl_manifest.provenance import gather, strip_credentials
 
 #: A secret: a distinctive marker, then characters a userinfo, a query or a fragment may hold
 #: (anything but the authority's delimiters), ``@`` and ``:`` included.

@@ -23,7 +23,7 @@ from apply_helpers import (
 from himl_manifest import __version__
 from himl_manifest.errors import ConfigError
 from himl_manifest.manifest.schema import schema_version
-from himl_manifest.operations.provenance import (
+from himl_manifest.provenance import (
     APPLIED_BY_VARIABLES,
     SHALLOW_UNKNOWN,
     applied_by,

@@ -19,7 +19,7 @@ import pytest
 from himl_manifest.apply.execute import execute
 from himl_manifest.backends.base import Capabilities, SubmissionStopped, Submitted
 from himl_manifest.backends.memory import MemoryBackend
-from himl_manifest.backends.registry import AZUREML, LOCAL
+from himl_manifest.backends.registry import AZUREML, LOCAL, placement
 from himl_manifest.backends.routed import RoutedBackend
 from himl_manifest.errors import StoreError
 from himl_manifest.manifest.build import normalize
@@ -78,7 +78,9 @@ FROM_PRETRAIN: dict[str, Any] = {"checkpoint": {"source": {"experiment": "pretra
 
 
 def routed(local: MemoryBackend | None = None, remote: MemoryBackend | None = None) -> Any:
-    return RoutedBackend({LOCAL: local or MemoryBackend(), AZUREML: remote or Remote()})
+    return RoutedBackend(
+        {LOCAL: local or MemoryBackend(), AZUREML: remote or Remote()}, route_of=placement
+    )
 
 
 def plan_and_execute(

@@ -28,7 +28,7 @@ from test_e2e import commit, init_repo, write_manifest
 from himl_manifest.backends.azureml.follow import log_files
 from himl_manifest.backends.azureml.store import AzureMLBackend
 from himl_manifest.backends.memory import MemoryBackend
-from himl_manifest.backends.registry import AZUREML, LOCAL
+from himl_manifest.backends.registry import AZUREML, LOCAL, placement
 from himl_manifest.backends.routed import RoutedBackend
 from himl_manifest.cli.main import cli, run_cli
 from himl_manifest.errors import StoreError
@@ -58,7 +58,9 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def routed(workspace: FakeWorkspace, repo: Path, **azure: Any) -> RoutedBackend:
-    return RoutedBackend({LOCAL: MemoryBackend(), AZUREML: backend_of(workspace, repo, **azure)})
+    return RoutedBackend(
+        {LOCAL: MemoryBackend(), AZUREML: backend_of(workspace, repo, **azure)}, route_of=placement
+    )
 
 
 def use(monkeypatch: pytest.MonkeyPatch, backend: Any) -> None:

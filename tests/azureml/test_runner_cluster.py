@@ -111,13 +111,22 @@ def test_different_seeds_submit_one_job_per_seed(cluster: FakeWorkspace, project
     assert {r.label for r in results} == {"mine seed 0", "mine seed 1", "mine seed 2"}
 
 
-def test_the_same_flags_again_submit_nothing_new(cluster: FakeWorkspace) -> None:
+def test_each_invocation_submits_a_new_job_with_provenance(
+    cluster: FakeWorkspace, project: Path
+) -> None:
+    """The reference's behaviour: the same command again (after a code change, say) trains
+    again. Each job carries the repository's provenance and no manifest, so no plan calls it
+    an orphan."""
     flags = ("--model=HelloWorld", "--cluster=gpu-cluster", "--max_epochs=1")
     [first] = _run(*flags)
     [again] = _run(*flags)
     assert first.ok and again.ok
-    assert first.run_id == again.run_id
-    assert cluster.created == [first.run_id]
+    assert first.run_id != again.run_id
+    assert cluster.created == [first.run_id, again.run_id]
+    for record in backend_of(cluster, project).list_runs():
+        assert record.manifest_path == ""
+        assert record.provenance["command"].startswith("himl-runner --model=HelloWorld")
+        assert record.provenance["applied_by"] and record.provenance["worktree_dirty"] == "true"
 
 
 def test_flags_and_a_manifest_make_the_same_run(

@@ -22,7 +22,7 @@ def test_the_target_decides(make_runs: MakeRuns) -> None:
 
 def test_each_run_goes_to_its_backend_and_one_listing_covers_both(make_runs: MakeRuns) -> None:
     local, azure = MemoryBackend(), MemoryBackend()
-    backend = RoutedBackend({LOCAL: local, AZUREML: azure})
+    backend = RoutedBackend({LOCAL: local, AZUREML: azure}, route_of=route)
     (here,) = make_runs("here")
     (there,) = make_runs("there", compute={"target": "gpu-cluster"})
     outcomes = backend.submit([here, there])
@@ -48,7 +48,9 @@ def test_a_cluster_run_without_a_workspace_is_refused_before_anything_is_submitt
 ) -> None:
     local = MemoryBackend()
     backend = RoutedBackend(
-        {LOCAL: local}, missing={AZUREML: "no Azure ML workspace is configured (config.json)"}
+        {LOCAL: local},
+        route_of=route,
+        missing={AZUREML: "no Azure ML workspace is configured (config.json)"},
     )
     (here,) = make_runs("here")
     (there,) = make_runs("there", compute={"target": "gpu-cluster"})

@@ -142,7 +142,7 @@ def open_routed(root: Path, options: OpenOptions | None = None) -> Backend:
             opened[kind.name] = kind.open(root, options)
         else:
             missing[kind.name] = why_not
-    return RoutedBackend(opened, missing=missing)
+    return RoutedBackend(opened, route_of=placement, missing=missing)
 
 
 # --- the kinds of this version ---------------------------------------------------------------

@@ -23,7 +23,6 @@ from himl_manifest.backends.base import (
     SubmissionStopped,
     Submitted,
 )
-from himl_manifest.backends.registry import placement, target_of
 from himl_manifest.diagnostics import Diagnostic
 from himl_manifest.errors import CheckpointError, ConfigError, HimlError, StoreError
 from himl_manifest.model import Lifecycle, RunRecord, parse_enum
@@ -31,13 +30,14 @@ from himl_manifest.spec import RunSpec
 
 
 class RoutedBackend(BackendBase):
-    """Named backends, one per kind of compute; runs are routed by ``route_of``."""
+    """Named backends, one per executor kind; runs are routed by ``route_of`` (for the CLI's
+    backends, :func:`~.registry.placement`)."""
 
     def __init__(
         self,
         backends: Mapping[str, Backend],
         *,
-        route_of: Callable[[RunSpec], str] = placement,
+        route_of: Callable[[RunSpec], str],
         missing: Mapping[str, str] | None = None,
     ) -> None:
         if not backends:
@@ -60,9 +60,8 @@ class RoutedBackend(BackendBase):
         kind = self.route_of(run)
         if kind not in self.backends:
             why = self.missing.get(kind, f"no {kind} backend is configured")
-            raise ConfigError(
-                f"{run.run_name}: compute.target {target_of(run)!r} needs {kind}: {why}"
-            )
+            target = (run.spec.get("compute") or {}).get("target", "local")
+            raise ConfigError(f"{run.run_name}: compute.target {target!r} needs {kind}: {why}")
         return self.backends[kind]
 
     def placement(self, run: RunSpec) -> str:

@@ -80,8 +80,8 @@ def _commit_warnings(records: list[RunRecord]) -> list[str]:
 
 
 def _full_commit(prefix: str) -> str | None:
-    from himl_manifest.operations.provenance import GitProvenance
     from himl_manifest.paths import project_root
+    from himl_manifest.provenance import GitProvenance
 
     return GitProvenance(project_root()).resolve_commit(prefix)
 

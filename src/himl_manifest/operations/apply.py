@@ -17,9 +17,9 @@ from himl_manifest.diagnostics import Diagnostic
 from himl_manifest.errors import ConfigError, UsageError
 from himl_manifest.model import CHANGING, SUBMITTING, ActionKind
 from himl_manifest.operations.plan import DEFAULT_PATHS, check_fresh, load, plan_against
-from himl_manifest.operations.provenance import gather, refuse_dirty
 from himl_manifest.paths import project_root
 from himl_manifest.plan.model import Plan
+from himl_manifest.provenance import gather, refuse_dirty
 from himl_manifest.spec import RunSpec
 
 
@@ -159,7 +159,7 @@ def stamp_provenance(
     """``plan`` with the git provenance of its manifest on every run it submits or updates;
     a manifest with uncommitted changes (or untracked) is refused unless ``allow_dirty``,
     which is then recorded on its runs (``dirty=true``). ``warn`` hears, once, about a
-    shallow clone's history (:func:`~himl_manifest.operations.provenance.gather`)."""
+    shallow clone's history (:func:`~himl_manifest.provenance.gather`)."""
     stamped = [a for a in plan.actions if a.run is not None and a.kind in CHANGING]
     found = gather(root, {a.run.manifest_path for a in stamped if a.run is not None}, warn)
     if not allow_dirty:

@@ -358,7 +358,7 @@ def audit_run(
 
     ``spec_file``: also write the run's recorded spec there, and give the `himl run` command
     that executes it."""
-    from himl_manifest.operations.provenance import GitProvenance
+    from himl_manifest.provenance import GitProvenance
 
     found = find_records(records, reference)
     if not found:

@@ -34,9 +34,11 @@ variable beside the run spec. ``--wait_for_completion`` waits for every job to e
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import logging
 import re
+import secrets
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -238,6 +240,41 @@ def cluster_runs(
     return named
 
 
+def invocation_id(now: dt.datetime | None = None) -> str:
+    """What tells one invocation's runs from another's: UTC time and a random suffix."""
+    moment = now or dt.datetime.now(dt.timezone.utc)
+    return f"{moment:%Y%m%d%H%M%S}-{secrets.token_hex(2)}"
+
+
+def imperative_runs(runs: Sequence[RunSpec], root: Path, command: str) -> list[RunSpec]:
+    """``runs`` as this invocation submits them. An imperative run is not a manifest run: each
+    invocation submits new jobs (the reference's behaviour: the same command after a code
+    change trains again), so each run name carries the invocation; the runs have no manifest
+    path (no plan calls them orphans); their provenance is the repository's at submission, as
+    apply stamps it on manifest runs (commit, branch, remote without credentials, dirty work
+    tree, who submitted), with the command line in place of the manifest."""
+    from himl_manifest.provenance import GitProvenance
+
+    provenance = GitProvenance(root)
+    facts = {
+        key: value
+        for key, value in provenance.manifest("", provenance.repo_facts()).facts.items()
+        if not key.startswith("manifest_") and key not in ("tracked", "dirty") and value is not None
+    }
+    facts["dirty"] = bool(facts.get("worktree_dirty"))
+    facts["command"] = cap(command, _MAX_MANIFEST_TAG)
+    invocation = invocation_id()
+    return [
+        replace(
+            run,
+            run_name=f"{run.run_name}-{invocation}",
+            manifest_path="",
+            provenance={**run.provenance, **facts},
+        )
+        for run in runs
+    ]
+
+
 def job_environment(settings: RunSettings) -> dict[str, str]:
     """Environment variables the jobs get besides the run spec."""
     debug = settings.debug_ddp.upper()
@@ -278,7 +315,8 @@ def submit_to_cluster(
     from himl_manifest.model import RunStatus
 
     root = (root or paths.project_root()).resolve()
-    runs = cluster_runs(settings, container, root)
+    command = " ".join(["himl-runner", *settings.argv])
+    runs = imperative_runs(cluster_runs(settings, container, root), root, command)
     if backend is None:
         config = settings.azure.get("workspace_config_path")
         backend = open_cluster_backend(root, str(config) if config else None)
