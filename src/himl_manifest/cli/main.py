@@ -16,7 +16,8 @@ from collections.abc import Sequence
 import click
 
 from himl_manifest import __version__
-from himl_manifest.errors import UsageError, run_command
+from himl_manifest.entry import run_command
+from himl_manifest.errors import UsageError
 
 EXIT_USAGE = UsageError.exit_code
 

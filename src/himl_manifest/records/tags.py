@@ -83,7 +83,8 @@ MAX_PARAM_VALUE = 6000
 
 
 def cap(value: object, limit: int = MAX_TAG_VALUE) -> str:
-    """``value`` as a tag value: text, at most ``limit`` characters (the end is kept for logs)."""
+    """``value`` as a tag value: text, its first ``limit`` characters (an error tail keeps its
+    end instead: :func:`cap_tail`)."""
     text = str(value).lower() if isinstance(value, bool) else str(value)
     return text if len(text) <= limit else text[:limit]
 

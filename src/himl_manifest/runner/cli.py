@@ -6,7 +6,7 @@ every public field of that container, typed from the field's annotation or value
 ``himl-runner --model=HelloWorld --help`` lists HelloWorld's own fields with their current
 defaults, and an unknown flag is rejected by name.
 
-Errors map to exit codes through :func:`himl_manifest.errors.run_command`, as in `himl` (usage
+Errors map to exit codes through :func:`himl_manifest.entry.run_command`, as in `himl` (usage
 errors: 64).
 """
 
@@ -24,7 +24,8 @@ from typing import Any, NoReturn
 import click
 
 from himl_manifest.diagnostics import did_you_mean
-from himl_manifest.errors import UsageError, run_command
+from himl_manifest.entry import run_command
+from himl_manifest.errors import UsageError
 from himl_manifest.runner.fields import Field, coerce, container_fields, is_bool
 from himl_manifest.runner.fields import type_label as label
 from himl_manifest.runner.seeds import RESULT_FILE_ENV
