@@ -124,7 +124,7 @@ def test_apply_wait_follows_the_azure_jobs_to_their_end(
     assert code == 0, err
     job = cloud_job(workspace)
     assert job["properties"]["status"] == "Completed"
-    assert "Waiting for 1 run(s) in Azure ML" in err
+    assert "Waiting for 1 run(s) executed elsewhere" in err
     assert f"Azure ML job {job['name']} Running" in err  # live progress
     assert "Apply complete: 2 created. Runs: 2 completed." in err
 

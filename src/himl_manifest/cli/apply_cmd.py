@@ -27,6 +27,8 @@ from himl_manifest.errors import EXIT_INTERRUPTED, HimlError
 if TYPE_CHECKING:
     from himl_manifest.apply.execute import ApplyResult
     from himl_manifest.backends.base import Progress
+    from himl_manifest.diagnostics import Diagnostic
+    from himl_manifest.plan.model import Plan
 
 
 @click.command()
@@ -74,54 +76,67 @@ def apply(
 ) -> int:
     """Submit, resume or retry what changed in PATHS (default: experiments/) or a PLANFILE."""
     from himl_manifest.backends.registry import open_backend
-    from himl_manifest.operations import apply as operation
-    from himl_manifest.plan.render import render_text
+    from himl_manifest.operations.apply import ApplyRequest, run_session
 
-    plan, backend = operation.prepare(
-        list(paths),
-        lambda: open_backend(backend_name, tracking_uri=tracking_uri, jobs=jobs),
+    request = ApplyRequest(
+        paths=paths,
         targets=targets,
         retry_failed=retry_failed,
         replace_runs=replace_runs,
-    )
-    click.echo(render_text(plan, color=sys.stderr.isatty()), err=True, color=sys.stderr.isatty())
-    if not operation.has_work(plan, prune):
-        if plan.has_changes:
-            click.echo("Nothing to apply: orphans are archived only with --prune.", err=True)
-        return 0
-    problems = operation.preflight(plan, backend)
-    if problems:
-        from himl_manifest.diagnostics import render_text as render_diagnostics
-
-        click.echo(render_diagnostics(problems, len({p.file for p in problems})), err=True)
-        if any(p.severity == "error" for p in problems):
-            raise HimlError("pre-flight found problems: nothing was submitted")
-    for warning in backend.check_continuity(confirmed=yes):
-        click.echo(f"warning: {warning}", err=True)
-    _confirm(yes)
-    _stop_on_sigterm()
-    printer = ProgressPrinter()
-    elsewhere = operation.runs_elsewhere(plan, backend)
-    if wait and elsewhere:
-        click.echo(
-            f"Waiting for {len(elsewhere)} run(s) in Azure ML once accepted "
-            "(Ctrl-C stops waiting, not the runs).",
-            err=True,
-        )
-    result = operation.apply(
-        plan,
-        backend,
         prune=prune,
         allow_dirty=allow_dirty,
+        confirmed=yes,
         wait=wait,
-        progress=printer,
-        warn=lambda text: click.echo(f"warning: {text}", err=True),
     )
+    result = run_session(
+        request,
+        lambda: open_backend(backend_name, tracking_uri=tracking_uri, jobs=jobs),
+        ApplyPrinter(yes),
+    )
+    if result is None:
+        return 0
     _report(result, wait)
     click.echo(result.summary_line(), err=True)
     if result.interrupted:
         return EXIT_INTERRUPTED
     return 0 if result.ok else 1
+
+
+class ApplyPrinter:
+    """The apply session's view: everything on stderr (apply has no machine-readable output)."""
+
+    def __init__(self, yes: bool) -> None:
+        self.yes = yes
+        self.progress = ProgressPrinter()
+
+    def plan(self, plan: Plan) -> None:
+        from himl_manifest.plan.render import render_text
+
+        tty = sys.stderr.isatty()
+        click.echo(render_text(plan, color=tty), err=True, color=tty)
+
+    def nothing_to_do(self, plan: Plan) -> None:
+        if plan.has_changes:
+            click.echo("Nothing to apply: orphans are archived only with --prune.", err=True)
+
+    def problems(self, diagnostics: list[Diagnostic]) -> None:
+        from himl_manifest.diagnostics import render_text
+
+        click.echo(render_text(diagnostics, len({p.file for p in diagnostics})), err=True)
+
+    def warning(self, text: str) -> None:
+        click.echo(f"warning: {text}", err=True)
+
+    def confirm(self) -> None:
+        _confirm(self.yes)
+        _stop_on_sigterm()
+
+    def waiting_elsewhere(self, runs: list[str]) -> None:
+        click.echo(
+            f"Waiting for {len(runs)} run(s) executed elsewhere once accepted "
+            "(Ctrl-C stops waiting, not the runs).",
+            err=True,
+        )
 
 
 def _report(result: ApplyResult, wait: bool) -> None:

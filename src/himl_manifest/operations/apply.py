@@ -1,26 +1,33 @@
-"""`himl apply`: the plan to carry out (made now, or a saved one checked for staleness), git
-provenance stamped on every run it submits, then :func:`himl_manifest.apply.execute.execute`.
+"""`himl apply` as one session in explicit phases (:func:`run_session`):
 
-The CLI shows the plan and asks for confirmation between :func:`prepare` and :func:`apply`.
+load the manifests → plan against the store (one read) → pre-flight → confirm → stamp
+provenance and submit → wait → the result to summarize. The CLI only parses its options and
+renders what the session tells its :class:`ApplyView` (the plan, problems, warnings, progress),
+then the result; the phases are also callable one by one (:func:`prepare`, :func:`preflight`,
+:func:`apply`) for library use and tests.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from himl_manifest.apply.execute import ApplyResult, execute
 from himl_manifest.backends.base import Backend, ProgressCallback
 from himl_manifest.diagnostics import Diagnostic
-from himl_manifest.errors import ConfigError, UsageError
+from himl_manifest.errors import ConfigError, HimlError, UsageError
 from himl_manifest.model import CHANGING, SUBMITTING, ActionKind
 from himl_manifest.operations.plan import DEFAULT_PATHS, check_fresh, load, plan_against
 from himl_manifest.paths import project_root
 from himl_manifest.plan.model import Plan
 from himl_manifest.provenance import gather, refuse_dirty
 from himl_manifest.spec import RunSpec
+
+if TYPE_CHECKING:
+    from himl_manifest.backends.base import Progress
 
 
 def saved_plan(paths: Sequence[Path]) -> Plan | None:
@@ -189,3 +196,85 @@ def apply(
     also wait for the runs executed elsewhere, and submit what was deferred behind them)."""
     stamped = stamp_provenance(plan, root or project_root(), allow_dirty, warn)
     return execute(stamped, backend, prune=prune, wait=wait, progress=progress)
+
+
+# --- the session ----------------------------------------------------------------------------
+
+
+class ApplyView(Protocol):
+    """What an apply session shows a person, phase by phase (the CLI prints it on stderr)."""
+
+    def plan(self, plan: Plan) -> None:
+        """The plan, once made (before anything changes)."""
+
+    def nothing_to_do(self, plan: Plan) -> None:
+        """The plan changes nothing apply would carry out."""
+
+    def problems(self, diagnostics: list[Diagnostic]) -> None:
+        """What pre-flight found (errors stop the session after this)."""
+
+    def warning(self, text: str) -> None:
+        """Something the person should know; nothing stops."""
+
+    def confirm(self) -> None:
+        """Last moment to say no (raise HimlError to decline): nothing has changed yet."""
+
+    def waiting_elsewhere(self, runs: list[str]) -> None:
+        """The session will wait for these runs, which execute elsewhere."""
+
+    def progress(self, event: Progress) -> None:
+        """A run changed state."""
+
+
+@dataclass(frozen=True)
+class ApplyRequest:
+    """What `himl apply` was asked to do."""
+
+    paths: Sequence[Path] = ()
+    targets: Collection[str] = ()
+    retry_failed: bool = False
+    replace_runs: Sequence[str] = ()
+    prune: bool = False
+    allow_dirty: bool = False
+    #: Confirmed beforehand (``--yes``): a store that looks lost is then only a warning.
+    confirmed: bool = False
+    #: Also wait for the runs executed elsewhere.
+    wait: bool = False
+
+
+def run_session(
+    request: ApplyRequest, open_backend: Callable[[], Backend], view: ApplyView
+) -> ApplyResult | None:
+    """One apply, phase by phase; None when there was nothing to carry out. The backend is
+    opened once the manifests are valid; the store is read once to plan."""
+    plan, backend = prepare(
+        list(request.paths),
+        open_backend,
+        targets=request.targets,
+        retry_failed=request.retry_failed,
+        replace_runs=request.replace_runs,
+    )
+    view.plan(plan)
+    if not has_work(plan, request.prune):
+        view.nothing_to_do(plan)
+        return None
+    problems = preflight(plan, backend)
+    if problems:
+        view.problems(problems)
+        if any(p.severity == "error" for p in problems):
+            raise HimlError("pre-flight found problems: nothing was submitted")
+    for warning in backend.check_continuity(confirmed=request.confirmed):
+        view.warning(warning)
+    view.confirm()
+    elsewhere = runs_elsewhere(plan, backend)
+    if request.wait and elsewhere:
+        view.waiting_elsewhere(elsewhere)
+    return apply(
+        plan,
+        backend,
+        prune=request.prune,
+        allow_dirty=request.allow_dirty,
+        wait=request.wait,
+        progress=view.progress,
+        warn=view.warning,
+    )
