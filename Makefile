@@ -46,7 +46,7 @@ typecheck: setup
 # measured by the tests that drive the Azure ML backend (COV_TESTS); the rest of the suite runs
 # without the coverage tracer, which slows in-process training by half. A subset of the tests:
 # make unit PYTEST_ARGS="tests/..." (runs it once, without coverage)
-COV_TESTS := tests/azureml tests/backends tests/apply/test_execute_batches.py \
+COV_TESTS := tests/backends tests/apply/test_execute_batches.py \
 	tests/apply/test_apply_routing.py tests/runner/test_azureml_job_side.py
 unit: setup
 ifeq ($(PYTEST_ARGS),)

@@ -3,8 +3,8 @@
 1,000 generated manifests (``gen_manifests.py``, every one given ``compute.target:
 gpu-cluster``) are planned against a workspace holding 10,000 jobs (the desired runs, most
 completed, some failed or retried, plus superseded history and archived runs of deleted
-experiments: ``bench_plan.history``), served by ``tests/azureml/server.py`` over HTTPS to the
-real azure-ai-ml SDK, paged at ``--page-size`` jobs per page. Measured in one run:
+experiments: ``bench_plan.history``), served by ``tests/backends/azureml/server.py`` over HTTPS
+to the real azure-ai-ml SDK, paged at ``--page-size`` jobs per page. Measured in one run:
 
 - ``make_plan`` with the Azure ML backend (one paged listing of the managed jobs + one of the
   archived ones): wall time and the number of HTTP requests the server saw;
@@ -41,7 +41,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
-sys.path.insert(0, str(HERE.parent / "tests" / "azureml"))
+sys.path.insert(0, str(HERE.parent / "tests" / "backends" / "azureml"))
 
 from server import WS_PATH, FakeWorkspace, backend_of  # noqa: E402
 

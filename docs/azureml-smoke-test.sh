@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Smoke test of himl-manifest against a real Azure ML workspace: the CLI loop of
-# tests/azureml/test_cli_e2e.py, in a fresh repository of its own (docs/azureml.md).
+# tests/backends/azureml/test_cli_e2e.py, in a fresh repository of its own (docs/azureml.md).
 #
 #   docs/azureml-smoke-test.sh <cluster> [path/to/config.json]
 #

@@ -66,8 +66,8 @@ def _routed(project: Path) -> Harness:
 
 
 def _azureml(project: Path) -> Harness:
-    """The Azure ML backend against a loopback workspace (tests/azureml/server.py): jobs end
-    after a few polls, failing when ``params.behaviour`` is ``fail``; the server plays the
+    """The Azure ML backend against a loopback workspace (tests/backends/azureml/server.py):
+    jobs end after a few polls, failing when ``params.behaviour`` is ``fail``; the server plays the
     runner's records (checkpoint files, error tail) when a job ends, and serves MLflow on the
     workspace's tracking URI (reached through the proxy of its ``client_environment``)."""
     pytest.importorskip("azure.ai.ml")

@@ -1,4 +1,4 @@
-"""The project's outputs root (issue 10, item 11): ``outputs:`` in ``himl.yaml`` or
+"""The project's outputs root: ``outputs:`` in ``himl.yaml`` or
 ``$HIML_OUTPUTS``, used by apply's jobs and by `himl-runner` alike, with one run-folder naming
 scheme (``<timestamp>_<run name>``)."""
 

@@ -1,4 +1,4 @@
-"""Issue 10's whole loop, as a team meets it in a repository of its own: `himl init`, an own
+"""The whole team loop, as a team meets it in a repository of its own: `himl init`, an own
 container package, a fine-tune reading the baseline's checkpoint from another manifest, the
 pre-commit hook's entry on the one changed file, a Markdown plan, apply, a code change that the
 plan shows, `--replace`, provenance from a shallow clone (as CI checks out), and prune.

@@ -19,7 +19,7 @@ import pytest
 from runner_helpers import TrainedRun, all_runs, mlflow_client, run_cli_subprocess
 from test_run_spec import make_spec
 
-from himl_manifest.backends import protocol
+from himl_manifest import records as protocol
 from himl_manifest.cli.main import cli, run_cli
 from himl_manifest.errors import UsageError
 from himl_manifest.runner import tracking

@@ -3,8 +3,9 @@
 A real ``mlflow server`` process (a free port, a SQLite backend store in the test's folder)
 stands in for the workspace's tracking endpoint; ``HIML_LOG_FROM_VM_URI`` hands its URL to the
 runner (the override for a workspace whose URI is known; reading the URI from the workspace
-itself is tested against the loopback workspace in tests/azureml/test_runner_cluster.py). The
-server is then asked, through MlflowClient, what it holds.
+itself is tested against the loopback workspace in
+tests/backends/azureml/test_runner_cluster.py). The server is then asked, through MlflowClient,
+what it holds.
 
 `mlflow server` needs Flask, flask-cors and gunicorn beside mlflow-skinny (the dev extra).
 """

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from himl_manifest.manifest import schema as schema_module
 from himl_manifest.manifest.validate import validate_paths
 
-CORPUS = Path(__file__).parent / "manifests" / "valid"
+CORPUS = Path(__file__).parents[1] / "manifests" / "valid"
 BASES = [
     yaml.safe_load(p.read_text(encoding="utf-8-sig"))
     for p in sorted(CORPUS.glob("*.yaml"))

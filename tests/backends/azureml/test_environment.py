@@ -111,6 +111,6 @@ def test_a_conda_file_without_pip_is_returned_as_is(tmp_path: Path) -> None:
 
 
 def test_the_repository_conda_file_resolves() -> None:
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     data = conda_environment(root / "environment.yml", root=root)
     assert any(isinstance(d, dict) and "pip" in d for d in data["dependencies"])

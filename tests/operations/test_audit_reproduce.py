@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent / "apply"))
 from apply_helpers import commit, env_for, himl, init_repo, runs_json, write_manifest
 
 pytestmark = pytest.mark.slow

@@ -46,7 +46,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from azure.storage.blob import ExponentialRetry
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 PACKAGE_DIR = REPO_ROOT / "tests" / "azurite"
 BINARY = PACKAGE_DIR / "node_modules" / ".bin" / "azurite-blob"
 INSTALL_HINT = "run `make setup` (or `npm ci --prefix tests/azurite`; it needs node 20 and npm)"

@@ -10,7 +10,7 @@ import pytest
 from himl_manifest.cli.main import cli, run_cli
 from himl_manifest.diagnostics import JSON_FORMAT_VERSION
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 GOOD = "apiVersion: himl/v1\nkind: Experiment\nname: good\ncontainer: HelloWorld\n"
 TYPO = GOOD.replace("name: good", "name: typo") + "trainer:\n  max_epoch: 3\n"

@@ -17,7 +17,7 @@ from jsonschema import Draft202012Validator
 from himl_manifest.manifest import schema as schema_module
 from himl_manifest.manifest.fastcheck import Unsupported, compile_schema
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "schema" / "experiment.v1.schema.json"
 SCHEMA: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
 

@@ -304,7 +304,7 @@ def test_the_smoke_test_script_for_real_workspaces_runs(
 ) -> None:
     """docs/azureml-smoke-test.sh, as a user with a workspace runs it, here against the
     stand-in (whose jobs complete as they are polled): the script itself is proved to work."""
-    script = Path(__file__).resolve().parents[2] / "docs" / "azureml-smoke-test.sh"
+    script = Path(__file__).resolve().parents[3] / "docs" / "azureml-smoke-test.sh"
     smoke_env = {
         **env,
         "HIML": str(Path(sys.executable).parent / "himl"),

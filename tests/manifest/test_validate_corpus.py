@@ -12,7 +12,7 @@ from himl_manifest.diagnostics import render_text
 from himl_manifest.manifest.semantic import find_root
 from himl_manifest.manifest.validate import validate_paths
 
-CORPUS = Path(__file__).parent / "manifests"
+CORPUS = Path(__file__).parents[1] / "manifests"
 VALID = sorted((CORPUS / "valid").glob("*.y*ml"))
 INVALID = sorted(
     p for p in (CORPUS / "invalid").iterdir() if p.suffix in (".yaml", ".yml") or p.is_dir()

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from himl_manifest.cli.main import cli, run_cli
 from himl_manifest.manifest import schema
 
-CORPUS = Path(__file__).parent / "manifests" / "valid"
+CORPUS = Path(__file__).parents[1] / "manifests" / "valid"
 BASES = [
     yaml.safe_load(p.read_text(encoding="utf-8-sig"))
     for p in sorted(CORPUS.glob("*.yaml"))

@@ -16,7 +16,7 @@ from himl_manifest.backends.azureml.store import AzureMLBackend
 from himl_manifest.manifest.build import load_experiments
 from himl_manifest.spec import expand
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def readme_full_example() -> str:

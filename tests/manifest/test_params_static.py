@@ -20,7 +20,7 @@ from himl_manifest.manifest.loader import load_file
 from himl_manifest.manifest.semantic import check
 from himl_manifest.manifest.validate import validate_paths
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HIML = str(Path(sys.executable).with_name("himl"))
 
 #: A user's project: a base class in one module, the container in another (annotated fields,
