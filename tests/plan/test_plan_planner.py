@@ -11,8 +11,10 @@ import pytest
 from plan_helpers import experiment, record, run_of, runs
 
 from himl_manifest.model import ActionKind, Health, Lifecycle, RunRecord, RunStatus
+from himl_manifest.plan.diffs import diff, flatten
 from himl_manifest.plan.model import Action, FieldChange, Plan
-from himl_manifest.plan.planner import diff, fingerprint, flatten, plan
+from himl_manifest.plan.order import fingerprint
+from himl_manifest.plan.planner import plan
 from himl_manifest.spec import RunSpec
 
 BASE = run_of("exp")

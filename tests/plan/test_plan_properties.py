@@ -173,7 +173,8 @@ def test_replanning_after_apply_gives_no_changes(
     assert sorted((a.experiment, a.seed) for a in again.actions) == sorted(
         (r.experiment, r.seed) for r in desired
     )
-    assert all(s.in_sync for s in again.experiments)
+    held = {a.experiment for a in again.actions if a.blocked or a.run_name in applied.deferred}
+    assert all(s.in_sync for s in again.experiments if s.experiment not in held)
 
 
 @settings(max_examples=40, deadline=None)

@@ -9,7 +9,8 @@ from plan_helpers import experiment, record, run_of, runs
 
 from himl_manifest.model import ActionKind, RunStatus
 from himl_manifest.plan.model import Action, FieldChange, Plan
-from himl_manifest.plan.planner import experiment_statuses, plan
+from himl_manifest.plan.order import experiment_statuses
+from himl_manifest.plan.planner import plan
 from himl_manifest.plan.render import (
     MARKDOWN_MARKER,
     render,
