@@ -161,7 +161,7 @@ def naive_memory(desired: list[RunSpec], backend: MemoryBackend) -> int:
 def fill_sqlite(root: Path, records: list[tuple[RunSpec, RunRecord]]) -> Any:
     """A LocalBackend whose store holds ``records``, filled by bulk-copying one real run."""
     from himl_manifest.backends.local import LocalBackend
-    from himl_manifest.backends.local_store import run_tags
+    from himl_manifest.backends.local_records import run_tags
     from himl_manifest.records import MLFLOW_TO_STATUS
 
     to_mlflow = {status: name for name, status in MLFLOW_TO_STATUS.items()}

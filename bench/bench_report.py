@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
 from himl_manifest.backends.local import LocalStore  # noqa: E402
-from himl_manifest.backends.local_store import run_tags  # noqa: E402
+from himl_manifest.backends.local_records import run_tags  # noqa: E402
 from himl_manifest.operations.plan import desired_runs  # noqa: E402
 from himl_manifest.operations.report import make_report  # noqa: E402
 from himl_manifest.spec import RunSpec  # noqa: E402

@@ -14,7 +14,7 @@ from backend_helpers import MakeRuns, run_all
 from himl_manifest.backends.base import Progress, SubmitOutcome
 from himl_manifest.backends.local import LocalBackend
 from himl_manifest.backends.local_lock import LivenessLock
-from himl_manifest.backends.local_store import run_tags
+from himl_manifest.backends.local_records import run_tags
 from himl_manifest.errors import CheckpointError, StoreError
 from himl_manifest.model import Lifecycle, RunStatus
 from himl_manifest.records import TAG_PID

@@ -14,7 +14,7 @@ from backend_helpers import MakeRuns
 
 from himl_manifest.backends import local_sql
 from himl_manifest.backends.local import LocalBackend
-from himl_manifest.backends.local_store import run_tags, to_record
+from himl_manifest.backends.local_records import run_tags, to_record
 from himl_manifest.errors import StoreError
 from himl_manifest.model import Lifecycle, RunRecord
 from himl_manifest.records import TAG_ERROR, TAG_PID

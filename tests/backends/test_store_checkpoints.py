@@ -24,7 +24,7 @@ from backend_helpers import MakeRuns, run_all
 
 from himl_manifest.backends import local_sql
 from himl_manifest.backends.local import LocalBackend
-from himl_manifest.backends.local_store import to_record
+from himl_manifest.backends.local_records import to_record
 from himl_manifest.errors import CheckpointError
 from himl_manifest.model import Lifecycle, RunStatus
 from himl_manifest.records import (

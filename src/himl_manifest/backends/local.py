@@ -46,16 +46,9 @@ from himl_manifest.backends.local_lock import (
     is_runner_of,
     this_host,
 )
-from himl_manifest.backends.local_store import (
-    Store,
-    apply_id_of,
-    find_any,
-    manifest_tags,
-    run_tags,
-    sqlite_path,
-    store_errors,
-    to_record,
-)
+from himl_manifest.backends.local_records import apply_id_of, manifest_tags, run_tags, to_record
+from himl_manifest.backends.local_store import Store, find_any
+from himl_manifest.backends.local_uri import sqlite_path, store_errors
 from himl_manifest.diagnostics import Diagnostic
 from himl_manifest.errors import CheckpointError, StoreError
 from himl_manifest.extras import require_train

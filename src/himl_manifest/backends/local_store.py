@@ -1,8 +1,9 @@
-"""The MLflow side of the run-store protocol: opening the store, tags in and out, run records.
+"""The MLflow store: :class:`Store` opens it and reads and writes its runs.
 
 Everything here talks to MLflow through :class:`mlflow.tracking.MlflowClient`, imported lazily.
 Every MLflow or SQLAlchemy failure leaves this module as a :class:`~himl_manifest.errors.StoreError`
-whose message names the tracking URI.
+whose message names the tracking URI (:mod:`.local_uri`); how a managed run maps onto MLflow's
+tags, and back onto a record, is :mod:`.local_records`.
 
 Apply's local backend and the runner inside a job both reach MLflow through :class:`Store`, with
 the tag names and limits of :mod:`himl_manifest.records`. Tag values are capped at
@@ -14,275 +15,40 @@ still comes back in the one bulk ``search_runs``.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import logging
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import unquote, urlparse
+from typing import Any
 
+from himl_manifest.backends.local_uri import (
+    check_uri,
+    is_busy,
+    is_initialized_sqlite,
+    is_read_only,
+    quiet_mlflow_logs,
+    retrying,
+    sqlite_path,
+    store_errors,
+)
 from himl_manifest.errors import StoreError
-from himl_manifest.model import Lifecycle, RunRecord
 from himl_manifest.records import (
     MAX_PARAM_VALUE,
-    TAG_APPLY_ID,
-    TAG_ATTEMPT,
     TAG_DISPLAY_NAME,
-    TAG_ERROR,
-    TAG_EXPERIMENT,
-    TAG_HOST,
     TAG_MANAGED,
-    TAG_MANIFEST,
-    TAG_NOTE,
-    TAG_OUTPUT_DIR,
-    TAG_PID,
-    TAG_RESUME_FROM,
     TAG_RUN_NAME,
-    TAG_SEED,
-    TAG_SPEC_HASH,
-    TAG_STARTED_AT,
-    TAG_STATE,
-    TAG_USER_PREFIX,
     cap,
-    display_name,
-    has_default_checkpoint,
-    identity_facts,
-    plain_tags,
-    run_source_tags,
-    seconds,
-    spec_tags,
-    spec_text,
-    status_from_mlflow,
-    stored_fold,
-    stored_provenance,
-    stored_state,
 )
-from himl_manifest.spec import RunSpec
 
 #: Page size of bulk searches.
 PAGE_SIZE = 1000
 #: Metrics per MLflow log_batch call (its limit).
 METRICS_PER_BATCH = 1000
-SQLITE_MAGIC = b"SQLite format 3\x00"
 #: Experiment tag (on MLflow's Default experiment, id 0) holding the store's identity, made
 #: when himl first writes to the store; ``.himl/store_id`` beside it remembers it.
 TAG_STORE_ID = "himl.store_id"
-_READ_ONLY = ("attempt to write a readonly database", "readonly database")
-
-T = TypeVar("T")
-
-
-def quiet_mlflow_logs() -> None:
-    """MLflow and alembic announce schema creation on stderr at INFO: keep stderr for us."""
-    for name in ("mlflow.store.db.utils", "alembic", "alembic.runtime.migration", "mlflow"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI, else None."""
-    if not uri.startswith("sqlite:"):
-        return None
-    parsed = urlparse(uri)
-    path = unquote(parsed.path)
-    if not path or path == "/:memory:":
-        return None
-    # sqlite:///relative.db -> "/relative.db" in urlparse; sqlite:////abs.db -> "//abs.db"
-    if uri.startswith("sqlite:////"):
-        return Path("/" + path.lstrip("/"))
-    return Path(path.lstrip("/"))
-
-
-def check_uri(uri: str) -> None:
-    """Refuse, before MLflow touches anything, a store that cannot be right."""
-    if "://" not in uri and not uri.startswith("sqlite:"):
-        raise StoreError(f"tracking URI {uri!r} is not a URI (expected e.g. sqlite:///mlflow.db)")
-    db = sqlite_path(uri)
-    if db is None:
-        return
-    if not db.parent.is_dir():
-        raise StoreError(f"run store {uri}: folder {db.parent} does not exist")
-    if db.exists():
-        if not db.is_file():
-            raise StoreError(f"run store {uri}: {db} is not a file")
-        try:
-            with db.open("rb") as handle:
-                head = handle.read(len(SQLITE_MAGIC))
-        except OSError as exc:
-            raise StoreError(f"run store {uri}: cannot read {db}: {exc}") from exc
-        if head and head != SQLITE_MAGIC:
-            raise StoreError(f"run store {uri}: {db} is not an SQLite database (corrupt?)")
-
-
-def is_initialized_sqlite(db: Path) -> bool:
-    """Whether ``db`` is an SQLite file holding MLflow's ``runs`` table (read-only check)."""
-    if not db.is_file():
-        return False
-    try:
-        connection = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error:
-        return False
-    try:
-        found = connection.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'"
-        ).fetchone()
-        return found is not None
-    except sqlite3.Error:
-        return False
-    finally:
-        connection.close()
-
-
-def is_store_failure(exc: BaseException) -> bool:
-    module = type(exc).__module__
-    return module.startswith(("mlflow", "sqlalchemy", "sqlite3", "requests", "urllib3"))
-
-
-def is_read_only(exc: BaseException) -> bool:
-    return any(text in str(exc) for text in _READ_ONLY)
-
-
-def is_busy(exc: BaseException) -> bool:
-    return "database is locked" in str(exc) or "database is busy" in str(exc)
-
-
-@contextlib.contextmanager
-def store_errors(uri: str, doing: str) -> Iterator[None]:
-    """Turn MLflow / SQLAlchemy failures into a StoreError naming the store."""
-    try:
-        yield
-    except StoreError:
-        raise
-    except Exception as exc:
-        if not is_store_failure(exc) and not isinstance(exc, OSError):
-            raise
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if is_read_only(exc):
-            where = sqlite_path(uri)
-            raise StoreError(f"the run store {where or uri} is read-only: {doing} failed") from None
-        raise StoreError(f"run store {uri}: {doing} failed: {message}") from exc
-
-
-def retrying(call: Callable[[], T], attempts: int = 8) -> T:
-    """Run ``call``; retry while SQLite says another process holds the database."""
-    for attempt in range(attempts):
-        try:
-            return call()
-        except Exception as exc:
-            if attempt == attempts - 1 or not is_busy(exc):
-                raise
-            time.sleep(0.1 * (2**attempt))
-    raise AssertionError("unreachable")
-
-
-def cosmetic_tags(run: RunSpec) -> dict[str, str]:
-    """Display name, note and user tags: the fields `update` changes in place."""
-    shown = run.spec.get("tracking", {}).get("display_name")
-    tags = {
-        TAG_DISPLAY_NAME: display_name(run.run_name, shown),
-        TAG_NOTE: cap(run.spec.get("description", "")),
-    }
-    for key, value in (run.spec.get("tags") or {}).items():
-        tags[f"{TAG_USER_PREFIX}{key}"] = cap(value)
-    return tags
-
-
-def manifest_tags(run: RunSpec) -> dict[str, str]:
-    """Every tag a run's cosmetic fields make on an MLflow run: :func:`cosmetic_tags`, and the
-    manifest's ``tags`` as plain tags too (``team`` beside ``himl.tag.team``), on a new run
-    and after an in-place update alike."""
-    return {**plain_tags(run.spec.get("tags")), **cosmetic_tags(run)}
-
-
-def run_tags(
-    run: RunSpec, attempt: int, output_dir: Path, host: str, apply_id: str
-) -> dict[str, str]:
-    """Every tag a new managed run is created with."""
-    tags = {
-        **identity_facts(run, attempt),
-        TAG_STATE: Lifecycle.ACTIVE.value,
-        TAG_OUTPUT_DIR: str(output_dir),
-        TAG_HOST: host,
-        TAG_APPLY_ID: apply_id,
-        **run_source_tags(run),
-        **spec_tags(run),
-        **manifest_tags(run),
-    }
-    if run.resume_from:
-        tags[TAG_RESUME_FROM] = run.resume_from
-    return tags
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def to_record(mlflow_run: Any) -> RunRecord | None:
-    """An MLflow run -> a RunRecord (None for a run whose tags are not ours or are damaged).
-
-    Only the tags are read: the stored spec is decoded when something reads ``record.spec``
-    (records written before the conda digest was a tag decode it here, once).
-
-    ``has_checkpoint`` is what the store records (``himl.checkpoints``, written by the runner
-    each time it saves a checkpoint: :func:`~.records.has_default_checkpoint`), never a look
-    at a disk, so every machine planning against the store sees the same.
-
-    A light history run of :func:`.local_sql.read_managed_runs` (``full=False``) gives a light
-    record: identity, attempt, state, status, times and ``has_checkpoint`` as usual; an empty
-    spec, no metrics, no provenance, no error tail."""
-    tags: dict[str, str] = dict(mlflow_run.data.tags)
-    info = mlflow_run.info
-    name = tags.get(TAG_RUN_NAME)
-    light = getattr(mlflow_run, "light", False)
-    text = spec_text(tags)
-    seed = _int(tags.get(TAG_SEED))
-    if not name or not (text or light) or seed is None or TAG_SPEC_HASH not in tags:
-        return None
-    deleted = getattr(info, "lifecycle_stage", "active") == "deleted"
-    status = status_from_mlflow(info.status)
-    common: dict[str, Any] = {
-        "run_name": name,
-        "run_id": info.run_id,
-        "experiment": tags.get(TAG_EXPERIMENT, ""),
-        "seed": seed,
-        "fold": stored_fold(tags),
-        "spec_hash": tags[TAG_SPEC_HASH],
-        "status": status,
-        "has_checkpoint": has_default_checkpoint(tags, status),
-        "attempt": _int(tags.get(TAG_ATTEMPT)) or 1,
-        "state": stored_state(tags, deleted),
-        "manifest_path": tags.get(TAG_MANIFEST, ""),
-        "output_dir": tags.get(TAG_OUTPUT_DIR),
-        "pid": _int(tags.get(TAG_PID)),
-        "host": tags.get(TAG_HOST),
-        "start_time": info.start_time / 1000.0 if info.start_time else None,
-        "end_time": info.end_time / 1000.0 if info.end_time else None,
-        "run_start_time": seconds(tags.get(TAG_STARTED_AT)),
-    }
-    if light:
-        return RunRecord(**common, spec_source={})
-    provenance = stored_provenance(tags, text)
-    if provenance is None:
-        return None
-    return RunRecord(
-        **common,
-        spec_source=text,
-        resume_from=tags.get(TAG_RESUME_FROM) or None,
-        metrics={k: float(v) for k, v in mlflow_run.data.metrics.items()},
-        provenance=provenance,
-        error_tail=tags.get(TAG_ERROR, ""),
-    )
-
-
-def apply_id_of(mlflow_run: Any) -> str | None:
-    value = mlflow_run.data.tags.get(TAG_APPLY_ID)
-    return str(value) if value else None
 
 
 class Store:
