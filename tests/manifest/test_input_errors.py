@@ -16,15 +16,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from himl_manifest.cli.main import cli, run_cli
-from himl_manifest.manifest import loader, schema
+from himl_manifest.manifest import loader, schema, yaml_bounds
 from himl_manifest.manifest.fastcheck import ecma_regex
-from himl_manifest.manifest.loader import MAX_INT_DIGITS, load_file
+from himl_manifest.manifest.loader import load_file
 from himl_manifest.manifest.validate import validate_paths
+from himl_manifest.manifest.yaml_bounds import MAX_INT_DIGITS
 
 HEAD = "apiVersion: himl/v1\nkind: Experiment\ncontainer: HelloWorld\nname: bad\n"
 OTHER = "apiVersion: himl/v1\nkind: Experiment\ncontainer: HelloWorld\nname: other\ntrainer:\n"
 OTHER += "  max_epoch: 3\n"
-_PURE_STRICT = loader._strict_loader(yaml.SafeLoader)
+_PURE_STRICT = yaml_bounds.strict_loader(yaml.SafeLoader)
 
 
 @pytest.fixture(params=["libyaml", "python"])

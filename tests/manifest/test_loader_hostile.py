@@ -12,12 +12,13 @@ import pytest
 import yaml
 
 from himl_manifest.cli.main import cli, run_cli
-from himl_manifest.manifest import loader
-from himl_manifest.manifest.loader import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES, load_file
+from himl_manifest.manifest import loader, yaml_bounds
+from himl_manifest.manifest.loader import MAX_FILE_BYTES, load_file
 from himl_manifest.manifest.validate import validate_paths
+from himl_manifest.manifest.yaml_bounds import MAX_DEPTH, MAX_NODES
 
 GOOD = "apiVersion: himl/v1\nkind: Experiment\nname: good\ncontainer: HelloWorld\n"
-_PURE_STRICT = loader._strict_loader(yaml.SafeLoader)
+_PURE_STRICT = yaml_bounds.strict_loader(yaml.SafeLoader)
 
 
 @pytest.fixture(autouse=True, params=["libyaml", "python"])
@@ -199,7 +200,7 @@ def test_cheap_depth_bound_never_underestimates(yaml_build: str) -> None:
     for _ in range(3_000):
         text = "".join(rng.choice(_PIECES) for _ in range(rng.randint(1, 30)))
         for limit in (2, 3, 4, 6):
-            if loader._may_nest_deeper(text, limit):
+            if yaml_bounds.may_nest_deeper(text, limit):
                 continue
             depth = deepest = 0
             try:
