@@ -103,7 +103,7 @@ def test_paths_inside_a_run_stay_inside() -> None:
 
 def test_run_references_resolve_through_the_run_store(trained: TrainedRun, project: Path) -> None:
     def find(reference: str) -> Path:
-        return tracking.resolve_run_checkpoint(reference, trained.uri)
+        return tracking.resolve_run_checkpoint(reference, trained.uri)[0]
 
     by_id = checkpoints.resolve_source(trained.run_id, resolve_run=find)
     assert by_id == trained.last

@@ -258,13 +258,18 @@ def choose_checkpoint(
             what = "--resume_training" if mode == TRAIN else what
             raise CheckpointError(f"{what} needs a checkpoint: set --src_checkpoint")
         return CheckpointChoice()
+    continues: list[str] = []
+
+    def resolve_run(reference: str) -> Path:
+        path, run_id = tracking.resolve_run_checkpoint(reference, uri or _store_uri())
+        continues.append(run_id)
+        return path
+
     if inherited:
         path = Path(inherited)
     else:
         path = checkpoints.resolve_source(
-            source,
-            sha256=container.src_checkpoint_sha256,
-            resolve_run=lambda ref: tracking.resolve_run_checkpoint(ref, uri or _store_uri()),
+            source, sha256=container.src_checkpoint_sha256, resolve_run=resolve_run
         )
     use = EVALUATE if mode != TRAIN else (RESUME if container.resume_training else WEIGHTS)
     trusted = checkpoints.is_trusted(source, marked=container.src_checkpoint_trusted)
@@ -275,7 +280,7 @@ def choose_checkpoint(
                 f"cannot resume: checkpoint {path} has completed {done} epochs, and max_epochs is "
                 f"{container.max_epochs}; set max_epochs above {done} to train further"
             )
-    return CheckpointChoice(path, use, trusted=trusted)
+    return CheckpointChoice(path, use, trusted=trusted, continues=next(iter(continues), None))
 
 
 def _store_uri() -> str:
@@ -401,10 +406,9 @@ def _start_tracking(
     }
     if settings.run_name:
         tags[TAG_RUN_NAME] = settings.run_name
-    if choice is not None and choice.use == RESUME and not choice.recovered:
-        continued = tracking.checkpoint_run(choice.path)  # resumed from another run's checkpoint
-        if continued is not None:
-            tags[TAG_PARENT_RUN] = continued
+    resumed = choice is not None and choice.use == RESUME and not choice.recovered
+    if resumed and choice is not None and choice.continues is not None:
+        tags[TAG_PARENT_RUN] = choice.continues  # resumed from another run's checkpoint
     return tracking.start(
         uri,
         experiment=container.effective_experiment,

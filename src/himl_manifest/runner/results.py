@@ -40,3 +40,6 @@ class CheckpointChoice:
     #: Whether the checkpoint may be unpickled in full (``weights_only=False``), which can run
     #: code: see :func:`himl_manifest.runner.checkpoints.is_trusted`.
     trusted: bool = False
+    #: The store's id of the run whose checkpoint this is (a run reference), which a resumed
+    #: run continues (``mlflow.parentRunId``).
+    continues: str | None = None

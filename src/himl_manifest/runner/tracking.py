@@ -521,25 +521,14 @@ def fail_precreated(uri: str | None, error_tail: str) -> None:
         logger.warning("could not mark run %s failed: %s", run_id, exc)
 
 
-#: Checkpoint file resolved from a run reference -> the MLflow run it belongs to (what a run
-#: resumed from it continues: ``mlflow.parentRunId``).
-_checkpoint_runs: dict[str, str] = {}
-
-
-def resolve_run_checkpoint(reference: str, uri: str | None) -> Path:
+def resolve_run_checkpoint(reference: str, uri: str | None) -> tuple[Path, str]:
     """The checkpoint file of a run reference ``<run>[:<dir/>file.ckpt]``, resolved by the run
     store (the same rules as apply's backend; downloaded when the run logged it as an artifact
-    and its folder is not on this machine)."""
+    and its folder is not on this machine), and the store's id of the run it belongs to."""
     from himl_manifest.backends.local import LocalStore
     from himl_manifest.errors import CheckpointError
 
     if uri is None:
         raise CheckpointError(f"cannot resolve run reference {reference!r}: tracking is off")
     path, run_id = LocalStore(uri, paths.project_root()).locate_checkpoint(reference)
-    _checkpoint_runs[path] = run_id
-    return Path(path)
-
-
-def checkpoint_run(path: Path | None) -> str | None:
-    """The MLflow run id of a checkpoint file :func:`resolve_run_checkpoint` resolved, if any."""
-    return _checkpoint_runs.get(str(path)) if path is not None else None
+    return Path(path), run_id
