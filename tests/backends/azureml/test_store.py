@@ -80,7 +80,7 @@ def test_the_sdk_listing_is_the_fallback_and_reads_the_same_records(
     fast = {(r.run_name, r.state, r.status, r.spec_hash, r.url) for r in backend.list_runs()}
     from himl_manifest.backends.azureml import store
 
-    monkeypatch.setattr(store, "_json_pages", lambda *args: None)  # "internals moved"
+    monkeypatch.setattr(store, "json_pages", lambda *args: None)  # "internals moved"
     workspace.requests.clear()
     slow = {(r.run_name, r.state, r.status, r.spec_hash, r.url) for r in backend.list_runs()}
     assert slow == fast
