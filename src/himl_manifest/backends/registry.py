@@ -50,6 +50,9 @@ class OpenOptions:
 
     tracking_uri: str | None = None
     jobs: int = 1
+    #: The workspace configuration file of the remote kind (``--workspace_config_path``);
+    #: None: found upward from the project root.
+    workspace_config: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,20 +111,18 @@ def open_backend(
     tracking_uri: str | None = None,
     root: Path | None = None,
     jobs: int = 1,
+    workspace_config: str | None = None,
 ) -> Backend:
     """Open the backend called ``name``; the run store is reached (and checked) at once.
 
-    ``jobs``: how many runs an executor that runs them here may run at once."""
+    ``jobs``: how many runs an executor that runs them here may run at once;
+    ``workspace_config``: the remote kind's configuration file (else found upward)."""
     root = (root or project_root()).resolve()
-    options = OpenOptions(tracking_uri, jobs)
+    options = OpenOptions(tracking_uri, jobs, workspace_config)
     if name == "auto":
         return open_routed(root, options)
-    if name in EXECUTORS:
-        kind = EXECUTORS[name]
-        why_not = kind.configured(root)
-        if why_not is not None:
-            raise ConfigError(why_not)
-        return kind.open(root, options)
+    if name in EXECUTORS:  # named: opened whatever `configured` says (it says why it cannot)
+        return EXECUTORS[name].open(root, options)
     if name == "memory":
         from himl_manifest.backends.memory import MemoryBackend
 
@@ -168,11 +169,17 @@ def workspace_configured(root: Path) -> str | None:
 def open_azureml(root: Path, options: OpenOptions | None = None) -> Backend:
     """The Azure ML backend of the project's workspace (the azure extra must be installed)."""
     from himl_manifest.backends.azureml.store import AzureMLBackend
-    from himl_manifest.backends.azureml.workspace import find_workspace, ml_client, require_sdk
+    from himl_manifest.backends.azureml.workspace import require_sdk
 
     require_sdk()
-    workspace = find_workspace(root)
-    return AzureMLBackend(ml_client(workspace), root=root, workspace=workspace)
+    return AzureMLBackend.open(root, config=(options or OpenOptions()).workspace_config)
+
+
+def remote_tracking_uri(root: Path, config: str | None = None) -> str:
+    """The MLflow tracking URI of the project's Azure ML workspace (``--log_from_vm``)."""
+    from himl_manifest.backends.azureml.workspace import mlflow_tracking_uri
+
+    return mlflow_tracking_uri(root, config)
 
 
 register(

@@ -282,12 +282,10 @@ def job_environment(settings: RunSettings) -> dict[str, str]:
 
 
 def open_cluster_backend(root: Path, config: str | None) -> Any:
-    """The Azure ML backend of the project's workspace (``--workspace_config_path`` first)."""
-    from himl_manifest.backends.azureml.store import AzureMLBackend
-    from himl_manifest.backends.azureml.workspace import require_sdk
+    """The backend of the remote executor kind (``--workspace_config_path`` first)."""
+    from himl_manifest.backends.registry import AZUREML, open_backend
 
-    require_sdk()
-    return AzureMLBackend.open(root, config=config)
+    return open_backend(AZUREML, root=root, workspace_config=config)
 
 
 def _preflight(backend: Any, runs: Sequence[RunSpec]) -> None:

@@ -379,33 +379,11 @@ def log_from_vm_uri(root: Path | None = None, config: str | Path | None = None) 
     explicit = os.environ.get(LOG_FROM_VM_URI_ENV, "").strip()
     if explicit:
         return explicit
-    from himl_manifest.backends.azureml.workspace import (
-        azure_errors,
-        find_workspace,
-        ml_client,
-        require_sdk,
+    from himl_manifest.backends.registry import remote_tracking_uri
+
+    return remote_tracking_uri(
+        root or paths.project_root(), None if config is None else str(config)
     )
-    from himl_manifest.errors import BackendUnavailable
-
-    require_sdk()
-    import importlib.util
-
-    try:
-        plugin = importlib.util.find_spec("azureml.mlflow")  # MLflow's azureml:// plugin
-    except ImportError:
-        plugin = None
-    if plugin is None:
-        raise BackendUnavailable(
-            "--log_from_vm needs azureml-mlflow (MLflow's plugin for azureml:// tracking "
-            "URIs): pip install 'himl-manifest[azure]'"
-        )
-    workspace = find_workspace(root or paths.project_root(), config)
-    with azure_errors(f"reading the tracking URI of workspace {workspace}", workspace):
-        found = ml_client(workspace).workspaces.get(workspace.workspace_name)
-    uri = str(getattr(found, "mlflow_tracking_uri", "") or "")
-    if not uri:
-        raise StoreError(f"workspace {workspace} has no MLflow tracking URI")
-    return uri
 
 
 def record_checkpoints(tracker: Tracker, folder: Path) -> None:

@@ -427,3 +427,30 @@ def azure_errors(doing: str, workspace: Workspace | None = None) -> Iterator[Non
         if not is_azure_error(exc):
             raise
         raise translate(exc, doing, workspace) from exc
+
+
+def mlflow_tracking_uri(root: Path, config: str | Path | None = None) -> str:
+    """The MLflow tracking URI of the project's workspace (what ``--log_from_vm`` records
+    into). Raises when there is no workspace, it cannot be reached, or MLflow's azureml://
+    plugin (azureml-mlflow) is missing, before a run starts."""
+    import importlib.util
+
+    from himl_manifest.errors import BackendUnavailable, StoreError
+
+    require_sdk()
+    try:
+        plugin = importlib.util.find_spec("azureml.mlflow")  # MLflow's azureml:// plugin
+    except ImportError:
+        plugin = None
+    if plugin is None:
+        raise BackendUnavailable(
+            "--log_from_vm needs azureml-mlflow (MLflow's plugin for azureml:// tracking "
+            "URIs): pip install 'himl-manifest[azure]'"
+        )
+    workspace = find_workspace(root, config)
+    with azure_errors(f"reading the tracking URI of workspace {workspace}", workspace):
+        found = ml_client(workspace).workspaces.get(workspace.workspace_name)
+    uri = str(getattr(found, "mlflow_tracking_uri", "") or "")
+    if not uri:
+        raise StoreError(f"workspace {workspace} has no MLflow tracking URI")
+    return uri
