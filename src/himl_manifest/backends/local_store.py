@@ -29,6 +29,7 @@ from himl_manifest.backends.local_uri import (
     is_initialized_sqlite,
     is_read_only,
     quiet_mlflow_logs,
+    read_only_row,
     retrying,
     sqlite_path,
     store_errors,
@@ -84,21 +85,10 @@ class Store:
 
     def store_id(self) -> str | None:
         """The store's identity (the ``himl.store_id`` tag), None before himl first wrote."""
-        if self.db is None or not self.db.is_file():
+        if self.db is None:
             return None
-        try:
-            connection = sqlite3.connect(f"{self.db.resolve().as_uri()}?mode=ro", uri=True)
-        except sqlite3.Error:
-            return None
-        try:
-            row = connection.execute(
-                "SELECT value FROM experiment_tags WHERE key = ? ORDER BY experiment_id LIMIT 1",
-                (TAG_STORE_ID,),
-            ).fetchone()
-        except sqlite3.Error:
-            return None
-        finally:
-            connection.close()
+        query = "SELECT value FROM experiment_tags WHERE key = ? ORDER BY experiment_id LIMIT 1"
+        row = read_only_row(self.db, query, TAG_STORE_ID)
         return str(row[0]) if row else None
 
     def ensure_store_id(self) -> str | None:

@@ -10,7 +10,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 from himl_manifest.errors import StoreError
@@ -62,23 +62,28 @@ def check_uri(uri: str) -> None:
             raise StoreError(f"run store {uri}: {db} is not an SQLite database (corrupt?)")
 
 
-def is_initialized_sqlite(db: Path) -> bool:
-    """Whether ``db`` is an SQLite file holding MLflow's ``runs`` table (read-only check)."""
+def read_only_row(db: Path, query: str, *params: object) -> tuple[Any, ...] | None:
+    """The first row ``query`` gives on the SQLite file ``db``, opened read-only; None when
+    there is no such file, no row, or SQLite cannot answer (not a database, no such table)."""
     if not db.is_file():
-        return False
+        return None
     try:
         connection = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
     except sqlite3.Error:
-        return False
+        return None
     try:
-        found = connection.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'"
-        ).fetchone()
-        return found is not None
+        row = connection.execute(query, params).fetchone()
     except sqlite3.Error:
-        return False
+        return None
     finally:
         connection.close()
+    return tuple(row) if row is not None else None
+
+
+def is_initialized_sqlite(db: Path) -> bool:
+    """Whether ``db`` is an SQLite file holding MLflow's ``runs`` table (read-only check)."""
+    query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'"
+    return read_only_row(db, query) is not None
 
 
 def is_store_failure(exc: BaseException) -> bool:
