@@ -69,3 +69,22 @@ def test_a_record_decodes_its_spec_only_when_read() -> None:
     assert "spec" not in record.__dict__
     assert record.spec == {"name": "e"}
     assert "spec" in record.__dict__
+
+
+def test_provenance_reads_stored_facts_typed() -> None:
+    from himl_manifest.model import Provenance
+
+    stored = {
+        "head_commit": "a" * 40,
+        "manifest_commit": "",
+        "manifest_commit_unknown": "shallow clone",
+        "dirty": "true",
+        "worktree_dirty": "False",
+        "applied_by": "ci-bot",
+        "conda_sha256": "",
+    }
+    facts = Provenance.of(stored)
+    assert (facts.dirty, facts.worktree_dirty) == (True, False)
+    assert facts.manifest_commit is None and facts.commit == "a" * 40
+    assert facts.manifest_commit_unknown == "shallow clone" and facts.branch is None
+    assert Provenance.of({}).dirty is None

@@ -107,6 +107,56 @@ def parse_enum(kind: type[_StrEnum], value: object, what: str) -> Any:
 NEVER_STARTED = "never started: "
 
 
+def _flag(value: object) -> bool | None:
+    """A stored yes/no (``True``, ``"true"``, ``"True"``); None when not recorded."""
+    if value is None or value == "":
+        return None
+    return str(value).lower() == "true"
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What a run records of where it came from, typed: a view of its stored facts (every
+    store keeps them as text under ``himl.provenance.*``; :meth:`of` reads them back)."""
+
+    head_commit: str | None = None
+    branch: str | None = None
+    remote_url: str | None = None
+    #: The commit that last changed the run's manifest; None when unknown (then ``unknown_why``).
+    manifest_commit: str | None = None
+    manifest_commit_unknown: str | None = None
+    manifest_blob: str | None = None
+    #: The manifest, and the whole work tree, had uncommitted changes at apply time.
+    dirty: bool | None = None
+    worktree_dirty: bool | None = None
+    applied_by: str | None = None
+    applied_by_source: str | None = None
+    applied_at: str | None = None
+    ci_run_url: str | None = None
+    tool_version: str | None = None
+    schema_version: str | None = None
+    #: The command line of an imperative run (`himl-runner --cluster`), in place of a manifest.
+    command: str | None = None
+
+    @classmethod
+    def of(cls, facts: Mapping[str, Any]) -> Provenance:
+        def text(key: str) -> str | None:
+            value = facts.get(key)
+            return str(value) if value not in (None, "") else None
+
+        names = [f for f in cls.__dataclass_fields__ if f not in ("dirty", "worktree_dirty")]
+        return cls(
+            **{name: text(name) for name in names},
+            dirty=_flag(facts.get("dirty")),
+            worktree_dirty=_flag(facts.get("worktree_dirty")),
+        )
+
+    @property
+    def commit(self) -> str | None:
+        """The commit the run's manifest was at: its last change, else HEAD at apply."""
+        return self.manifest_commit or self.head_commit
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """What a run store says about one attempt of one run.
@@ -157,6 +207,11 @@ class RunRecord:
     def conda_sha256(self) -> str | None:
         """The conda file digest the run was submitted with (None: no conda file or unknown)."""
         return self.provenance.get("conda_sha256") or None
+
+    @cached_property
+    def source(self) -> Provenance:
+        """Its provenance, typed (:class:`Provenance`)."""
+        return Provenance.of(self.provenance)
 
     @property
     def in_progress(self) -> bool:

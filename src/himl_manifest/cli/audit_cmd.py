@@ -12,7 +12,7 @@ from himl_manifest.cli.options import backend_options, format_option
 from himl_manifest.errors import HimlError, UsageError
 
 if TYPE_CHECKING:
-    from himl_manifest.model import RunRecord
+    from himl_manifest.model import Provenance, RunRecord
     from himl_manifest.operations.runs import AuditAnswer
 
 
@@ -86,34 +86,39 @@ def _full_commit(prefix: str) -> str | None:
     return GitProvenance(project_root()).resolve_commit(prefix)
 
 
-def _manifest_commit(facts: dict[str, str]) -> str:
-    if facts.get("manifest_commit"):
-        return facts["manifest_commit"]
-    if facts.get("manifest_commit_unknown"):
-        return f"unknown ({facts['manifest_commit_unknown']})"
+def _manifest_commit(facts: Provenance) -> str:
+    if facts.manifest_commit:
+        return facts.manifest_commit
+    if facts.manifest_commit_unknown:
+        return f"unknown ({facts.manifest_commit_unknown})"
     return "-"
+
+
+def _yes_no(flag: bool | None) -> str:
+    return "?" if flag is None else str(flag).lower()
 
 
 def _text(answer: AuditAnswer) -> str:
     record = answer.record
-    facts = record.provenance
-    who = facts.get("applied_by", "-")
-    if facts.get("applied_by_source"):
-        who += f" ({facts['applied_by_source']})"
+    facts = record.source
+    who = facts.applied_by or "-"
+    if facts.applied_by_source:
+        who += f" ({facts.applied_by_source})"
     rows = [
         ("run", f"{record.run_name}  (attempt {record.attempt}, {record.status}, {record.state})"),
         ("run id", record.run_id),
         ("experiment", f"{record.experiment}, seed {record.seed}"),
         ("manifest", record.manifest_path or "-"),
         ("manifest commit", _manifest_commit(facts)),
-        ("manifest blob", facts.get("manifest_blob") or "-"),
-        ("HEAD at apply", facts.get("head_commit") or "-"),
-        ("branch", facts.get("branch") or "-"),
-        ("remote", facts.get("remote_url") or "-"),
-        ("dirty", f"manifest {facts.get('dirty', '?')}, tree {facts.get('worktree_dirty', '?')}"),
-        ("applied by", f"{who} at {facts.get('applied_at', '-')}"),
-        *((("ci run", facts["ci_run_url"]),) if facts.get("ci_run_url") else ()),
-        ("versions", f"himl {facts.get('tool_version')}, schema {facts.get('schema_version')}"),
+        ("manifest blob", facts.manifest_blob or "-"),
+        ("HEAD at apply", facts.head_commit or "-"),
+        ("branch", facts.branch or "-"),
+        ("remote", facts.remote_url or "-"),
+        ("dirty", f"manifest {_yes_no(facts.dirty)}, tree {_yes_no(facts.worktree_dirty)}"),
+        ("applied by", f"{who} at {facts.applied_at or '-'}"),
+        *((("ci run", facts.ci_run_url),) if facts.ci_run_url else ()),
+        *((("command", facts.command),) if facts.command else ()),
+        ("versions", f"himl {facts.tool_version}, schema {facts.schema_version}"),
         ("spec hash", record.spec_hash),
         ("resumed from", record.resume_from or "-"),
         ("output", record.output_dir or "-"),
@@ -138,7 +143,7 @@ def _text(answer: AuditAnswer) -> str:
         )
     lines.extend(f"warning: {warning}" for warning in answer.warnings)
     if answer.manifest_content is not None:
-        commit = (facts.get("manifest_commit") or facts.get("head_commit") or "")[:12]
+        commit = (facts.commit or "")[:12]
         lines.append("")
         lines.append(f"--- {record.manifest_path} @ {commit}")
         lines.append(answer.manifest_content.rstrip("\n"))

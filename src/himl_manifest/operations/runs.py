@@ -112,7 +112,7 @@ def run_rows(
                 output_dir=record.output_dir,
                 error_tail=record.error_tail,
                 manifest_path=record.manifest_path,
-                commit=record.provenance.get("head_commit"),
+                commit=record.source.head_commit,
                 url=record.url,
                 queued_s=_span(record.start_time, record.run_start_time),
                 run_s=_span(record.run_start_time, record.end_time),
@@ -225,7 +225,7 @@ def find_records(records: Sequence[RunRecord], reference: str) -> list[RunRecord
 def reproduce_commit(record: RunRecord) -> str | None:
     """The commit to check out to produce ``record`` again: HEAD when it was applied (its code
     and every manifest as they were), else the commit that last changed its manifest."""
-    return record.provenance.get("head_commit") or record.provenance.get("manifest_commit")
+    return record.source.head_commit or record.source.manifest_commit
 
 
 def manifests_folder(manifest_path: str) -> str:
@@ -364,7 +364,7 @@ def audit_run(
     if not found:
         return None
     record = found[-1]
-    commit = record.provenance.get("manifest_commit") or record.provenance.get("head_commit")
+    commit = record.source.commit
     git = GitProvenance(root)
     content = git.show(commit, record.manifest_path) if commit else None
     warnings = _audit_warnings(record, commit, content)
@@ -379,9 +379,9 @@ def audit_run(
             "attempt": r.attempt,
             "run_id": r.run_id,
             "status": r.status,
-            "applied_at": r.provenance.get("applied_at"),
-            "applied_by": r.provenance.get("applied_by"),
-            "head_commit": r.provenance.get("head_commit"),
+            "applied_at": r.source.applied_at,
+            "applied_by": r.source.applied_by,
+            "head_commit": r.source.head_commit,
         }
         for r in found
     ]
@@ -389,20 +389,20 @@ def audit_run(
 
 
 def _audit_warnings(record: RunRecord, commit: str | None, content: str | None) -> list[str]:
-    facts = record.provenance
+    facts = record.source
     warnings = []
-    if facts.get("dirty") == "true":
+    if facts.dirty:
         warnings.append(
             "the manifest had uncommitted changes when it was applied (--allow-dirty): "
             "the commit does not hold exactly what ran"
         )
-    elif facts.get("worktree_dirty") == "true":
+    elif facts.worktree_dirty:
         warnings.append(
             "the work tree had uncommitted changes when it was applied: code outside the "
             "manifest may differ from the commit"
         )
-    if facts.get("manifest_commit_unknown"):
-        warnings.append(f"manifest commit unknown: {facts['manifest_commit_unknown']}")
+    if facts.manifest_commit_unknown:
+        warnings.append(f"manifest commit unknown: {facts.manifest_commit_unknown}")
     if commit and content is None:
         warnings.append(f"commit {commit[:12]} is not in this repository (fetch it first)")
     if not reproduce_commit(record):
@@ -424,8 +424,8 @@ def runs_of_commit(records: Sequence[RunRecord], commit: str) -> list[tuple[RunR
     commit = commit.lower()
     out = []
     for record in records:
-        manifest = record.provenance.get("manifest_commit") or ""
-        head = record.provenance.get("head_commit") or ""
+        manifest = record.source.manifest_commit or ""
+        head = record.source.head_commit or ""
         if manifest.startswith(commit):
             out.append((record, "manifest commit"))
         elif head.startswith(commit):
@@ -437,5 +437,5 @@ def runs_of_commit(records: Sequence[RunRecord], commit: str) -> list[tuple[RunR
 def unknown_manifest_commits(records: Sequence[RunRecord]) -> list[str]:
     """Run names whose manifest commit was not recorded because it was unknown (a shallow
     clone): `audit --commit` can match them by HEAD at apply only."""
-    names = {r.run_name for r in records if r.provenance.get("manifest_commit_unknown")}
+    names = {r.run_name for r in records if r.source.manifest_commit_unknown}
     return sorted(names)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from himl_manifest.errors import ConfigError
-from himl_manifest.model import Lifecycle, RunStatus
+from himl_manifest.model import Lifecycle, Provenance, RunStatus
 from himl_manifest.records.layout import path_in_run
 from himl_manifest.spec import RunSpec, canonical_json
 
@@ -279,12 +279,12 @@ def source_tags(
 
 def run_source_tags(run: RunSpec) -> dict[str, str]:
     """The source tags of a managed run, from the git provenance apply stamped on it."""
-    facts = run.provenance
+    facts = Provenance.of(run.provenance)
     return source_tags(
         source=run.manifest_path or run.run_name,
-        commit=facts.get("head_commit"),
-        branch=facts.get("branch"),
-        remote_url=facts.get("remote_url"),
+        commit=facts.head_commit,
+        branch=facts.branch,
+        remote_url=facts.remote_url,
     )
 
 

@@ -60,6 +60,7 @@ from typing import Any, Protocol
 
 from himl_manifest import paths
 from himl_manifest.errors import ConfigError, StoreError
+from himl_manifest.model import Provenance
 from himl_manifest.records import (
     CHECKPOINT_DIR,
     MAX_TAG_VALUE,
@@ -429,18 +430,18 @@ def run_source_tags(
     """MLflow's source tags of the run: from the provenance apply stamped on a managed run's
     spec (``spec``: the RunSpec JSON as a dict), else what git says about the project (a
     one-off run; ``command`` names its source)."""
-    provenance = spec.get("provenance") or {}
-    if provenance:
-        facts = {key: provenance.get(key) for key in ("head_commit", "branch", "remote_url")}
+    recorded = spec.get("provenance") or {}
+    if recorded:
+        facts = Provenance.of(recorded)
         source = str(spec.get("manifest_path") or spec.get("run_name") or command)
     else:
-        facts = git_facts(root or paths.project_root())
+        facts = Provenance.of(git_facts(root or paths.project_root()))
         source = command
     return source_tags(
         source=source,
-        commit=facts.get("head_commit"),
-        branch=facts.get("branch"),
-        remote_url=facts.get("remote_url"),
+        commit=facts.head_commit,
+        branch=facts.branch,
+        remote_url=facts.remote_url,
     )
 
 
