@@ -46,6 +46,7 @@ from himl_manifest.runner.fields import apply_overrides, field_values
 from himl_manifest.runner.lookup import find_container
 from himl_manifest.runner.results import EVALUATE, RESUME, WEIGHTS, CheckpointChoice, RunResult
 from himl_manifest.runner.settings import EVALUATION, INFERENCE, TRAIN, RunSettings
+from himl_manifest.runner.sources import run_source_tags
 
 logger = logging.getLogger(__name__)
 
@@ -398,7 +399,7 @@ def _start_tracking(
 ) -> tracking.Tracker:
     command = f"himl-runner --model={settings.model}"
     tags = {
-        **tracking.run_source_tags(settings.source, command),
+        **run_source_tags(settings.source, command),
         TAG_CONTAINER: f"{type(container).__module__}.{type(container).__qualname__}",
         TAG_MODE: mode,
         **settings.tags,

@@ -27,8 +27,8 @@ uploaded: the service keeps ``outputs/``.
 
 Every run gets MLflow's own source tags (``mlflow.source.name``, ``mlflow.source.git.commit``,
 ``.branch``, ``.repoURL`` without credentials): from the provenance apply stamped on a managed
-run, else from git in the project. A run resumed from another run's checkpoint gets
-``mlflow.parentRunId``: the run it continued (its metric steps continue that run's).
+run, else from git in the project (:mod:`.sources`). A run resumed from another run's
+checkpoint gets ``mlflow.parentRunId``: the run it continued (its metric steps continue it).
 
 Inside an Azure ML job (:func:`himl_manifest.paths.in_azureml`) MLflow is preconfigured by the
 service: ``MLFLOW_TRACKING_URI`` is the workspace, and the job's own run (whose id is the job
@@ -60,7 +60,6 @@ from typing import Any, Protocol
 
 from himl_manifest import paths
 from himl_manifest.errors import ConfigError, StoreError
-from himl_manifest.model import Provenance
 from himl_manifest.records import (
     CHECKPOINT_DIR,
     MAX_TAG_VALUE,
@@ -74,7 +73,6 @@ from himl_manifest.records import (
     cap_tail,
     display_name,
     path_in_run,
-    source_tags,
 )
 
 TRACKING_ENV = "HIML_TRACKING"
@@ -392,57 +390,6 @@ def record_checkpoints(tracker: Tracker, folder: Path) -> None:
     how a store that cannot see the files knows which a run has; and log them as artifacts
     where the tracker does (see the module's docstring)."""
     tracker.record_checkpoints(folder)
-
-
-def git_facts(root: Path) -> dict[str, str | None]:
-    """What git says about ``root`` (``git`` itself, no GitPython: the runner stays light):
-    HEAD commit, branch (None when detached) and the remote URL (``origin``, else the first
-    remote), each None when git cannot say (no repository, no git)."""
-    import subprocess
-
-    def ask(*args: str) -> str | None:
-        try:
-            done = subprocess.run(
-                ["git", "-C", str(root), *args],
-                capture_output=True,
-                text=True,
-                timeout=20,
-                check=False,
-            )
-        except (OSError, subprocess.SubprocessError):
-            return None
-        answer = done.stdout.strip()
-        return answer if done.returncode == 0 and answer else None
-
-    commit = ask("rev-parse", "--verify", "-q", "HEAD")
-    if commit is None:
-        return {"head_commit": None, "branch": None, "remote_url": None}
-    branch = ask("symbolic-ref", "-q", "--short", "HEAD")
-    remotes = (ask("remote") or "").split()
-    chosen = "origin" if "origin" in remotes else (remotes[0] if remotes else None)
-    remote = ask("remote", "get-url", chosen) if chosen else None
-    return {"head_commit": commit, "branch": branch, "remote_url": remote}
-
-
-def run_source_tags(
-    spec: Mapping[str, Any], command: str, root: Path | None = None
-) -> dict[str, str]:
-    """MLflow's source tags of the run: from the provenance apply stamped on a managed run's
-    spec (``spec``: the RunSpec JSON as a dict), else what git says about the project (a
-    one-off run; ``command`` names its source)."""
-    recorded = spec.get("provenance") or {}
-    if recorded:
-        facts = Provenance.of(recorded)
-        source = str(spec.get("manifest_path") or spec.get("run_name") or command)
-    else:
-        facts = Provenance.of(git_facts(root or paths.project_root()))
-        source = command
-    return source_tags(
-        source=source,
-        commit=facts.head_commit,
-        branch=facts.branch,
-        remote_url=facts.remote_url,
-    )
 
 
 def start(
