@@ -34,6 +34,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from himl_manifest.manifest.class_fields import (
+    StaticField,
+    Unknown,
+    check_readable,
+    declared_fields,
+    dotted_name,
+    top_level,
+)
+
 #: The package a bare container name (``HelloWorld``) is searched in (as hi-ml's
 #: ``health_ml.configs``); :mod:`himl_manifest.runner.lookup` searches the same one.
 DEFAULT_NAMESPACE = "himl_manifest.configs"
@@ -46,9 +55,6 @@ _ALIASES = {"himl_manifest.LightningContainer": SHIPPED_BASE}
 _SHIPPED_ROOT = Path(__file__).resolve().parents[2]
 #: Bases that add no fields.
 _NEUTRAL_BASES = frozenset({"object", "ABC", "abc.ABC"})
-_HARMLESS_DECORATORS = frozenset(
-    {"dataclass", "dataclasses.dataclass", "final", "typing.final", "typing_extensions.final"}
-)
 #: Source files larger than this are not read (generated code): the class is unknown.
 MAX_SOURCE_BYTES = 2_000_000
 #: Files a project-wide search for a class reads at most.
@@ -59,17 +65,6 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SKIPPED_DIRS = frozenset({"node_modules", "site-packages", "outputs", "build", "dist"})
 #: ``src`` is searched as a root of its own, not as a package.
 _SKIPPED_TOP = _SKIPPED_DIRS | {"src"}
-
-
-@dataclass(frozen=True)
-class StaticField:
-    """A field as its source declares it: ``annotation`` is the annotation's source text (None
-    for ``self.x = ...``); ``owner`` the qualified name of the declaring class."""
-
-    name: str
-    annotation: str | None
-    owner: str
-    line: int
 
 
 @dataclass(frozen=True)
@@ -94,10 +89,6 @@ class _Module:
     package: bool
 
 
-class _Unknown(Exception):
-    """Something the static reading cannot follow: the class is unknown."""
-
-
 @dataclass
 class SourceIndex:
     """Parsed modules and resolved classes, kept for one validate run (or longer)."""
@@ -120,7 +111,7 @@ class SourceIndex:
         if key not in self._containers:
             try:
                 self._containers[key] = self._read_container(name, tuple(roots))
-            except (_Unknown, RecursionError):
+            except (Unknown, RecursionError):
                 self._containers[key] = None
         return self._containers[key]
 
@@ -161,7 +152,7 @@ class SourceIndex:
     def _module(self, dotted: str, roots: tuple[Path, ...]) -> _Module:
         found = self._locate(dotted, roots)
         if not isinstance(found, _Module):
-            raise _Unknown(dotted)
+            raise Unknown(dotted)
         return found
 
     # --- the container and its bases -------------------------------------------------------------
@@ -205,16 +196,16 @@ class SourceIndex:
         if key not in self._bindings:
             tree = self._tree(module.path)
             if tree is None:
-                raise _Unknown(str(module.path))
+                raise Unknown(str(module.path))
             self._bindings[key] = _top_level_bindings(tree, module)
         return self._bindings[key].get(name, ("missing",))
 
     def _class_def(self, module: _Module, class_name: str) -> ast.ClassDef:
         tree = self._tree(module.path)
-        for node in _top_level(tree.body if tree else []):
+        for node in top_level(tree.body if tree else []):
             if isinstance(node, ast.ClassDef) and node.name == class_name:
                 return node
-        raise _Unknown(f"{module.name}.{class_name}")
+        raise Unknown(f"{module.name}.{class_name}")
 
     def _collect(
         self,
@@ -226,26 +217,26 @@ class SourceIndex:
         depth: int,
     ) -> bool:
         """Add the fields of ``module.class_name`` and its bases to ``fields``; True when the
-        class derives from the shipped base. Raises _Unknown where the source can't tell.
+        class derives from the shipped base. Raises Unknown where the source can't tell.
         ``seen``: each class visited, with its answer (None while its bases are read, so a
         class that is its own base is unknown; a diamond's shared base is read once)."""
         qualname = f"{module.name}.{class_name}"
         if depth > _MAX_DEPTH or (qualname in seen and seen[qualname] is None):
-            raise _Unknown(qualname)
+            raise Unknown(qualname)
         if qualname in seen:
             return bool(seen[qualname])
         seen[qualname] = None
         node = self._class_def(module, class_name)
         shipped = qualname == SHIPPED_BASE
         if not shipped:
-            _check_readable(node)
+            check_readable(node)
         is_container = shipped
         for base in node.bases:
-            if _dotted(base) in _NEUTRAL_BASES:
+            if dotted_name(base) in _NEUTRAL_BASES:
                 continue
             target, target_class = self._resolve(module, base, roots, depth)
             is_container |= self._collect(target, target_class, roots, fields, seen, depth + 1)
-        for found in _declared_fields(node, qualname):
+        for found in declared_fields(node, qualname):
             fields.setdefault(found.name, found)
         seen[qualname] = is_container
         return is_container
@@ -254,9 +245,9 @@ class SourceIndex:
         self, module: _Module, expr: ast.expr, roots: tuple[Path, ...], depth: int
     ) -> tuple[_Module, str]:
         """The (module, class name) a base-class expression of ``module`` refers to."""
-        dotted = _dotted(expr)
+        dotted = dotted_name(expr)
         if dotted is None:
-            raise _Unknown(ast.unparse(expr))
+            raise Unknown(ast.unparse(expr))
         head, *rest = dotted.split(".")
         binding = self._binding(module, head)
         if binding[0] == "class" and not rest:
@@ -266,7 +257,7 @@ class SourceIndex:
         elif binding[0] == "from":
             target = f"{binding[1]}.{binding[2]}"
         else:
-            raise _Unknown(dotted)
+            raise Unknown(dotted)
         return self._resolve_dotted(".".join([target, *rest]), roots, depth)
 
     def _resolve_dotted(
@@ -277,7 +268,7 @@ class SourceIndex:
             dotted = _ALIASES.get(dotted, dotted)
             owner, _, name = dotted.rpartition(".")
             if not owner or self._locate(owner.split(".")[0], roots) is None:
-                raise _Unknown(dotted)  # a third-party package: not followed
+                raise Unknown(dotted)  # a third-party package: not followed
             module = self._module(owner, roots)
             binding = self._binding(module, name)
             if binding[0] == "class":
@@ -285,8 +276,8 @@ class SourceIndex:
             if binding[0] == "from":
                 dotted = f"{binding[1]}.{binding[2]}"
                 continue
-            raise _Unknown(dotted)
-        raise _Unknown(dotted)
+            raise Unknown(dotted)
+        raise Unknown(dotted)
 
 
 def _package_modules(folder: Path, prefix: str) -> Iterator[_Module]:
@@ -310,20 +301,6 @@ def _package_modules(folder: Path, prefix: str) -> Iterator[_Module]:
             continue
 
 
-def _top_level(body: list[ast.stmt]) -> Iterator[ast.stmt]:
-    """Module-level statements, those under ``if``/``try`` included (not in functions)."""
-    for node in body:
-        yield node
-        if isinstance(node, ast.If):
-            yield from _top_level(node.body)
-            yield from _top_level(node.orelse)
-        elif isinstance(node, ast.Try | ast.TryStar):
-            for block in (node.body, node.orelse, node.finalbody):
-                yield from _top_level(block)
-            for handler in node.handlers:
-                yield from _top_level(handler.body)
-
-
 def _absolute(module: _Module, level: int, target: str | None) -> str:
     """The absolute name of ``from <level dots><target> import ...`` in ``module``."""
     if level == 0:
@@ -331,7 +308,7 @@ def _absolute(module: _Module, level: int, target: str | None) -> str:
     parts = module.name.split(".")
     package = parts if module.package else parts[:-1]
     if level > len(package):
-        raise _Unknown(f"relative import beyond the top-level package in {module.name}")
+        raise Unknown(f"relative import beyond the top-level package in {module.name}")
     base = package[: len(package) - level + 1]
     return ".".join([*base, target] if target else base)
 
@@ -344,7 +321,7 @@ def _top_level_bindings(tree: ast.Module, module: _Module) -> dict[str, tuple[st
     def bind(name: str, what: tuple[str, ...]) -> None:
         bindings[name] = what if bindings.get(name, what) == what else ("other",)
 
-    for node in _top_level(tree.body):
+    for node in top_level(tree.body):
         if isinstance(node, ast.ClassDef):
             bind(node.name, ("class",))
         elif isinstance(node, ast.Import):
@@ -357,7 +334,7 @@ def _top_level_bindings(tree: ast.Module, module: _Module) -> dict[str, tuple[st
         elif isinstance(node, ast.ImportFrom):
             try:
                 source = _absolute(module, node.level, node.module)
-            except _Unknown:
+            except Unknown:
                 continue
             for alias in node.names:
                 if alias.name != "*":
@@ -371,112 +348,6 @@ def _top_level_bindings(tree: ast.Module, module: _Module) -> dict[str, tuple[st
                     if isinstance(name, ast.Name):
                         bind(name.id, ("other",))
     return bindings
-
-
-def _dotted(expr: ast.expr) -> str | None:
-    """``a.b.C`` for a name or an attribute chain; None for anything else."""
-    if isinstance(expr, ast.Name):
-        return expr.id
-    if isinstance(expr, ast.Attribute):
-        head = _dotted(expr.value)
-        return f"{head}.{expr.attr}" if head else None
-    return None
-
-
-#: Methods whose attribute assignments make the fields a run's overrides meet.
-_SETUP_METHODS = frozenset({"__init__", "__post_init__", "set_model_variant"})
-
-
-def _check_readable(node: ast.ClassDef) -> None:
-    """Raise _Unknown when the class may get fields its source does not show."""
-    if node.keywords:  # metaclass=..., or keywords for __init_subclass__
-        raise _Unknown(f"{node.name}: class keywords")
-    for decorator in node.decorator_list:
-        target = decorator.func if isinstance(decorator, ast.Call) else decorator
-        if _dotted(target) not in _HARMLESS_DECORATORS:
-            raise _Unknown(f"{node.name}: decorator {ast.unparse(decorator)}")
-    for sub in ast.walk(node):
-        if isinstance(sub, ast.Call) and _dotted(sub.func) in ("setattr", "vars"):
-            raise _Unknown(f"{node.name}: sets attributes dynamically")
-        if isinstance(sub, ast.Attribute) and sub.attr == "__dict__":
-            raise _Unknown(f"{node.name}: uses __dict__")
-    for method in _class_statements(node.body):
-        if isinstance(method, ast.FunctionDef) and method.name in _SETUP_METHODS:
-            _check_self_not_handed_out(node.name, method)
-
-
-def _check_self_not_handed_out(class_name: str, method: ast.FunctionDef) -> None:
-    """A setup method that passes ``self`` to a function (``configure(self)``) may set fields
-    there; calling a base class's ``__init__(self)`` is fine (its source is read too)."""
-    if not method.args.args:
-        return
-    self_name = method.args.args[0].arg
-    for sub in ast.walk(method):
-        if not isinstance(sub, ast.Call):
-            continue
-        if isinstance(sub.func, ast.Attribute) and sub.func.attr in _SETUP_METHODS:
-            continue
-        arguments = [*sub.args, *(k.value for k in sub.keywords)]
-        if any(isinstance(a, ast.Name) and a.id == self_name for a in arguments):
-            raise _Unknown(f"{class_name}.{method.name} hands self to {ast.unparse(sub.func)}")
-
-
-def _class_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
-    """The statements of a class body, those under ``if``/``try`` included."""
-    yield from _top_level(body)
-
-
-def _is_classvar(annotation: ast.expr) -> bool:
-    text = ast.unparse(annotation).strip("'\"")
-    return bool(re.match(r"^(typing\.)?ClassVar\b", text))
-
-
-def _declared_fields(node: ast.ClassDef, owner: str) -> Iterator[StaticField]:
-    """The fields ``node`` declares: annotated class attributes, then ``self.x`` assignments."""
-    for statement in _class_statements(node.body):
-        if (
-            isinstance(statement, ast.AnnAssign)
-            and isinstance(statement.target, ast.Name)
-            and not statement.target.id.startswith("_")
-            and not _is_classvar(statement.annotation)
-        ):
-            annotation = ast.unparse(statement.annotation)
-            yield StaticField(statement.target.id, annotation, owner, statement.lineno)
-    for statement in _class_statements(node.body):
-        if isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef):
-            yield from _self_assignments(statement, owner)
-
-
-def _self_assignments(
-    function: ast.FunctionDef | ast.AsyncFunctionDef, owner: str
-) -> Iterator[StaticField]:
-    """``self.x = ...`` (also annotated, augmented, a ``for`` or ``with`` target) in a method."""
-    args = function.args.posonlyargs + function.args.args
-    if not args or any(
-        isinstance(d, ast.Name) and d.id == "staticmethod" for d in function.decorator_list
-    ):
-        return
-    self_name = args[0].arg
-    for sub in ast.walk(function):
-        annotation: str | None = None
-        targets: list[ast.expr] = []
-        if isinstance(sub, ast.Assign):
-            targets = list(sub.targets)
-        elif isinstance(sub, ast.AnnAssign):
-            targets, annotation = [sub.target], ast.unparse(sub.annotation)
-        elif isinstance(sub, ast.AugAssign | ast.For | ast.AsyncFor):
-            targets = [sub.target]
-        elif isinstance(sub, ast.With | ast.AsyncWith):
-            targets = [item.optional_vars for item in sub.items if item.optional_vars is not None]
-        for target in targets:
-            for leaf in ast.walk(target):
-                if (
-                    isinstance(leaf, ast.Attribute)
-                    and isinstance(leaf.value, ast.Name)
-                    and leaf.value.id == self_name
-                    and not leaf.attr.startswith("_")
-                ):
-                    yield StaticField(leaf.attr, annotation, owner, leaf.lineno)
 
 
 def _class_pattern(class_name: str) -> re.Pattern[str]:
@@ -513,7 +384,7 @@ def find_class_definitions(class_name: str, roots: Sequence[Path]) -> list[str]:
                 try:
                     if index._defines(module, class_name):
                         found.add(f"{module.name}.{class_name}")
-                except _Unknown:
+                except Unknown:
                     continue
     return sorted(found)
 
