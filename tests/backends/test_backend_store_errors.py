@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from himl_manifest.backends.local import LocalBackend, absolute_uri
-from himl_manifest.backends.local_uri import sqlite_path
+from himl_manifest.backends.local import LocalBackend
+from himl_manifest.backends.local_uri import absolute_uri, sqlite_path
 from himl_manifest.backends.registry import open_backend
 from himl_manifest.errors import ConfigError, StoreError
 

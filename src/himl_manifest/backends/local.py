@@ -17,7 +17,6 @@ Docs: ``docs/store.md``.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
@@ -37,7 +36,10 @@ from himl_manifest.backends.local_jobs import (
     Job,
     JobCommand,
     Scheduler,
+    earlier_run_folders,
     himl_run_command,
+    new_output_dir,
+    writable_folder,
 )
 from himl_manifest.backends.local_lock import (
     LivenessLock,
@@ -48,14 +50,13 @@ from himl_manifest.backends.local_lock import (
 )
 from himl_manifest.backends.local_records import apply_id_of, manifest_tags, run_tags, to_record
 from himl_manifest.backends.local_store import Store, find_any
-from himl_manifest.backends.local_uri import sqlite_path, store_errors
+from himl_manifest.backends.local_uri import absolute_uri, sqlite_path, store_errors
 from himl_manifest.diagnostics import Diagnostic
 from himl_manifest.errors import CheckpointError, StoreError
 from himl_manifest.extras import require_train
 from himl_manifest.model import Lifecycle, RunRecord, RunStatus, parse_enum, with_cosmetic
 from himl_manifest.paths import project_root, tracking_uri
 from himl_manifest.records import (
-    RUN_SPEC_FILE,
     TAG_CHECKPOINT_ARTIFACTS,
     TAG_ERROR,
     TAG_HOST,
@@ -72,7 +73,6 @@ from himl_manifest.records import (
     plain_tags,
     recorded_checkpoints,
     run_experiment,
-    run_folder_name,
     spec_from_tags,
     spec_tags,
     status_from_mlflow,
@@ -84,42 +84,6 @@ STATE_DIR = ".himl"
 LOCK_FILE = "apply.lock"
 #: The id of the store this project's applies wrote to (``.himl/store_id``).
 STORE_ID_FILE = "store_id"
-
-
-def absolute_uri(uri: str, root: Path) -> str:
-    """A relative ``sqlite:///x.db`` made absolute (against ``root``): jobs run elsewhere."""
-    db = sqlite_path(uri)
-    if db is None or db.is_absolute():
-        return uri
-    return f"sqlite:///{(root / db).resolve()}"
-
-
-def earlier_run_folders(root: Path) -> list[Path]:
-    """Run folders under the outputs root (each holds the run spec its job was given)."""
-    outputs = outputs_root(root)
-    if not outputs.is_dir():
-        return []
-    return sorted(p for p in outputs.iterdir() if (p / RUN_SPEC_FILE).is_file())
-
-
-def new_output_dir(root: Path, run_name: str) -> Path:
-    return outputs_root(root) / run_folder_name(run_name)
-
-
-def writable_folder(folder: Path) -> None:
-    """Create ``folder`` (a run folder) if needed and prove it can be written (a real write:
-    permission bits say nothing to root, and a path through a file fails only when used)."""
-    probe = folder / f".himl-write-probe-{os.getpid()}"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise StoreError(
-            f"cannot write the run folder {folder}: {reason}; nothing was submitted (fix the "
-            "folder, then apply again)"
-        ) from exc
 
 
 class LocalStore:

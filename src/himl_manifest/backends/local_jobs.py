@@ -22,6 +22,7 @@ from pathlib import Path
 
 from himl_manifest.backends.base import Progress, ProgressCallback
 from himl_manifest.backends.local_store import Store
+from himl_manifest.errors import StoreError
 from himl_manifest.model import NEVER_STARTED, UNSUCCESSFUL, RunStatus
 from himl_manifest.paths import TRACKING_URI_ENV
 from himl_manifest.records import (
@@ -33,6 +34,8 @@ from himl_manifest.records import (
     TAG_PID,
     TAG_STARTED_AT,
     attempt_marker,
+    outputs_root,
+    run_folder_name,
     status_from_mlflow,
 )
 from himl_manifest.spec import RunSpec
@@ -261,3 +264,34 @@ class Scheduler:
                     if found.info.status != "KILLED":
                         self.store.terminate(job.run_id, "KILLED")
                     job.status = RunStatus.CANCELLED
+
+
+# --- run folders ---------------------------------------------------------------------------
+
+
+def earlier_run_folders(root: Path) -> list[Path]:
+    """Run folders under the outputs root (each holds the run spec its job was given)."""
+    outputs = outputs_root(root)
+    if not outputs.is_dir():
+        return []
+    return sorted(p for p in outputs.iterdir() if (p / RUN_SPEC_FILE).is_file())
+
+
+def new_output_dir(root: Path, run_name: str) -> Path:
+    return outputs_root(root) / run_folder_name(run_name)
+
+
+def writable_folder(folder: Path) -> None:
+    """Create ``folder`` (a run folder) if needed and prove it can be written (a real write:
+    permission bits say nothing to root, and a path through a file fails only when used)."""
+    probe = folder / f".himl-write-probe-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise StoreError(
+            f"cannot write the run folder {folder}: {reason}; nothing was submitted (fix the "
+            "folder, then apply again)"
+        ) from exc

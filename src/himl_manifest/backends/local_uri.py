@@ -126,3 +126,11 @@ def retrying(call: Callable[[], T], attempts: int = 8) -> T:
                 raise
             time.sleep(0.1 * (2**attempt))
     raise AssertionError("unreachable")
+
+
+def absolute_uri(uri: str, root: Path) -> str:
+    """A relative ``sqlite:///x.db`` made absolute (against ``root``): jobs run elsewhere."""
+    db = sqlite_path(uri)
+    if db is None or db.is_absolute():
+        return uri
+    return f"sqlite:///{(root / db).resolve()}"

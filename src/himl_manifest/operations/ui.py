@@ -73,8 +73,12 @@ def free_port() -> int:
 
 def plan_ui(uri: str, root: Path, port: int | None = None) -> UiPlan:
     """How to show the store at ``uri`` (a relative SQLite URI is taken against ``root``)."""
-    from himl_manifest.backends.local import absolute_uri
-    from himl_manifest.backends.local_uri import check_uri, is_initialized_sqlite, sqlite_path
+    from himl_manifest.backends.local_uri import (
+        absolute_uri,
+        check_uri,
+        is_initialized_sqlite,
+        sqlite_path,
+    )
 
     uri = absolute_uri(uri, root)
     scheme = uri.split(":", 1)[0].lower()
