@@ -17,9 +17,13 @@ if TYPE_CHECKING:  # click is imported when a command runs, not with this module
     import click
 
 
+#: Set (to anything but 0/false) for full tracebacks; ``himl --traceback`` sets it.
+TRACEBACK_ENV = "HIML_TRACEBACK"
+
+
 def wants_traceback() -> bool:
     """True when the user asked for tracebacks (``--traceback`` or ``HIML_TRACEBACK=1``)."""
-    return os.environ.get("HIML_TRACEBACK", "") not in ("", "0", "false", "False")
+    return os.environ.get(TRACEBACK_ENV, "") not in ("", "0", "false", "False")
 
 
 def run_command(
@@ -29,7 +33,19 @@ def run_command(
 
     0 success; 1 error or invalid input (:class:`HimlError`, or an internal error: its trace
     only on request); 64 usage error; 130 interrupted; a command's own int result otherwise.
-    """
+    ``--traceback`` holds for this command only: the process's environment is as it was after
+    (a command run in process, by a test or a library, never leaks it to what runs next)."""
+    before = os.environ.get(TRACEBACK_ENV)
+    try:
+        return _run(command, args, prog_name)
+    finally:
+        if before is None:
+            os.environ.pop(TRACEBACK_ENV, None)
+        else:
+            os.environ[TRACEBACK_ENV] = before
+
+
+def _run(command: click.Command, args: Sequence[str] | None, prog_name: str) -> int:
     import click
 
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,7 @@ def test_internal_error_without_and_with_traceback(
 
     code, _, err = _run(capsys, "--traceback", "validate")
     assert code == 1 and "Traceback (most recent call last)" in err
+    assert "HIML_TRACEBACK" not in os.environ  # for that command only: nothing leaks
 
     monkeypatch.setenv("HIML_TRACEBACK", "1")
     code, _, err = _run(capsys, "validate")
