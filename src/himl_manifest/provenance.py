@@ -279,10 +279,11 @@ class GitProvenance:
             return None, SHALLOW_UNKNOWN
         return str(found.hexsha), None
 
-    def manifest(self, manifest_path: str, repo: RepoFacts) -> ManifestProvenance:
-        """Provenance of one manifest (a path relative to the project root)."""
-        base: dict[str, Any] = {
-            "manifest_path": manifest_path,
+    @staticmethod
+    def repository(repo: RepoFacts) -> dict[str, Any]:
+        """The facts of a run that hold for the whole repository (and the tool's versions): what
+        a manifest's provenance starts from, and all an imperative run (no manifest) has."""
+        return {
             "head_commit": repo.head_commit,
             "branch": repo.branch,
             "remote_url": repo.remote_url,
@@ -294,6 +295,10 @@ class GitProvenance:
             "shallow": repo.shallow,
             **_versions(),
         }
+
+    def manifest(self, manifest_path: str, repo: RepoFacts) -> ManifestProvenance:
+        """Provenance of one manifest (a path relative to the project root)."""
+        base: dict[str, Any] = {"manifest_path": manifest_path, **self.repository(repo)}
         if self.repo is None:
             return ManifestProvenance(manifest_path, {**base, "dirty": True, "tracked": False})
         relative = self._relative(manifest_path)

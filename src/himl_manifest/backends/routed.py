@@ -151,18 +151,7 @@ class RoutedBackend(BackendBase):
 
     def job_log(self, record: RunRecord, *, follow: bool, out: TextIO) -> None:
         """The log of ``record``'s job, from the part that holds it."""
-        holders = [b for b in self._holding(record.run_name) if b.capabilities.logs]
-        if not holders:
-            BackendBase.job_log(self, record, follow=follow, out=out)
-        last: StoreError | None = None
-        for backend in holders:
-            try:
-                backend.job_log(record, follow=follow, out=out)
-                return
-            except StoreError as exc:
-                last = exc
-        assert last is not None
-        raise last
+        self._first(record.run_name, lambda b: b.job_log(record, follow=follow, out=out))
 
     # -- the executor ------------------------------------------------------------------------
 

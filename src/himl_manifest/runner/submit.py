@@ -255,12 +255,8 @@ def imperative_runs(runs: Sequence[RunSpec], root: Path, command: str) -> list[R
     tree, who submitted), with the command line in place of the manifest."""
     from himl_manifest.provenance import GitProvenance
 
-    provenance = GitProvenance(root)
-    facts = {
-        key: value
-        for key, value in provenance.manifest("", provenance.repo_facts()).facts.items()
-        if not key.startswith("manifest_") and key not in ("tracked", "dirty") and value is not None
-    }
+    repository = GitProvenance.repository(GitProvenance(root).repo_facts())
+    facts = {key: value for key, value in repository.items() if value is not None}
     facts["dirty"] = bool(facts.get("worktree_dirty"))
     facts["command"] = cap(command, _MAX_MANIFEST_TAG)
     invocation = invocation_id()
